@@ -1,0 +1,82 @@
+//! Errors of the runtime library. Every variant names the file, node or field at fault so the
+//! binaries can print one line and exit non-zero.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a readable ONNX model ({reason})")]
+    NotOnnx { path: PathBuf, reason: String },
+    #[error("{path}: node '{node}' uses op '{op}' (domain '{domain}'), which tract does not support")]
+    UnsupportedOp {
+        path: PathBuf,
+        node: String,
+        op: String,
+        domain: String,
+    },
+    #[error("{path}: {stage}: {reason}")]
+    Tract {
+        path: PathBuf,
+        stage: &'static str,
+        reason: String,
+    },
+    #[error("input shape '{spec}': {reason}")]
+    BadShapeSpec { spec: String, reason: String },
+    #[error("{path}: input '{input}': {reason}")]
+    Input {
+        path: PathBuf,
+        input: String,
+        reason: String,
+    },
+    #[error("{path}: tensor '{tensor}' would hold {elements} elements ({bytes} bytes), over the limit of {limit} bytes")]
+    TooLarge {
+        path: PathBuf,
+        tensor: String,
+        elements: u128,
+        bytes: u128,
+        limit: u64,
+    },
+    #[error("{path}: {reason}")]
+    Data { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RuntimeError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wrap a tract error as one line: tract chains contexts, we keep them joined by ": ".
+    pub fn tract(path: impl Into<PathBuf>, stage: &'static str, err: anyhow::Error) -> Self {
+        RuntimeError::Tract {
+            path: path.into(),
+            stage,
+            reason: one_line(&err),
+        }
+    }
+}
+
+/// Join an error chain into one line, dropping tract's multi-line node dumps.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        if !first.is_empty() && !parts.contains(&first) {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;

@@ -1,0 +1,229 @@
+//! Model inputs from files (.npy tensors, images) or generated, and outputs to .npy.
+
+use crate::error::{Result, RuntimeError};
+use crate::model::TensorSpec;
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use std::path::Path;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::tract_ndarray::{self, ArrayD, IxDyn};
+
+/// Deterministic inputs for benchmarking: uniform [0, 1) floats from `seed`, zeros for
+/// integer inputs (ids, lengths) where random values could be out of range.
+pub fn random_inputs(specs: &[TensorSpec], seed: u64) -> Vec<Tensor> {
+    let mut rng = SplitMix64(seed);
+    specs
+        .iter()
+        .map(|s| match s.dtype.as_str() {
+            "float" | "float16" | "double" | "" => {
+                let n: usize = s.shape.iter().product();
+                let data: Vec<f32> = (0..n).map(|_| rng.next_f32()).collect();
+                let t: Tensor = ArrayD::from_shape_vec(IxDyn(&s.shape), data)
+                    .expect("volume matches shape")
+                    .into();
+                match s.dtype.as_str() {
+                    "float16" => t.cast_to::<f16>().map(|c| c.into_owned()).unwrap_or(t),
+                    "double" => t.cast_to::<f64>().map(|c| c.into_owned()).unwrap_or(t),
+                    _ => t,
+                }
+            }
+            "int32" => Tensor::zero::<i32>(&s.shape).expect("zero tensor"),
+            "bool" => Tensor::zero::<u8>(&s.shape)
+                .and_then(|t| t.cast_to::<bool>().map(|c| c.into_owned()))
+                .expect("zero tensor"),
+            _ => Tensor::zero::<i64>(&s.shape).expect("zero tensor"),
+        })
+        .collect()
+}
+
+/// A tiny, well-known generator (Steele et al.'s SplitMix64): reproducible inputs from a
+/// seed without pulling a random-number crate into the board binary.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Copy any numeric tensor's values out as f32, in row-major order.
+pub fn tensor_to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+    let f = t
+        .cast_to::<f32>()
+        .map_err(|e| RuntimeError::Other(format!("tensor of {:?} is not numeric: {e}", t.datum_type())))?;
+    let view = f
+        .to_plain_array_view::<f32>()
+        .map_err(|e| RuntimeError::Other(e.to_string()))?;
+    Ok(view.iter().copied().collect())
+}
+
+/// Read a .npy file of f32, f64, i64, i32 or u8 into a tensor.
+pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).map_err(|e| RuntimeError::io(path, e))?;
+    let bad = |reason: String| RuntimeError::Data {
+        path: path.into(),
+        reason,
+    };
+    if !bytes.starts_with(b"\x93NUMPY") {
+        return Err(bad("not a .npy file (missing the \\x93NUMPY magic)".into()));
+    }
+    macro_rules! try_type {
+        ($t:ty) => {
+            if let Ok(a) = ArrayD::<$t>::read_npy(bytes.as_slice()) {
+                return Ok(a.into());
+            }
+        };
+    }
+    try_type!(f32);
+    try_type!(f64);
+    try_type!(i64);
+    try_type!(i32);
+    try_type!(u8);
+    let err = ArrayD::<f32>::read_npy(bytes.as_slice())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    Err(bad(format!("unsupported .npy content: {err}")))
+}
+
+/// Write a float or integer tensor as .npy (through a temporary file).
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    let mut buf = Vec::new();
+    let res = match t.datum_type() {
+        DatumType::I64 => t.to_plain_array_view::<i64>().map(|a| a.write_npy(&mut buf)),
+        DatumType::I32 => t.to_plain_array_view::<i32>().map(|a| a.write_npy(&mut buf)),
+        _ => t
+            .cast_to::<f32>()
+            .and_then(|c| c.to_plain_array_view::<f32>().map(|a| a.write_npy(&mut buf))),
+    };
+    match res {
+        Ok(Ok(())) => crate::fsutil::write_atomic(path, &buf),
+        Ok(Err(e)) => Err(RuntimeError::Other(format!("{}: {e}", path.display()))),
+        Err(e) => Err(RuntimeError::Other(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// How an image becomes an NCHW float tensor: value = (pixel·scale − mean[c]) / std[c].
+#[derive(Debug, Clone)]
+pub struct ImagePrep {
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Channel order BGR instead of RGB (OpenCV-trained models such as PP-OCR).
+    pub bgr: bool,
+}
+
+impl Default for ImagePrep {
+    /// ImageNet statistics: what most pretrained vision backbones expect.
+    fn default() -> Self {
+        ImagePrep {
+            scale: 1.0 / 255.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            bgr: false,
+        }
+    }
+}
+
+/// Decode an image file.
+pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
+        .map_err(|e| RuntimeError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| RuntimeError::io(path, e))?
+        .decode()
+        .map_err(|e| RuntimeError::Data {
+            path: path.into(),
+            reason: format!("image does not decode: {e}"),
+        })
+}
+
+/// Resize (bilinear) to the spec's H×W and lay out as [1, C, H, W] with C = 1 or 3.
+pub fn image_to_tensor(img: &image::DynamicImage, shape: &[usize], prep: &ImagePrep) -> std::result::Result<Tensor, String> {
+    let [n, c, h, w] = shape else {
+        return Err(format!("an image input needs a 4-D NCHW input, the model takes {shape:?}"));
+    };
+    if *n != 1 || !(*c == 1 || *c == 3) {
+        return Err(format!(
+            "an image fills a [1, 1|3, H, W] input, the model takes {shape:?}"
+        ));
+    }
+    let rgb = img
+        .resize_exact(*w as u32, *h as u32, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    let mut arr = tract_ndarray::Array4::<f32>::zeros((1, *c, *h, *w));
+    for (x, y, p) in rgb.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
+        if *c == 1 {
+            // ITU-R BT.601 luma, as image's to_luma does.
+            let l = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+            arr[[0, 0, y, x]] = (l * prep.scale - prep.mean[0]) / prep.std[0];
+        } else {
+            for ch in 0..3 {
+                let src = if prep.bgr { 2 - ch } else { ch };
+                arr[[0, ch, y, x]] = (p[src] as f32 * prep.scale - prep.mean[ch]) / prep.std[ch];
+            }
+        }
+    }
+    Ok(arr.into_dyn().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_keeps_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.npy");
+        let t: Tensor = tract_ndarray::arr2(&[[1.5f32, -2.0], [3.25, 4.0]]).into_dyn().into();
+        write_npy(&p, &t).unwrap();
+        let back = read_npy(&p).unwrap();
+        assert_eq!(back.shape(), &[2, 2]);
+        assert_eq!(tensor_to_f32_vec(&back).unwrap(), vec![1.5, -2.0, 3.25, 4.0]);
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(read_npy(&p).unwrap_err().to_string().contains("not a .npy file"));
+    }
+
+    #[test]
+    fn image_normalisation_is_per_channel() {
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            4,
+            4,
+            image::Rgb([255, 0, 51]),
+        ));
+        let prep = ImagePrep {
+            scale: 1.0 / 255.0,
+            mean: [0.5, 0.5, 0.5],
+            std: [0.5, 0.5, 0.5],
+            bgr: false,
+        };
+        let t = image_to_tensor(&img, &[1, 3, 2, 2], &prep).unwrap();
+        let v = tensor_to_f32_vec(&t).unwrap();
+        assert!((v[0] - 1.0).abs() < 1e-6 && (v[4] + 1.0).abs() < 1e-6 && (v[8] + 0.6).abs() < 1e-5);
+        let bgr = image_to_tensor(&img, &[1, 3, 2, 2], &ImagePrep { bgr: true, ..prep }).unwrap();
+        assert!((tensor_to_f32_vec(&bgr).unwrap()[0] + 0.6).abs() < 1e-5);
+        assert!(image_to_tensor(&img, &[1, 3, 8], &ImagePrep::default()).is_err());
+    }
+
+    #[test]
+    fn random_inputs_are_reproducible() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            dtype: "float".into(),
+            declared: vec![],
+            shape: vec![2, 3],
+        };
+        let a = random_inputs(std::slice::from_ref(&spec), 7);
+        let b = random_inputs(std::slice::from_ref(&spec), 7);
+        assert_eq!(a[0], b[0]);
+        assert!(tensor_to_f32_vec(&a[0]).unwrap().iter().all(|v| (0.0..1.0).contains(v)));
+    }
+}

@@ -1,0 +1,22 @@
+//! edgeslim-runtime: the board side of edgeslim. Loads ONNX models with tract, runs and
+//! benchmarks them with per-node profiling, and reports device facts. No Python, no protobuf
+//! writer: what ships to a Raspberry Pi or Jetson.
+
+pub mod bench;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod input;
+pub mod macs;
+pub mod model;
+pub mod profile;
+pub mod report;
+pub mod shapes;
+pub mod stats;
+
+pub use error::{Result, RuntimeError};
+pub use model::{LoadOptions, LoadedModel};
+pub use shapes::InputShape;
+
+/// Re-exported so host tools and tests use the exact tract the runtime uses.
+pub use tract_onnx;

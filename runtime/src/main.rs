@@ -1,0 +1,261 @@
+//! `edgeslim-rt`: run and benchmark ONNX models on the board.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use edgeslim_runtime::bench::{bench, BenchConfig};
+use edgeslim_runtime::device::current_rss_bytes;
+use edgeslim_runtime::input::{tensor_to_f32_vec, image_to_tensor, open_image, random_inputs, read_npy, write_npy, ImagePrep};
+use edgeslim_runtime::model::{LoadOptions, LoadedModel};
+use edgeslim_runtime::tract_onnx::prelude::*;
+use edgeslim_runtime::InputShape;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "edgeslim-rt", version, about = "Run and benchmark ONNX models on the board (tract, no Python)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model once on an image or a .npy tensor and print or save the outputs.
+    #[command(after_help = "Examples:\n  edgeslim-rt run cls.onnx --input-shape x=1,3,48,192 --input word.png --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5\n  edgeslim-rt run model.onnx --input x.npy --output y.npy")]
+    Run(RunArgs),
+    /// Benchmark a model: latency percentiles, per-node profile, memory, device facts.
+    #[command(after_help = "Example:\n  edgeslim-rt bench det.onnx --input-shape x=1,3,640,640 --runs 20 --threads 2 --json det.json")]
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Shape of an input, NAME=D0,D1,... (or D0,D1,... for the first input). Repeatable.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shapes: Vec<InputShape>,
+    /// Threads for tract's matrix products.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Skip tract's optimiser (runs the decluttered graph; for debugging).
+    #[arg(long)]
+    no_optimize: bool,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<LoadedModel> {
+        let opts = LoadOptions {
+            input_shapes: self.input_shapes.clone(),
+            optimize: !self.no_optimize,
+            threads: self.threads.max(1),
+            ..Default::default()
+        };
+        Ok(LoadedModel::load(&self.model, &opts)?)
+    }
+}
+
+#[derive(Args)]
+struct PrepArgs {
+    /// Pixel scale before normalisation.
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    scale: f32,
+    /// Per-channel mean subtracted after scaling (default: ImageNet).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.485f32, 0.456, 0.406])]
+    mean: Vec<f32>,
+    /// Per-channel standard deviation (default: ImageNet).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.229f32, 0.224, 0.225])]
+    std: Vec<f32>,
+    /// Feed channels as BGR (models trained with OpenCV, e.g. PP-OCR).
+    #[arg(long)]
+    bgr: bool,
+}
+
+impl PrepArgs {
+    fn prep(&self) -> Result<ImagePrep> {
+        let three = |v: &[f32], what: &str| -> Result<[f32; 3]> {
+            match v {
+                [a] => Ok([*a; 3]),
+                [a, b, c] => Ok([*a, *b, *c]),
+                _ => bail!("--{what} takes 1 or 3 comma-separated values, got {}", v.len()),
+            }
+        };
+        let std = three(&self.std, "std")?;
+        if std.contains(&0.0) {
+            bail!("--std values must be non-zero");
+        }
+        Ok(ImagePrep {
+            scale: self.scale,
+            mean: three(&self.mean, "mean")?,
+            std,
+            bgr: self.bgr,
+        })
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// An image (png, jpeg) or a .npy tensor for the first input.
+    #[arg(long)]
+    input: PathBuf,
+    /// Save outputs as .npy (several outputs: OUT.0.npy, OUT.1.npy, ...).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// How many of the largest values to print per output.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    #[command(flatten)]
+    prep: PrepArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Seed of the generated input values.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the report here (JSON, design.md §5).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Name in tables and charts (default: the model's file stem).
+    #[arg(long)]
+    label: Option<String>,
+    /// The board profile this run stands for (targets/NAME.toml), recorded in the report.
+    #[arg(long)]
+    target: Option<String>,
+}
+
+fn is_npy(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
+fn cmd_run(a: &RunArgs) -> Result<()> {
+    // An image decides a dynamic H×W itself when the user gave no shape.
+    let mut model_args_shapes = a.model.input_shapes.clone();
+    let image = if is_npy(&a.input) { None } else { Some(open_image(&a.input)?) };
+    let model = match (a.model.load(), &image) {
+        (Ok(m), _) => m,
+        (Err(e), Some(img)) if model_args_shapes.is_empty() && e.to_string().contains("is not fixed") => {
+            model_args_shapes.push(InputShape { name: None, dims: vec![1, 3, img.height() as usize, img.width() as usize] });
+            let opts = LoadOptions {
+                input_shapes: model_args_shapes,
+                optimize: !a.model.no_optimize,
+                threads: a.model.threads.max(1),
+                ..Default::default()
+            };
+            log::info!("dynamic input: running at the image's own size");
+            LoadedModel::load(&a.model.model, &opts)?
+        }
+        (Err(e), _) => return Err(e),
+    };
+    if model.inputs.len() != 1 {
+        bail!("{}: the model has {} inputs; `run` feeds one (use bench for generated inputs)", a.model.model.display(), model.inputs.len());
+    }
+    let spec = &model.inputs[0];
+    let tensor = match &image {
+        None => read_npy(&a.input)?,
+        Some(img) => image_to_tensor(img, &spec.shape, &a.prep.prep()?)
+            .map_err(|reason| anyhow::anyhow!("{}: input '{}': {reason}", a.input.display(), spec.name))?,
+    };
+    let outputs = model.run(vec![tensor])?;
+    for (i, (t, spec)) in outputs.iter().zip(&model.outputs).enumerate() {
+        print_output(&spec.name, t, a.top);
+        if let Some(out) = &a.output {
+            let path = if outputs.len() == 1 {
+                out.clone()
+            } else {
+                out.with_extension(format!("{i}.npy"))
+            };
+            write_npy(&path, t)?;
+            println!("  saved {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn print_output(name: &str, t: &Tensor, top: usize) {
+    let Ok(v) = tensor_to_f32_vec(t) else {
+        println!("{name}: {:?} {:?}", t.datum_type(), t.shape());
+        return;
+    };
+    let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
+    println!("{name}: shape {:?}  min {mn:.6}  max {mx:.6}  mean {mean:.6}", t.shape());
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+    for &i in idx.iter().take(top) {
+        println!("  [{i}] {:.6}", v[i]);
+    }
+}
+
+fn cmd_bench(a: &BenchArgs) -> Result<()> {
+    let before = current_rss_bytes();
+    let model = a.model.load()?;
+    let after = current_rss_bytes();
+    let inputs = random_inputs(&model.inputs, a.seed);
+    let cfg = BenchConfig {
+        warmup: a.warmup,
+        runs: a.runs.max(1),
+        label: a.label.clone(),
+        target_profile: a.target.clone(),
+    };
+    let (report, _) = bench(&model, &inputs, &cfg, before, after)?;
+    print_summary(&report);
+    if let Some(path) = &a.json {
+        report.write(path).with_context(|| format!("writing {}", path.display()))?;
+        println!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_summary(r: &edgeslim_runtime::report::BenchReport) {
+    let l = &r.latency;
+    println!(
+        "{}  [{}; {} thread(s); {}]",
+        r.label, r.backend, r.threads, r.device.arch
+    );
+    if r.device.emulated {
+        println!("  NOTE: running under emulation: timings do not reflect any board");
+    }
+    println!(
+        "  load {:.1} ms  typing {:.1} ms  optimise {:.1} ms",
+        r.load.load_ms, r.load.typing_ms, r.load.optimize_ms
+    );
+    println!(
+        "  latency ms: min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3} ± {:.3}  ({} runs)",
+        l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms, l.std_ms, l.runs
+    );
+    println!(
+        "  throughput {:.1}/s  peak RSS {:.1} MiB  MACs {:.3} G",
+        r.throughput_per_s,
+        r.memory.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0,
+        r.model.total_macs as f64 / 1e9
+    );
+    if let Some(p) = &r.profile {
+        println!("  per-node sum {:.3} ms = {:.1}% of run time; top ops:", p.node_sum_mean_ms, p.coverage * 100.0);
+        for o in p.op_types.iter().take(5) {
+            println!("    {:<20} {:>4} nodes  {:>8.3} ms  {:>5.1}%", o.op, o.count, o.mean_ms, o.share * 100.0);
+        }
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Bench(a) => cmd_bench(a),
+    };
+    if let Err(e) = result {
+        eprintln!("edgeslim-rt: error: {}", edgeslim_runtime::error::one_line(&e));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,150 @@
+//! The benchmark report (design.md §5). Both binaries write it; `edgeslim report` renders it.
+//! Field names are a contract: tests check every one, reports from boards are read back.
+
+use crate::device::DeviceInfo;
+use crate::model::{LoadTimings, TensorSpec};
+use crate::stats::LatencyStats;
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+impl ToolInfo {
+    pub fn this(name: &str) -> ToolInfo {
+        ToolInfo {
+            name: name.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub path: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub opset: i64,
+    pub producer: String,
+    pub onnx_nodes: usize,
+    /// Nodes in tract's optimised plan.
+    pub plan_nodes: usize,
+    pub total_macs: u64,
+}
+
+/// Time spent in one ONNX node: the sum of the tract plan nodes it became.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeProfile {
+    pub name: String,
+    pub onnx_op: String,
+    /// The tract ops that ran on its behalf (after fusion), e.g. `OptMatMul`.
+    pub tract_ops: Vec<String>,
+    pub mean_ms: f64,
+    /// Share of the summed node time, in [0, 1].
+    pub share: f64,
+    pub macs: u64,
+    pub output_shape: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpTypeProfile {
+    pub op: String,
+    pub count: usize,
+    pub mean_ms: f64,
+    pub share: f64,
+    pub macs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
+    /// Mean wall time of a profiled run, measured around the whole plan execution.
+    pub run_mean_ms: f64,
+    /// Mean of the per-node times summed over all nodes; ≈ run_mean_ms.
+    pub node_sum_mean_ms: f64,
+    /// node_sum_mean_ms / run_mean_ms.
+    pub coverage: f64,
+    /// Achieved multiply-accumulates per second over the run: 2·MACs/time in GFLOP/s.
+    pub achieved_gflops: f64,
+    /// Sorted by time, largest first.
+    pub nodes: Vec<NodeProfile>,
+    /// By the ONNX op each node came from.
+    pub op_types: Vec<OpTypeProfile>,
+    /// By tract's own op kinds in the optimised plan.
+    pub tract_op_types: Vec<OpTypeProfile>,
+    /// How tract nodes were matched to ONNX nodes, for the reader who wants to check.
+    pub attribution_note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    pub rss_before_load_bytes: Option<u64>,
+    pub rss_after_load_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputDiff {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub max_abs_diff: f64,
+    /// Largest |value| of the reference output, to read the difference against.
+    pub max_abs_reference: f64,
+}
+
+/// Filled by `edgeslim bench --backend both`: ONNX Runtime on the same inputs and threads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineComparison {
+    pub other_backend: String,
+    pub other_version: Option<String>,
+    pub other_latency: LatencyStats,
+    /// tract mean / other mean (and medians): below 1 means tract is faster.
+    pub latency_ratio_mean: f64,
+    pub latency_ratio_p50: f64,
+    pub outputs: Vec<OutputDiff>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub schema_version: u32,
+    pub tool: ToolInfo,
+    /// A short name for tables and charts (defaults to the model file stem).
+    pub label: String,
+    pub created_unix: u64,
+    pub model: ModelInfo,
+    pub backend: String,
+    pub threads: usize,
+    pub optimized: bool,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub load: LoadTimings,
+    pub latency: LatencyStats,
+    pub throughput_per_s: f64,
+    pub memory: MemoryInfo,
+    pub profile: Option<Profile>,
+    pub device: DeviceInfo,
+    /// The board profile (targets/*.toml) the run was made for, when one was named.
+    pub target_profile: Option<String>,
+    pub comparison: Option<EngineComparison>,
+}
+
+impl BenchReport {
+    pub fn read(path: &std::path::Path) -> crate::error::Result<BenchReport> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::error::RuntimeError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| crate::error::RuntimeError::Data {
+            path: path.into(),
+            reason: format!("not an edgeslim bench report: {e}"),
+        })
+    }
+
+    /// Write as pretty JSON through a temporary file, so a reader never sees half a report.
+    pub fn write(&self, path: &std::path::Path) -> crate::error::Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| crate::error::RuntimeError::Other(e.to_string()))?;
+        crate::fsutil::write_atomic(path, text.as_bytes())
+    }
+}
