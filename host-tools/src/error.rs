@@ -28,6 +28,12 @@ pub enum Error {
     Usage(String),
     #[error("{0}")]
     Other(String),
+    /// Fetching or reading the cache of real models and data (`edgeslim assets`).
+    #[error("assets: {0}")]
+    Assets(String),
+    /// ONNX Runtime, the second engine: loading the library, a session, a run.
+    #[error("onnxruntime: {0}")]
+    Ort(String),
 }
 
 impl Error {

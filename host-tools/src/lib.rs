@@ -5,3 +5,10 @@ pub mod error;
 pub mod onnx;
 
 pub use error::{Error, Result};
+pub mod assets;
+pub mod bench;
+pub mod demo;
+pub mod engines;
+pub mod inspect;
+pub mod optimize;
+pub mod report;

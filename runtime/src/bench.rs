@@ -41,11 +41,21 @@ pub struct Timings {
 }
 
 /// Run `warmup` untimed and `runs` timed inferences.
-pub fn time_runs(model: &LoadedModel, inputs: &[Tensor], warmup: usize, runs: usize) -> Result<Timings> {
+pub fn time_runs(
+    model: &LoadedModel,
+    inputs: &[Tensor],
+    warmup: usize,
+    runs: usize,
+) -> Result<Timings> {
     model.check_inputs(inputs)?;
     let err = |e| RuntimeError::tract(&model.path, "running", e);
     let mut state = model.plan.spawn().map_err(err)?;
-    let as_values = || inputs.iter().map(|t| t.clone().into_tvalue()).collect::<TVec<_>>();
+    let as_values = || {
+        inputs
+            .iter()
+            .map(|t| t.clone().into_tvalue())
+            .collect::<TVec<_>>()
+    };
     for _ in 0..warmup {
         state.run(as_values()).map_err(err)?;
     }

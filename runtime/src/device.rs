@@ -51,7 +51,10 @@ pub struct DeviceInfo {
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
     fs::read_to_string(p)
         .ok()
-        .map(|s| s.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string())
+        .map(|s| {
+            s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                .to_string()
+        })
         .filter(|s| !s.is_empty())
 }
 

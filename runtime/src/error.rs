@@ -13,7 +13,9 @@ pub enum RuntimeError {
     },
     #[error("{path}: not a readable ONNX model ({reason})")]
     NotOnnx { path: PathBuf, reason: String },
-    #[error("{path}: node '{node}' uses op '{op}' (domain '{domain}'), which tract does not support")]
+    #[error(
+        "{path}: node '{node}' uses op '{op}' (domain '{domain}'), which tract does not support"
+    )]
     UnsupportedOp {
         path: PathBuf,
         node: String,

@@ -76,7 +76,11 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let failed = write_atomic_with(&p, |_| Err(std::io::Error::other("boom")));
         assert!(failed.unwrap_err().to_string().contains("boom"));
-        assert_eq!(std::fs::read(&p).unwrap(), b"two", "a failed write keeps the old file");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            b"two",
+            "a failed write keeps the old file"
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
     }

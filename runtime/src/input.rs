@@ -55,9 +55,12 @@ impl SplitMix64 {
 
 /// Copy any numeric tensor's values out as f32, in row-major order.
 pub fn tensor_to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
-    let f = t
-        .cast_to::<f32>()
-        .map_err(|e| RuntimeError::Other(format!("tensor of {:?} is not numeric: {e}", t.datum_type())))?;
+    let f = t.cast_to::<f32>().map_err(|e| {
+        RuntimeError::Other(format!(
+            "tensor of {:?} is not numeric: {e}",
+            t.datum_type()
+        ))
+    })?;
     let view = f
         .to_plain_array_view::<f32>()
         .map_err(|e| RuntimeError::Other(e.to_string()))?;
@@ -97,11 +100,16 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     let mut buf = Vec::new();
     let res = match t.datum_type() {
-        DatumType::I64 => t.to_plain_array_view::<i64>().map(|a| a.write_npy(&mut buf)),
-        DatumType::I32 => t.to_plain_array_view::<i32>().map(|a| a.write_npy(&mut buf)),
-        _ => t
-            .cast_to::<f32>()
-            .and_then(|c| c.to_plain_array_view::<f32>().map(|a| a.write_npy(&mut buf))),
+        DatumType::I64 => t
+            .to_plain_array_view::<i64>()
+            .map(|a| a.write_npy(&mut buf)),
+        DatumType::I32 => t
+            .to_plain_array_view::<i32>()
+            .map(|a| a.write_npy(&mut buf)),
+        _ => t.cast_to::<f32>().and_then(|c| {
+            c.to_plain_array_view::<f32>()
+                .map(|a| a.write_npy(&mut buf))
+        }),
     };
     match res {
         Ok(Ok(())) => crate::fsutil::write_atomic(path, &buf),
@@ -146,9 +154,15 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
 }
 
 /// Resize (bilinear) to the spec's H×W and lay out as [1, C, H, W] with C = 1 or 3.
-pub fn image_to_tensor(img: &image::DynamicImage, shape: &[usize], prep: &ImagePrep) -> std::result::Result<Tensor, String> {
+pub fn image_to_tensor(
+    img: &image::DynamicImage,
+    shape: &[usize],
+    prep: &ImagePrep,
+) -> std::result::Result<Tensor, String> {
     let [n, c, h, w] = shape else {
-        return Err(format!("an image input needs a 4-D NCHW input, the model takes {shape:?}"));
+        return Err(format!(
+            "an image input needs a 4-D NCHW input, the model takes {shape:?}"
+        ));
     };
     if *n != 1 || !(*c == 1 || *c == 3) {
         return Err(format!(
@@ -183,13 +197,21 @@ mod tests {
     fn npy_round_trip_keeps_values() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.npy");
-        let t: Tensor = tract_ndarray::arr2(&[[1.5f32, -2.0], [3.25, 4.0]]).into_dyn().into();
+        let t: Tensor = tract_ndarray::arr2(&[[1.5f32, -2.0], [3.25, 4.0]])
+            .into_dyn()
+            .into();
         write_npy(&p, &t).unwrap();
         let back = read_npy(&p).unwrap();
         assert_eq!(back.shape(), &[2, 2]);
-        assert_eq!(tensor_to_f32_vec(&back).unwrap(), vec![1.5, -2.0, 3.25, 4.0]);
+        assert_eq!(
+            tensor_to_f32_vec(&back).unwrap(),
+            vec![1.5, -2.0, 3.25, 4.0]
+        );
         std::fs::write(&p, b"garbage").unwrap();
-        assert!(read_npy(&p).unwrap_err().to_string().contains("not a .npy file"));
+        assert!(read_npy(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a .npy file"));
     }
 
     #[test]
@@ -207,7 +229,9 @@ mod tests {
         };
         let t = image_to_tensor(&img, &[1, 3, 2, 2], &prep).unwrap();
         let v = tensor_to_f32_vec(&t).unwrap();
-        assert!((v[0] - 1.0).abs() < 1e-6 && (v[4] + 1.0).abs() < 1e-6 && (v[8] + 0.6).abs() < 1e-5);
+        assert!(
+            (v[0] - 1.0).abs() < 1e-6 && (v[4] + 1.0).abs() < 1e-6 && (v[8] + 0.6).abs() < 1e-5
+        );
         let bgr = image_to_tensor(&img, &[1, 3, 2, 2], &ImagePrep { bgr: true, ..prep }).unwrap();
         assert!((tensor_to_f32_vec(&bgr).unwrap()[0] + 0.6).abs() < 1e-5);
         assert!(image_to_tensor(&img, &[1, 3, 8], &ImagePrep::default()).is_err());
@@ -224,6 +248,9 @@ mod tests {
         let a = random_inputs(std::slice::from_ref(&spec), 7);
         let b = random_inputs(std::slice::from_ref(&spec), 7);
         assert_eq!(a[0], b[0]);
-        assert!(tensor_to_f32_vec(&a[0]).unwrap().iter().all(|v| (0.0..1.0).contains(v)));
+        assert!(tensor_to_f32_vec(&a[0])
+            .unwrap()
+            .iter()
+            .all(|v| (0.0..1.0).contains(v)));
     }
 }

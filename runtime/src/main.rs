@@ -4,14 +4,20 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgeslim_runtime::bench::{bench, BenchConfig};
 use edgeslim_runtime::device::current_rss_bytes;
-use edgeslim_runtime::input::{tensor_to_f32_vec, image_to_tensor, open_image, random_inputs, read_npy, write_npy, ImagePrep};
+use edgeslim_runtime::input::{
+    image_to_tensor, open_image, random_inputs, read_npy, tensor_to_f32_vec, write_npy, ImagePrep,
+};
 use edgeslim_runtime::model::{LoadOptions, LoadedModel};
 use edgeslim_runtime::tract_onnx::prelude::*;
 use edgeslim_runtime::InputShape;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "edgeslim-rt", version, about = "Run and benchmark ONNX models on the board (tract, no Python)")]
+#[command(
+    name = "edgeslim-rt",
+    version,
+    about = "Run and benchmark ONNX models on the board (tract, no Python)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,10 +26,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a model once on an image or a .npy tensor and print or save the outputs.
-    #[command(after_help = "Examples:\n  edgeslim-rt run cls.onnx --input-shape x=1,3,48,192 --input word.png --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5\n  edgeslim-rt run model.onnx --input x.npy --output y.npy")]
+    #[command(
+        after_help = "Examples:\n  edgeslim-rt run cls.onnx --input-shape x=1,3,48,192 --input word.png --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5\n  edgeslim-rt run model.onnx --input x.npy --output y.npy"
+    )]
     Run(RunArgs),
     /// Benchmark a model: latency percentiles, per-node profile, memory, device facts.
-    #[command(after_help = "Example:\n  edgeslim-rt bench det.onnx --input-shape x=1,3,640,640 --runs 20 --threads 2 --json det.json")]
+    #[command(
+        after_help = "Example:\n  edgeslim-rt bench det.onnx --input-shape x=1,3,640,640 --runs 20 --threads 2 --json det.json"
+    )]
     Bench(BenchArgs),
 }
 
@@ -76,7 +86,10 @@ impl PrepArgs {
             match v {
                 [a] => Ok([*a; 3]),
                 [a, b, c] => Ok([*a, *b, *c]),
-                _ => bail!("--{what} takes 1 or 3 comma-separated values, got {}", v.len()),
+                _ => bail!(
+                    "--{what} takes 1 or 3 comma-separated values, got {}",
+                    v.len()
+                ),
             }
         };
         let std = three(&self.std, "std")?;
@@ -102,6 +115,9 @@ struct RunArgs {
     /// Save outputs as .npy (several outputs: OUT.0.npy, OUT.1.npy, ...).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Also save the preprocessed input tensor as .npy (to feed the same bytes elsewhere).
+    #[arg(long)]
+    save_input: Option<PathBuf>,
     /// How many of the largest values to print per output.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -140,11 +156,20 @@ fn is_npy(p: &Path) -> bool {
 fn cmd_run(a: &RunArgs) -> Result<()> {
     // An image decides a dynamic H×W itself when the user gave no shape.
     let mut model_args_shapes = a.model.input_shapes.clone();
-    let image = if is_npy(&a.input) { None } else { Some(open_image(&a.input)?) };
+    let image = if is_npy(&a.input) {
+        None
+    } else {
+        Some(open_image(&a.input)?)
+    };
     let model = match (a.model.load(), &image) {
         (Ok(m), _) => m,
-        (Err(e), Some(img)) if model_args_shapes.is_empty() && e.to_string().contains("is not fixed") => {
-            model_args_shapes.push(InputShape { name: None, dims: vec![1, 3, img.height() as usize, img.width() as usize] });
+        (Err(e), Some(img))
+            if model_args_shapes.is_empty() && e.to_string().contains("is not fixed") =>
+        {
+            model_args_shapes.push(InputShape {
+                name: None,
+                dims: vec![1, 3, img.height() as usize, img.width() as usize],
+            });
             let opts = LoadOptions {
                 input_shapes: model_args_shapes,
                 optimize: !a.model.no_optimize,
@@ -157,14 +182,22 @@ fn cmd_run(a: &RunArgs) -> Result<()> {
         (Err(e), _) => return Err(e),
     };
     if model.inputs.len() != 1 {
-        bail!("{}: the model has {} inputs; `run` feeds one (use bench for generated inputs)", a.model.model.display(), model.inputs.len());
+        bail!(
+            "{}: the model has {} inputs; `run` feeds one (use bench for generated inputs)",
+            a.model.model.display(),
+            model.inputs.len()
+        );
     }
     let spec = &model.inputs[0];
     let tensor = match &image {
         None => read_npy(&a.input)?,
-        Some(img) => image_to_tensor(img, &spec.shape, &a.prep.prep()?)
-            .map_err(|reason| anyhow::anyhow!("{}: input '{}': {reason}", a.input.display(), spec.name))?,
+        Some(img) => image_to_tensor(img, &spec.shape, &a.prep.prep()?).map_err(|reason| {
+            anyhow::anyhow!("{}: input '{}': {reason}", a.input.display(), spec.name)
+        })?,
     };
+    if let Some(p) = &a.save_input {
+        write_npy(p, &tensor)?;
+    }
     let outputs = model.run(vec![tensor])?;
     for (i, (t, spec)) in outputs.iter().zip(&model.outputs).enumerate() {
         print_output(&spec.name, t, a.top);
@@ -186,9 +219,16 @@ fn print_output(name: &str, t: &Tensor, top: usize) {
         println!("{name}: {:?} {:?}", t.datum_type(), t.shape());
         return;
     };
-    let (mn, mx) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let (mn, mx) = v
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
-    println!("{name}: shape {:?}  min {mn:.6}  max {mx:.6}  mean {mean:.6}", t.shape());
+    println!(
+        "{name}: shape {:?}  min {mn:.6}  max {mx:.6}  mean {mean:.6}",
+        t.shape()
+    );
     let mut idx: Vec<usize> = (0..v.len()).collect();
     idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
     for &i in idx.iter().take(top) {
@@ -210,7 +250,9 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     let (report, _) = bench(&model, &inputs, &cfg, before, after)?;
     print_summary(&report);
     if let Some(path) = &a.json {
-        report.write(path).with_context(|| format!("writing {}", path.display()))?;
+        report
+            .write(path)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report: {}", path.display());
     }
     Ok(())
@@ -240,9 +282,19 @@ fn print_summary(r: &edgeslim_runtime::report::BenchReport) {
         r.model.total_macs as f64 / 1e9
     );
     if let Some(p) = &r.profile {
-        println!("  per-node sum {:.3} ms = {:.1}% of run time; top ops:", p.node_sum_mean_ms, p.coverage * 100.0);
+        println!(
+            "  per-node sum {:.3} ms = {:.1}% of run time; top ops:",
+            p.node_sum_mean_ms,
+            p.coverage * 100.0
+        );
         for o in p.op_types.iter().take(5) {
-            println!("    {:<20} {:>4} nodes  {:>8.3} ms  {:>5.1}%", o.op, o.count, o.mean_ms, o.share * 100.0);
+            println!(
+                "    {:<20} {:>4} nodes  {:>8.3} ms  {:>5.1}%",
+                o.op,
+                o.count,
+                o.mean_ms,
+                o.share * 100.0
+            );
         }
     }
 }
@@ -255,7 +307,10 @@ fn main() {
         Command::Bench(a) => cmd_bench(a),
     };
     if let Err(e) = result {
-        eprintln!("edgeslim-rt: error: {}", edgeslim_runtime::error::one_line(&e));
+        eprintln!(
+            "edgeslim-rt: error: {}",
+            edgeslim_runtime::error::one_line(&e)
+        );
         std::process::exit(1);
     }
 }

@@ -27,6 +27,9 @@ pub struct LoadOptions {
     pub optimize: bool,
     pub threads: usize,
     pub max_tensor_bytes: u64,
+    /// Ignore declared output shapes and value_info even when inputs keep their declared
+    /// shapes (for tools that are about to rewrite those declarations).
+    pub ignore_declared_facts: bool,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +39,7 @@ impl Default for LoadOptions {
             optimize: true,
             threads: 1,
             max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
+            ignore_declared_facts: false,
         }
     }
 }
@@ -236,11 +240,17 @@ pub fn resolve_input_shapes(
     for s in user {
         match &s.name {
             Some(n) => {
-                let ix = names.iter().position(|x| x == n).ok_or_else(|| RuntimeError::Input {
-                    path: path.into(),
-                    input: n.clone(),
-                    reason: format!("no such input; the model's inputs are: {}", names.join(", ")),
-                })?;
+                let ix = names
+                    .iter()
+                    .position(|x| x == n)
+                    .ok_or_else(|| RuntimeError::Input {
+                        path: path.into(),
+                        input: n.clone(),
+                        reason: format!(
+                            "no such input; the model's inputs are: {}",
+                            names.join(", ")
+                        ),
+                    })?;
                 chosen[ix] = Some(s.dims.clone());
             }
             None => positional.push(s.dims.clone()),
@@ -392,13 +402,14 @@ impl TypedOnnx {
             .map(|(n, _, d)| (n.clone(), d.clone()))
             .collect();
         let shapes = resolve_input_shapes(path, &name_dims, &opts.input_shapes)?;
-        let overridden = name_dims.iter().zip(&shapes).any(|((_, decl), run)| {
-            decl.len() != run.len()
-                || decl
-                    .iter()
-                    .zip(run)
-                    .any(|(d, r)| !matches!(d, Dim::Fixed(f) if f == r))
-        });
+        let overridden = opts.ignore_declared_facts
+            || name_dims.iter().zip(&shapes).any(|((_, decl), run)| {
+                decl.len() != run.len()
+                    || decl
+                        .iter()
+                        .zip(run)
+                        .any(|(d, r)| !matches!(d, Dim::Fixed(f) if f == r))
+            });
         for ((name, _, _), shape) in declared_inputs.iter().zip(&shapes) {
             check_volume(path, name, shape, 4, opts.max_tensor_bytes)?;
         }
@@ -419,8 +430,7 @@ impl TypedOnnx {
         }
         let mut model = parsed.model;
         let mut inputs = Vec::new();
-        for (ix, ((name, et, declared), shape)) in declared_inputs.iter().zip(&shapes).enumerate()
-        {
+        for (ix, ((name, et, declared), shape)) in declared_inputs.iter().zip(&shapes).enumerate() {
             let dt = datum_type_of(*et).unwrap_or(f32::datum_type());
             model
                 .set_input_fact(ix, InferenceFact::dt_shape(dt, shape.clone()))
@@ -512,8 +522,16 @@ impl LoadedModel {
     }
 
     /// Load a model held in memory (host tools run graphs they have just edited).
-    pub fn from_bytes(bytes: Vec<u8>, label: &Path, dir: Option<&Path>, opts: &LoadOptions) -> Result<LoadedModel> {
-        Self::from_typed(TypedOnnx::from_bytes(bytes, label, dir, opts, Instant::now())?, opts)
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        label: &Path,
+        dir: Option<&Path>,
+        opts: &LoadOptions,
+    ) -> Result<LoadedModel> {
+        Self::from_typed(
+            TypedOnnx::from_bytes(bytes, label, dir, opts, Instant::now())?,
+            opts,
+        )
     }
 
     /// Optimise and plan a typed model.

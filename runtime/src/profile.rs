@@ -42,11 +42,8 @@ pub fn attribute(model: &LoadedModel) -> Vec<Option<usize>> {
         }
     };
     let plan_model = model.plan.model();
-    let mut owner: Vec<Option<usize>> = plan_model
-        .nodes()
-        .iter()
-        .map(|n| lookup(&n.name))
-        .collect();
+    let mut owner: Vec<Option<usize>> =
+        plan_model.nodes().iter().map(|n| lookup(&n.name)).collect();
 
     for node in plan_model.nodes() {
         let op = node.op().name();
@@ -151,7 +148,11 @@ pub fn build_profile(
                     tract_ops: Vec::new(),
                     ms: 0.0,
                     macs: node_macs(n, &model.tensor_shapes).unwrap_or(0),
-                    output_shape: n.outputs.first().and_then(|o| model.tensor_shapes.get(o)).cloned(),
+                    output_shape: n
+                        .outputs
+                        .first()
+                        .and_then(|o| model.tensor_shapes.get(o))
+                        .cloned(),
                 },
             );
         }
@@ -177,13 +178,15 @@ pub fn build_profile(
 
     let mut by_op: HashMap<String, OpTypeProfile> = HashMap::new();
     for n in &nodes {
-        let e = by_op.entry(n.onnx_op.clone()).or_insert_with(|| OpTypeProfile {
-            op: n.onnx_op.clone(),
-            count: 0,
-            mean_ms: 0.0,
-            share: 0.0,
-            macs: 0,
-        });
+        let e = by_op
+            .entry(n.onnx_op.clone())
+            .or_insert_with(|| OpTypeProfile {
+                op: n.onnx_op.clone(),
+                count: 0,
+                mean_ms: 0.0,
+                share: 0.0,
+                macs: 0,
+            });
         e.count += 1;
         e.mean_ms += n.mean_ms;
         e.macs += n.macs;

@@ -133,8 +133,8 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn read(path: &std::path::Path) -> crate::error::Result<BenchReport> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| crate::error::RuntimeError::io(path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| crate::error::RuntimeError::io(path, e))?;
         serde_json::from_str(&text).map_err(|e| crate::error::RuntimeError::Data {
             path: path.into(),
             reason: format!("not an edgeslim bench report: {e}"),

@@ -129,6 +129,42 @@ impl GraphBuilder {
         op.version = self.opset;
         m.opset_import.push(op);
         m.graph = MessageField::some(self.graph);
-        OnnxModel::new(m)
+        let mut model = OnnxModel::new(m);
+        fill_output_shapes(&mut model);
+        model
+    }
+}
+
+/// Outputs declared without a shape get the one tract infers: onnx.checker's full check
+/// requires a shape on every graph output. Left alone if inference is not possible.
+fn fill_output_shapes(model: &mut OnnxModel) {
+    let missing = |vi: &ValueInfoProto| match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(TypeValue::TensorType(t)) => t.shape.is_none(),
+        _ => false,
+    };
+    if !model.graph().output.iter().any(missing) {
+        return;
+    }
+    let Ok(bytes) = model.to_bytes() else { return };
+    let opts = edgeslim_runtime::LoadOptions::default();
+    let Ok(typed) = edgeslim_runtime::model::TypedOnnx::from_bytes(
+        bytes,
+        std::path::Path::new("(builder)"),
+        None,
+        &opts,
+        std::time::Instant::now(),
+    ) else {
+        return;
+    };
+    for vi in model.graph_mut().output.iter_mut().filter(|v| missing(v)) {
+        if let Some(dims) = typed.tensor_shapes.get(&vi.name) {
+            let d: Vec<D> = dims.iter().map(|&x| D::N(x as i64)).collect();
+            let et = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(TypeValue::TensorType(t)) => t.elem_type,
+                _ => DataType::FLOAT.value(),
+            };
+            let dt = DataType::from_i32(et).unwrap_or(DataType::FLOAT);
+            *vi = value_info(&vi.name, dt, Some(&d));
+        }
     }
 }

@@ -5,14 +5,13 @@
 //! fields, metadata and ops we do not touch survive a round trip byte for byte, and every
 //! intermediate state is a valid ONNX model another engine can check.
 
-use super::node::{attr, display_name};
+use super::node::display_name;
 use super::tensor::{stored_element_count, Tensor};
 use crate::error::{Error, Result};
 use edgeslim_runtime::fsutil;
 use onnx_protobuf::tensor_proto::DataLocation;
 use onnx_protobuf::{
-    GraphProto, Message, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
-    ValueInfoProto,
+    GraphProto, Message, ModelProto, NodeProto, StringStringEntryProto, TensorProto, ValueInfoProto,
 };
 use protobuf::EnumOrUnknown;
 use std::collections::{HashMap, HashSet};
@@ -61,7 +60,9 @@ impl OnnxModel {
             return Err(not_onnx("the file decodes but holds no graph".into()));
         }
         if proto.opset_import.is_empty() {
-            return Err(not_onnx("no opset_import: this is not an ONNX model".into()));
+            return Err(not_onnx(
+                "no opset_import: this is not an ONNX model".into(),
+            ));
         }
         Ok(OnnxModel {
             proto,
@@ -175,7 +176,10 @@ impl OnnxModel {
                     .map(|e| e.value.clone())
             };
             let location = get("location").ok_or_else(|| {
-                Error::tensor(&t.name, format!("{label}: external data without a location"))
+                Error::tensor(
+                    &t.name,
+                    format!("{label}: external data without a location"),
+                )
             })?;
             if Path::new(&location).is_absolute() || location.contains("..") {
                 return Err(Error::tensor(
@@ -193,7 +197,10 @@ impl OnnxModel {
                 get(k)
                     .map(|v| {
                         v.parse::<usize>().map_err(|_| {
-                            Error::tensor(&t.name, format!("external data {k} '{v}' is not a number"))
+                            Error::tensor(
+                                &t.name,
+                                format!("external data {k} '{v}' is not a number"),
+                            )
                         })
                     })
                     .transpose()
@@ -388,9 +395,10 @@ impl OnnxModel {
                 if done[i] {
                     continue;
                 }
-                let ready = node.input.iter().all(|x| {
-                    available.contains(x.as_str()) || !produced.contains(x.as_str())
-                });
+                let ready = node
+                    .input
+                    .iter()
+                    .all(|x| available.contains(x.as_str()) || !produced.contains(x.as_str()));
                 if ready {
                     done[i] = true;
                     order.push(i);
@@ -409,7 +417,9 @@ impl OnnxModel {
                     .find(|(i, _)| !done[*i])
                     .map(|(_, n)| display_name(n))
                     .unwrap_or_default();
-                return Err(Error::Graph(format!("cycle in the graph at node '{stuck}'")));
+                return Err(Error::Graph(format!(
+                    "cycle in the graph at node '{stuck}'"
+                )));
             }
         }
         let nodes = std::mem::take(&mut self.graph_mut().node);
@@ -439,7 +449,10 @@ impl OnnxModel {
         }
         for o in &g.output {
             if !available.contains(o.name.as_str()) {
-                return Err(Error::Graph(format!("graph output '{}' is never produced", o.name)));
+                return Err(Error::Graph(format!(
+                    "graph output '{}' is never produced",
+                    o.name
+                )));
             }
         }
         Ok(())
@@ -456,9 +469,10 @@ impl OnnxModel {
             }
         }
         for n in g.node.iter().filter(|n| n.op_type == "Constant") {
-            if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
-                if super::tensor::is_float_type(t.data_type) {
-                    total += stored_element_count(t)? as u64;
+            // value, value_float or value_floats: decode to know the type either way.
+            if let Ok(t) = constant_node_value(n) {
+                if t.is_float() {
+                    total += t.len() as u64;
                 }
             }
         }
@@ -521,10 +535,9 @@ pub fn constant_node_value(node: &NodeProto) -> Result<Tensor> {
         .ok_or_else(|| Error::node(node, "Constant without a value attribute"))?;
     let t = match a.name.as_str() {
         "value" => {
-            let p = a
-                .t
-                .as_ref()
-                .ok_or_else(|| Error::node(node, "value attribute holds no tensor"))?;
+            let p =
+                a.t.as_ref()
+                    .ok_or_else(|| Error::node(node, "value attribute holds no tensor"))?;
             Tensor::from_proto(p).map_err(|e| Error::node(node, e.to_string()))?
         }
         "value_float" => Tensor::scalar_f32(a.f),

@@ -97,8 +97,9 @@ pub fn proto_dims(p: &TensorProto) -> Result<Vec<usize>> {
     p.dims
         .iter()
         .map(|&d| {
-            usize::try_from(d)
-                .map_err(|_| Error::tensor(&p.name, format!("negative dimension {d} in {:?}", p.dims)))
+            usize::try_from(d).map_err(|_| {
+                Error::tensor(&p.name, format!("negative dimension {d} in {:?}", p.dims))
+            })
         })
         .collect()
 }
@@ -111,7 +112,10 @@ pub fn stored_element_count(p: &TensorProto) -> Result<usize> {
     }
     if !p.raw_data.is_empty() {
         let size = element_size(p.data_type).ok_or_else(|| {
-            Error::tensor(&p.name, format!("element type {} has no fixed size", p.data_type))
+            Error::tensor(
+                &p.name,
+                format!("element type {} has no fixed size", p.data_type),
+            )
         })?;
         return Ok(p.raw_data.len() / size);
     }
@@ -212,7 +216,10 @@ impl Tensor {
     pub fn from_proto(p: &TensorProto) -> Result<Tensor> {
         let name = p.name.as_str();
         if p.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
-            return Err(Error::tensor(name, "data is in an external file that was not loaded"));
+            return Err(Error::tensor(
+                name,
+                "data is in an external file that was not loaded",
+            ));
         }
         let dims = proto_dims(p)?;
         let n = element_count(name, &dims)?;
@@ -230,9 +237,9 @@ impl Tensor {
             match dt {
                 DataType::FLOAT => TensorData::F32(from_le(raw, f32::from_le_bytes)),
                 DataType::DOUBLE => TensorData::F64(from_le(raw, f64::from_le_bytes)),
-                DataType::FLOAT16 => {
-                    TensorData::F16(from_le(raw, |b: [u8; 2]| f16::from_bits(u16::from_le_bytes(b))))
-                }
+                DataType::FLOAT16 => TensorData::F16(from_le(raw, |b: [u8; 2]| {
+                    f16::from_bits(u16::from_le_bytes(b))
+                })),
                 DataType::BFLOAT16 => TensorData::F32(from_le(raw, |b: [u8; 2]| {
                     f32::from_bits((u16::from_le_bytes(b) as u32) << 16)
                 })),
@@ -242,7 +249,10 @@ impl Tensor {
                 DataType::UINT8 => TensorData::U8(raw.clone()),
                 DataType::BOOL => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
                 other => {
-                    return Err(Error::tensor(name, format!("element type {other:?} is not supported")))
+                    return Err(Error::tensor(
+                        name,
+                        format!("element type {other:?} is not supported"),
+                    ))
                 }
             }
         } else {
@@ -250,7 +260,10 @@ impl Tensor {
                 DataType::FLOAT => TensorData::F32(p.float_data.clone()),
                 DataType::DOUBLE => TensorData::F64(p.double_data.clone()),
                 DataType::FLOAT16 => TensorData::F16(
-                    p.int32_data.iter().map(|&b| f16::from_bits(b as u16)).collect(),
+                    p.int32_data
+                        .iter()
+                        .map(|&b| f16::from_bits(b as u16))
+                        .collect(),
                 ),
                 DataType::BFLOAT16 => TensorData::F32(
                     p.int32_data
@@ -264,7 +277,10 @@ impl Tensor {
                 DataType::UINT8 => TensorData::U8(p.int32_data.iter().map(|&b| b as u8).collect()),
                 DataType::BOOL => TensorData::Bool(p.int32_data.iter().map(|&b| b != 0).collect()),
                 other => {
-                    return Err(Error::tensor(name, format!("element type {other:?} is not supported")))
+                    return Err(Error::tensor(
+                        name,
+                        format!("element type {other:?} is not supported"),
+                    ))
                 }
             }
         };
@@ -306,8 +322,15 @@ mod tests {
         typed.data_type = DataType::FLOAT.value();
         typed.float_data = vec![1.0, -2.5, 3.0, 0.125];
         assert_eq!(Tensor::from_proto(&typed).unwrap(), t);
-        let h = Tensor::new(vec![2], TensorData::F16(vec![f16::from_f32(0.5), f16::from_f32(-1.0)])).unwrap();
-        assert_eq!(Tensor::from_proto(&h.to_proto("h")).unwrap().to_f32_vec(), vec![0.5, -1.0]);
+        let h = Tensor::new(
+            vec![2],
+            TensorData::F16(vec![f16::from_f32(0.5), f16::from_f32(-1.0)]),
+        )
+        .unwrap();
+        assert_eq!(
+            Tensor::from_proto(&h.to_proto("h")).unwrap().to_f32_vec(),
+            vec![0.5, -1.0]
+        );
     }
 
     #[test]
@@ -320,6 +343,9 @@ mod tests {
         let e = Tensor::from_proto(&p).unwrap_err().to_string();
         assert!(e.starts_with("tensor 'huge'"), "{e}");
         p.dims = vec![-1];
-        assert!(Tensor::from_proto(&p).unwrap_err().to_string().contains("negative"));
+        assert!(Tensor::from_proto(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
     }
 }

@@ -1,0 +1,161 @@
+//! `edgeslim optimize` is lossless: ONNX Runtime gives the same outputs before and after,
+//! onnx.checker (full) accepts the result, and the clean-up it claims really happened.
+
+use edgeslim::onnx::{OnnxModel, SaveOptions};
+use edgeslim_e2e::{assert_equivalent, assets, models, python_check, run_ok};
+use std::path::Path;
+
+fn optimize(input: &Path, output: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "optimize",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run_ok("edgeslim", &args).stdout
+}
+
+fn op_count(m: &OnnxModel, op: &str) -> usize {
+    m.graph().node.iter().filter(|n| n.op_type == op).count()
+}
+
+#[test]
+fn messy_cnn_is_cleaned_and_equivalent() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("messy.onnx");
+    models::messy_cnn()
+        .save(&src, &SaveOptions::default())
+        .unwrap();
+    let out = dir.path().join("clean.onnx");
+    let stdout = optimize(&src, &out, &[]);
+    assert!(stdout.contains("BatchNormalization folded"), "{stdout}");
+
+    let m = OnnxModel::load(&out).unwrap();
+    assert_eq!(op_count(&m, "BatchNormalization"), 0, "all five BNs fold");
+    assert_eq!(op_count(&m, "Identity") + op_count(&m, "Dropout"), 0);
+    assert_eq!(op_count(&m, "Conv"), 2, "the dead conv is gone");
+    assert!(m.initializer("unused.w").is_none() && m.initializer("dead.w").is_none());
+    assert_eq!(
+        m.graph().output[0].name,
+        "logits",
+        "graph output names are kept"
+    );
+
+    let check = python_check(&out, Some(&src), &[]);
+    assert_equivalent(&check, 1e-5);
+}
+
+#[test]
+fn constant_node_weights_become_initializers() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("const.onnx");
+    models::constant_weights()
+        .save(&src, &SaveOptions::default())
+        .unwrap();
+    let out = dir.path().join("init.onnx");
+    optimize(&src, &out, &[]);
+    let m = OnnxModel::load(&out).unwrap();
+    assert_eq!(op_count(&m, "Constant"), 0);
+    assert!(m.initializer("wconst").is_some() && m.initializer("bconst").is_some());
+    assert!(
+        m.graph().node.iter().all(|n| !n.name.is_empty()),
+        "every node named"
+    );
+    assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-6);
+}
+
+#[test]
+fn external_data_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("ext.onnx");
+    models::messy_cnn()
+        .save(
+            &src,
+            &SaveOptions {
+                external_data_threshold: Some(64),
+            },
+        )
+        .unwrap();
+    assert!(dir.path().join("ext.onnx.data").exists());
+    let raw = std::fs::read(&src).unwrap();
+    assert!(
+        raw.len() < 4000,
+        "weights left the model file ({} bytes)",
+        raw.len()
+    );
+
+    // Reading external data: the IR and ORT see the same model as the inline one.
+    let inline = dir.path().join("inline.onnx");
+    OnnxModel::load(&src)
+        .unwrap()
+        .save(&inline, &SaveOptions::default())
+        .unwrap();
+    assert_equivalent(&python_check(&inline, Some(&src), &[]), 0.0);
+
+    // optimize reads external data and writes it back out.
+    let out = dir.path().join("opt.onnx");
+    optimize(&src, &out, &["--external-data", "64"]);
+    assert!(dir.path().join("opt.onnx.data").exists());
+    assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-5);
+}
+
+/// Real exports: PP-OCR cls (weights in Constant nodes, 35 BNs) and PP-OCRv4 det
+/// (symbolic output shapes that contradict fixed inputs), run on a real photograph.
+#[test]
+fn ppocr_models_round_trip_through_optimize() {
+    let a = assets();
+    let dir = tempfile::tempdir().unwrap();
+    for (model, shape) in [
+        (a.ppocr_cls(), [1usize, 3, 48, 192]),
+        (a.ppocr_det(), [1, 3, 320, 320]),
+    ] {
+        let img = edgeslim_runtime::input::open_image(&a.image("page.png")).unwrap();
+        let prep = edgeslim_runtime::input::ImagePrep::default();
+        let t = edgeslim_runtime::input::image_to_tensor(&img, &shape, &prep).unwrap();
+        let npy = dir.path().join("x.npy");
+        edgeslim_runtime::input::write_npy(&npy, &t).unwrap();
+
+        let out = dir.path().join("opt.onnx");
+        let stdout = optimize(&model, &out, &[]);
+        let m = OnnxModel::load(&out).unwrap();
+        assert_eq!(op_count(&m, "Constant"), 0, "{stdout}");
+        let shape_arg = format!("x={}", shape.map(|d| d.to_string()).join(","));
+        let input_arg = format!("x={}", npy.display());
+        let check = python_check(
+            &out,
+            Some(&model),
+            &[
+                "--input-shape",
+                &shape_arg,
+                "--input",
+                &input_arg,
+                "--exact",
+            ],
+        );
+        assert_equivalent(&check, 1e-5);
+        assert!(
+            check.outputs[0].max_abs > 0.01,
+            "a real page gives real activations: {:?}",
+            check.outputs
+        );
+    }
+}
+
+#[test]
+fn fixed_input_shape_writes_inferred_output_shapes() {
+    let a = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("det-fixed.onnx");
+    optimize(&a.ppocr_det(), &out, &["--input-shape", "x=1,3,320,320"]);
+    let m = OnnxModel::load(&out).unwrap();
+    let dims = edgeslim::optimize::shapes::declared(&m.graph().output[0]);
+    assert_eq!(
+        edgeslim_runtime::model::format_dims(&dims),
+        "[1,1,320,320]",
+        "DB detector output is a full-resolution probability map"
+    );
+    // Plain tract now loads it without any override.
+    let loaded = edgeslim_runtime::LoadedModel::load(&out, &Default::default()).unwrap();
+    assert_eq!(loaded.outputs[0].shape, vec![1, 1, 320, 320]);
+}
