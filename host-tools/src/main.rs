@@ -4,7 +4,17 @@ mod cmd;
 
 use clap::Parser;
 
+/// Die quietly on a closed pipe (`edgeslim ... | head`) like other Unix tools, instead of
+/// panicking inside `println!`.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal disposition to its default before any threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    restore_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = cmd::Cli::parse();
     if let Err(e) = cmd::run(cli) {

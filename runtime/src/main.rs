@@ -248,11 +248,13 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
         target_profile: a.target.clone(),
     };
     let (report, _) = bench(&model, &inputs, &cfg, before, after)?;
-    print_summary(&report);
     if let Some(path) = &a.json {
         report
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print_summary(&report);
+    if let Some(path) = &a.json {
         println!("report: {}", path.display());
     }
     Ok(())
@@ -299,7 +301,17 @@ fn print_summary(r: &edgeslim_runtime::report::BenchReport) {
     }
 }
 
+/// Die quietly on a closed pipe (`edgeslim ... | head`) like other Unix tools, instead of
+/// panicking inside `println!`.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal disposition to its default before any threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
+    restore_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match &cli.command {

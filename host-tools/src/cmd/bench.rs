@@ -52,11 +52,14 @@ pub fn run(a: Args) -> Result<()> {
         target_profile: a.target,
     };
     let report = host_bench(&a.model, &cfg)?;
-    print!("{}", summary(&report));
+    // The file first: a closed stdout (piped into `head`) must not lose the report.
     if let Some(path) = &a.json {
         report
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", summary(&report));
+    if let Some(path) = &a.json {
         println!("report: {}", path.display());
     }
     Ok(())
