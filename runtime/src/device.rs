@@ -172,14 +172,40 @@ fn khz_to_mhz(s: Option<String>) -> Option<f64> {
     s.and_then(|v| v.parse::<f64>().ok()).map(|k| k / 1000.0)
 }
 
-/// Under qemu-user an ARM binary still reads the x86 host's /proc/cpuinfo: an ARM build that
-/// sees an x86 vendor string is emulated, and its timings must not be taken as board speed.
-fn running_under_emulation(cpuinfo: &str) -> bool {
-    let arm_build = matches!(std::env::consts::ARCH, "aarch64" | "arm");
-    let x86_host = ["GenuineIntel", "AuthenticAMD", "vendor_id"]
+/// The family of an architecture name as Rust (`std::env::consts::ARCH`) or the kernel
+/// (`uname -m`, /proc/sys/kernel/arch) spells it.
+fn arch_family(arch: &str) -> Option<&'static str> {
+    match arch {
+        "x86_64" | "x86" | "i386" | "i486" | "i586" | "i686" => Some("x86"),
+        "aarch64" | "arm64" | "arm" => Some("arm"),
+        a if a.starts_with("armv") => Some("arm"),
+        "riscv64" | "riscv32" => Some("riscv"),
+        _ => None,
+    }
+}
+
+/// Is this binary running under an emulator (qemu-user)? Then its timings are the emulator's
+/// and must not be taken as board speed. Three witnesses, any one suffices:
+/// - the kernel's own architecture (/proc/sys/kernel/arch) is another family than the build:
+///   qemu-user fakes `uname` and, since qemu 8.2, /proc/cpuinfo for ARM guests, but not this;
+///   an armv7 build on an aarch64 kernel (32-bit Raspberry Pi OS) is native, not emulated;
+/// - an ARM build reading an x86 /proc/cpuinfo (qemu before 8.2 passes the host's through);
+/// - QEMU_LD_PREFIX, which qemu-user takes instead of `-L`.
+fn running_under_emulation(
+    build_arch: &str,
+    cpuinfo: &str,
+    kernel_arch: Option<&str>,
+    qemu_env: bool,
+) -> bool {
+    let kernel_differs = match (arch_family(build_arch), kernel_arch.and_then(arch_family)) {
+        (Some(build), Some(kernel)) => build != kernel,
+        _ => false,
+    };
+    let arm_build = arch_family(build_arch) == Some("arm");
+    let x86_cpuinfo = ["GenuineIntel", "AuthenticAMD", "vendor_id"]
         .iter()
         .any(|m| cpuinfo.contains(m));
-    (arm_build && x86_host) || std::env::var_os("QEMU_LD_PREFIX").is_some()
+    kernel_differs || (arm_build && x86_cpuinfo) || qemu_env
 }
 
 impl DeviceInfo {
@@ -219,7 +245,12 @@ impl DeviceInfo {
             thermal_after: Vec::new(),
             throttling_before: throttling(),
             throttling_after: None,
-            emulated: running_under_emulation(&cpuinfo),
+            emulated: running_under_emulation(
+                std::env::consts::ARCH,
+                &cpuinfo,
+                read_trim("/proc/sys/kernel/arch").as_deref(),
+                std::env::var_os("QEMU_LD_PREFIX").is_some(),
+            ),
         }
     }
 
@@ -261,6 +292,56 @@ mod tests {
         let pi4 = "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n";
         assert_eq!(arm_core_name(pi4).as_deref(), Some("Cortex-A72"));
         assert_eq!(cpuinfo_field(pi4, &["model name"]), None);
+    }
+
+    #[test]
+    fn emulation_is_seen_by_any_witness() {
+        let x86_cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\n";
+        // qemu >= 8.2 shows an ARM guest a made-up ARM cpuinfo: only the kernel tells.
+        let qemu_arm_cpuinfo =
+            "processor\t: 0\nBogoMIPS\t: 100.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd07\n";
+        assert!(running_under_emulation(
+            "aarch64",
+            qemu_arm_cpuinfo,
+            Some("x86_64"),
+            false
+        ));
+        assert!(running_under_emulation(
+            "arm",
+            qemu_arm_cpuinfo,
+            Some("x86_64"),
+            false
+        ));
+        // qemu < 8.2 passes the host's cpuinfo through.
+        assert!(running_under_emulation("aarch64", x86_cpuinfo, None, false));
+        assert!(running_under_emulation("aarch64", "", None, true));
+        // Native: a Pi 4, a 32-bit OS on a 64-bit kernel, an x86 PC.
+        let pi_cpuinfo = "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n";
+        assert!(!running_under_emulation(
+            "aarch64",
+            pi_cpuinfo,
+            Some("aarch64"),
+            false
+        ));
+        assert!(!running_under_emulation(
+            "arm",
+            pi_cpuinfo,
+            Some("aarch64"),
+            false
+        ));
+        assert!(!running_under_emulation(
+            "arm",
+            pi_cpuinfo,
+            Some("armv7l"),
+            false
+        ));
+        assert!(!running_under_emulation(
+            "x86_64",
+            x86_cpuinfo,
+            Some("x86_64"),
+            false
+        ));
+        assert!(!running_under_emulation("aarch64", pi_cpuinfo, None, false));
     }
 
     #[test]
