@@ -1,0 +1,48 @@
+//! `edgeslim eval MODEL --task classify --data SPEC`: accuracy, per-class accuracy and the
+//! confusion matrix of an image classifier on the held-out split, run in tract (the runtime
+//! that ships to boards, independent of the training engine).
+
+use anyhow::Result;
+use edgeslim::train::classify::{evaluate_tract, image_input};
+use edgeslim::train::data::DataSpec;
+use std::path::{Path, PathBuf};
+
+#[derive(serde::Serialize)]
+struct Json<'a> {
+    model: String,
+    data: String,
+    split: &'a str,
+    #[serde(flatten)]
+    report: &'a edgeslim::train::EvalReport,
+}
+
+/// `data` is a spec (`mnist`, `folder:DIR`); a plain existing folder counts as `folder:DIR`.
+pub fn run(model: &Path, data: &Path, json: &Option<PathBuf>, seed: u64) -> Result<()> {
+    let text = data.to_string_lossy();
+    let spec: DataSpec = match text.parse() {
+        Ok(s) => s,
+        Err(_) if data.is_dir() => DataSpec::Folder(data.to_path_buf()),
+        Err(e) => return Err(e.into()),
+    };
+    let m = edgeslim::onnx::OnnxModel::load(model)?;
+    let (_, c, h, w) = image_input(&m)?;
+    let split = edgeslim::train::zoo::load_data(&spec, Some((c, h, w)), 0.2, seed)?;
+    let r = evaluate_tract(model, &split.held_out)?;
+    if let Some(p) = json {
+        let v = Json {
+            model: model.display().to_string(),
+            data: spec.to_string(),
+            split: &split.split,
+            report: &r,
+        };
+        edgeslim_runtime::fsutil::write_atomic(p, &serde_json::to_vec_pretty(&v)?)?;
+    }
+    println!(
+        "{} on {} (held out: {}):",
+        model.display(),
+        spec,
+        split.split
+    );
+    print!("{}", r.render_text());
+    Ok(())
+}
