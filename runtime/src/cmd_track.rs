@@ -1,0 +1,522 @@
+//! `edgeslim-rt track`: follow an object with a Siamese tracker, live or on a data set.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use edgeslim_runtime::io::source::{FrameSource, ImageFiles};
+use edgeslim_runtime::track::otb::{self, OtbSequence};
+use edgeslim_runtime::track::pantilt::{NoLed, PanTilt, PanTiltConfig, SysfsPwm};
+use edgeslim_runtime::track::{Rect, TrackState, Tracker, TrackerModel, TrackerParams};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct TrackArgs {
+    /// The tracker: a folder with template.onnx and search.onnx (e.g. models/siamese-tracker).
+    #[arg(long)]
+    model: PathBuf,
+    /// Frames: an OTB sequence folder (img/*.jpg + groundtruth_rect.txt), a folder of images,
+    /// a video file (decoded by an external ffmpeg), an image file, or synthetic:SEED (a
+    /// generated sequence from the photographs in the asset cache).
+    #[arg(long, required_unless_present = "eval")]
+    source: Option<String>,
+    /// The first target box x,y,w,h in pixels (0-based). Default: the first ground-truth box
+    /// of an OTB folder; otherwise wait for a box dragged on the live page.
+    #[arg(long, value_name = "X,Y,W,H")]
+    init: Option<String>,
+    /// Evaluate on every OTB-layout sequence under this folder instead of running live.
+    #[arg(long, value_name = "DATASET_DIR", conflicts_with = "source")]
+    eval: Option<PathBuf>,
+    /// Write the evaluation (or the live run's summary) here as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Live view: PORT, 127.0.0.1:PORT, or 0.0.0.0:PORT to allow other machines.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// Save annotated frames (img/NNNN.jpg) and the boxes (OTB format) into this folder.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// Drive a pan-tilt head (JSON config: servos on sysfs PWM, limits, gains, dead band).
+    #[arg(long, value_name = "CONFIG")]
+    pan_tilt: Option<PathBuf>,
+    /// Threads for tract's matrix products.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Start the source over at its end.
+    #[arg(long = "loop")]
+    looped: bool,
+    /// Process at most this many frames per second (pace a folder like a camera).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Search scales per frame.
+    #[arg(long, default_value_t = 3)]
+    scales: usize,
+    /// Confidence below which frames count towards "lost".
+    #[arg(long, default_value_t = 0.25)]
+    lost_threshold: f32,
+    /// Print only the summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_rect(s: &str) -> Result<Rect> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--init '{s}': expected four numbers x,y,w,h"))?;
+    if v.len() != 4 {
+        bail!(
+            "--init '{s}': expected four numbers x,y,w,h, got {}",
+            v.len()
+        );
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+fn params(a: &TrackArgs) -> Result<TrackerParams> {
+    if a.scales == 0 || a.scales % 2 == 0 {
+        bail!("--scales {}: use an odd number (1, 3, 5)", a.scales);
+    }
+    Ok(TrackerParams {
+        scales: a.scales,
+        lost_threshold: a.lost_threshold,
+        ..TrackerParams::default()
+    })
+}
+
+/// A source and, for OTB folders, the first ground-truth box.
+fn open_source(spec: &str, looped: bool) -> Result<(Box<dyn FrameSource>, Option<Rect>)> {
+    let p = Path::new(spec);
+    if let Some(seed) = spec.strip_prefix("synthetic:") {
+        let seed: u64 = seed
+            .parse()
+            .with_context(|| format!("--source {spec}: expected synthetic:SEED with a number"))?;
+        if looped {
+            bail!("--loop works with folders of frames; a synthetic source runs for 100000 frames");
+        }
+        let mut s = edgeslim_runtime::track::synthetic::Synthetic::new(seed, 100_000)?;
+        // Render frame 0 to learn the first box, then start over so frame 0 is tracked too.
+        let _ = s.next_frame();
+        let first = s.rect();
+        let s = edgeslim_runtime::track::synthetic::Synthetic::new(seed, 100_000)?;
+        return Ok((Box::new(s), Some(first)));
+    }
+    if spec.starts_with("/dev/video") {
+        bail!("--source {spec}: camera capture (V4L2) is not in this build; record with ffmpeg and pass the file, or a folder of frames");
+    }
+    if p.is_dir() && p.join("groundtruth_rect.txt").is_file() {
+        let seq = OtbSequence::open(p)?;
+        let first = seq.truth[0];
+        return Ok((
+            Box::new(ImageFiles::open(&p.join("img"), looped)?),
+            Some(first),
+        ));
+    }
+    let is_video = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "mp4" | "mkv" | "avi" | "mov" | "webm" | "mjpeg" | "mjpg" | "h264"
+            )
+        })
+        .unwrap_or(false);
+    if is_video {
+        if looped {
+            bail!("--loop works with folders of frames, not video files");
+        }
+        return Ok((
+            Box::new(edgeslim_runtime::track::video::VideoFile::open(p)?),
+            None,
+        ));
+    }
+    Ok((Box::new(ImageFiles::open(p, looped)?), None))
+}
+
+/// Draw a rectangle outline (2 px) into the frame.
+fn draw_rect(img: &mut image::RgbImage, r: &Rect, colour: [u8; 3]) {
+    if !r.iter().all(|v| v.is_finite()) {
+        return;
+    }
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let x0 = r[0].round() as i64;
+    let y0 = r[1].round() as i64;
+    let x1 = (r[0] + r[2]).round() as i64;
+    let y1 = (r[1] + r[3]).round() as i64;
+    let mut put = |x: i64, y: i64| {
+        if x >= 0 && y >= 0 && x < w && y < h {
+            img.put_pixel(x as u32, y as u32, image::Rgb(colour));
+        }
+    };
+    for t in 0..2 {
+        for x in x0..=x1 {
+            put(x, y0 + t);
+            put(x, y1 - t);
+        }
+        for y in y0..=y1 {
+            put(x0 + t, y);
+            put(x1 - t, y);
+        }
+    }
+}
+
+fn jpeg(img: &image::RgbImage) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 80)
+        .encode_image(img)
+        .context("encoding a JPEG frame")?;
+    Ok(buf)
+}
+
+#[derive(Serialize, Default)]
+struct Summary {
+    frames: u64,
+    corrupt_frames: u64,
+    tracked_frames: u64,
+    lost_frames: u64,
+    reinits: u64,
+    fps: f64,
+    mean_search_ms: f64,
+    mean_template_ms: f64,
+    mean_loop_ms: f64,
+    boxes: Vec<Rect>,
+}
+
+type Head = PanTilt<SysfsPwm, SysfsPwm, NoLed>;
+
+fn open_head(path: &Path) -> Result<Head> {
+    let cfg = PanTiltConfig::load(path).map_err(anyhow::Error::msg)?;
+    if cfg.led_gpio.is_some() {
+        log::warn!("--pan-tilt: led_gpio is ignored in this build (no LED driver)");
+    }
+    let pan = SysfsPwm::open(cfg.pan.chip, cfg.pan.channel, cfg.period_us)?;
+    let tilt = SysfsPwm::open(cfg.tilt.chip, cfg.tilt.channel, cfg.period_us)?;
+    Ok(PanTilt::new(pan, tilt, None, cfg)?)
+}
+
+#[cfg(feature = "serve")]
+type Server = edgeslim_runtime::serve::LiveServer;
+#[cfg(not(feature = "serve"))]
+type Server = ();
+
+#[cfg(feature = "serve")]
+fn start_view(a: &TrackArgs) -> Result<Option<Server>> {
+    use edgeslim_runtime::serve::{parse_addr, LiveServer, ServeConfig};
+    let Some(spec) = &a.serve else {
+        return Ok(None);
+    };
+    // A viewer closing its connection must not kill the pipeline.
+    // SAFETY: changing a signal disposition; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let addr = parse_addr(spec).map_err(anyhow::Error::msg)?;
+    let mut cfg = ServeConfig::new(addr, "edgeslim track");
+    cfg.page = Some(edgeslim_runtime::track::page::tracker_page(
+        "edgeslim track",
+    ));
+    let srv = LiveServer::start(cfg)?;
+    eprintln!("live view: http://{}/", srv.local_addr());
+    Ok(Some(srv))
+}
+
+#[cfg(not(feature = "serve"))]
+fn start_view(a: &TrackArgs) -> Result<Option<Server>> {
+    if a.serve.is_some() {
+        bail!("--serve needs a build with the `serve` feature (on by default)");
+    }
+    Ok(None)
+}
+
+/// An `init` action's box, if it is one.
+#[cfg(feature = "serve")]
+fn next_init(server: &Option<Server>) -> Option<Rect> {
+    let s = server.as_ref()?;
+    let mut last = None;
+    while let Some(a) = s.try_action() {
+        if a.name == "init" {
+            let f = |k: &str| a.body.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
+            match (f("x"), f("y"), f("w"), f("h")) {
+                (Some(x), Some(y), Some(w), Some(h)) => last = Some([x, y, w, h]),
+                _ => log::warn!("init action without numbers x, y, w, h: {}", a.body),
+            }
+        }
+    }
+    last
+}
+
+#[cfg(not(feature = "serve"))]
+fn next_init(_: &Option<Server>) -> Option<Rect> {
+    None
+}
+
+fn eval(a: &TrackArgs, dir: &Path) -> Result<()> {
+    let p = params(a)?;
+    let r = otb::evaluate(&a.model, dir, &p, a.threads, !a.quiet)?;
+    print!("{}", otb::render(&r));
+    if let Some(j) = &a.json {
+        let bytes = serde_json::to_vec_pretty(&r)?;
+        edgeslim_runtime::fsutil::write_atomic(j, &bytes)
+            .with_context(|| format!("writing {}", j.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(a: &TrackArgs) -> Result<()> {
+    if let Some(d) = &a.eval {
+        return eval(a, d);
+    }
+    let p = params(a)?;
+    let spec = a.source.as_deref().context("--source is required")?;
+    let model = TrackerModel::load(&a.model, p.scales, a.threads)?;
+    let (mut source, gt_init) = open_source(spec, a.looped)?;
+    let mut pending = match &a.init {
+        Some(s) => Some(parse_rect(s)?),
+        None => gt_init,
+    };
+    let server = start_view(a)?;
+    if pending.is_none() && server.is_none() {
+        bail!("no target: give --init x,y,w,h, an OTB folder with groundtruth_rect.txt, or --serve to drag a box");
+    }
+    let mut head = a.pan_tilt.as_deref().map(open_head).transpose()?;
+    if let Some(r) = &a.record {
+        std::fs::create_dir_all(r.join("img"))
+            .with_context(|| format!("creating {}", r.display()))?;
+    }
+    if !a.quiet {
+        eprintln!(
+            "{}: template {}, search {} ×{} scales, response {}×{}, stride {}; source {}",
+            a.model.display(),
+            model.template_size,
+            model.search_size,
+            model.batch,
+            model.response_size,
+            model.response_size,
+            model.stride,
+            source.describe()
+        );
+    }
+    let mut tracker = Tracker::new(&model, p);
+    let mut sum = Summary::default();
+    let (mut search_total, mut template_total, mut template_n, mut loop_total) =
+        (0.0, 0.0, 0u64, 0.0);
+    let started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut fps_ema = 0.0f64;
+    let mut last_frame: Option<image::RgbImage> = None;
+    let pace = a
+        .fps
+        .filter(|f| *f > 0.0)
+        .map(|f| Duration::from_secs_f64(1.0 / f));
+    loop {
+        if a.max_frames.is_some_and(|m| sum.frames >= m) {
+            break;
+        }
+        let tick = Instant::now();
+        let frame = match source.next_frame() {
+            None => break,
+            Some(Err(e)) => {
+                sum.corrupt_frames += 1;
+                log::warn!("frame skipped: {e}");
+                continue;
+            }
+            Some(Ok(f)) => f,
+        };
+        let img = frame.image;
+        if let Some(r) = next_init(&server) {
+            pending = Some(r);
+            sum.reinits += 1;
+        }
+        let t0 = Instant::now();
+        let result = match pending.take() {
+            Some(r) => match tracker.init(&img, r) {
+                Ok(res) => {
+                    template_total += res.template_ms;
+                    template_n += 1;
+                    Some(res)
+                }
+                Err(e) => {
+                    eprintln!("edgeslim-rt: {e}");
+                    if a.init.is_some() && sum.frames == 0 && server.is_none() {
+                        bail!("--init: {e}");
+                    }
+                    None
+                }
+            },
+            None => match tracker.state() {
+                TrackState::Idle => None,
+                _ => Some(tracker.update(&img)?),
+            },
+        };
+        let loop_ms = t0.elapsed().as_secs_f64() * 1e3;
+        sum.frames += 1;
+        let rect = result.as_ref().map(|r| r.rect).unwrap_or([f32::NAN; 4]);
+        if let Some(r) = &result {
+            search_total += r.search_ms;
+            loop_total += loop_ms;
+            match r.state {
+                TrackState::Lost => sum.lost_frames += 1,
+                TrackState::Tracking => sum.tracked_frames += 1,
+                TrackState::Idle => {}
+            }
+        }
+        if a.record.is_some() || a.json.is_some() {
+            sum.boxes.push(rect);
+        }
+        let dt = last_tick.elapsed().as_secs_f64();
+        last_tick = Instant::now();
+        fps_ema = if fps_ema == 0.0 {
+            1.0 / dt.max(1e-6)
+        } else {
+            0.9 * fps_ema + 0.1 / dt.max(1e-6)
+        };
+        if let (Some(h), Some(r)) = (head.as_mut(), &result) {
+            let locked = r.state == TrackState::Tracking;
+            h.update(
+                rect[0] + rect[2] / 2.0,
+                rect[1] + rect[3] / 2.0,
+                img.width() as f32,
+                img.height() as f32,
+                locked,
+                dt as f32,
+            )?;
+        }
+        let want_view = server.as_ref().is_some_and(view_wanted);
+        if want_view || a.record.is_some() {
+            let mut shown = img.clone();
+            let colour = match result.as_ref().map(|r| r.state) {
+                Some(TrackState::Tracking) => [0, 230, 0],
+                Some(TrackState::Lost) => [230, 0, 0],
+                _ => [230, 230, 0],
+            };
+            draw_rect(&mut shown, &rect, colour);
+            let bytes = jpeg(&shown)?;
+            if let Some(dir) = &a.record {
+                let f = dir.join(format!("img/{:04}.jpg", sum.frames));
+                edgeslim_runtime::fsutil::write_atomic(&f, &bytes)
+                    .with_context(|| format!("writing {}", f.display()))?;
+            }
+            #[cfg(feature = "serve")]
+            if let Some(s) = &server {
+                s.publish_jpeg(bytes);
+            }
+        }
+        #[cfg(feature = "serve")]
+        if let Some(s) = &server {
+            let st = serde_json::json!({
+                "frame": sum.frames,
+                "source": frame.label,
+                "state": result.as_ref().map(|r| r.state).unwrap_or(tracker.state()),
+                "box": rect.iter().map(|v| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null }).collect::<Vec<_>>(),
+                "confidence": result.as_ref().map(|r| r.confidence),
+                "fps": fps_ema,
+                "search_ms": result.as_ref().map(|r| r.search_ms),
+                "template_ms": if template_n > 0 { Some(template_total / template_n as f64) } else { None },
+                "loop_ms": loop_ms,
+                "reinits": sum.reinits,
+                "viewers": s.stats().viewers,
+                "frames_dropped": s.stats().frames_dropped,
+                "published_at_ms": started.elapsed().as_secs_f64() * 1e3,
+            });
+            s.set_state(st);
+        }
+        if !a.quiet {
+            if let Some(r) = &result {
+                println!(
+                    "{:>5} {:<24} {:>7.1} {:>7.1} {:>6.1} {:>6.1}  conf {:.3}  {:?}  search {:.1} ms",
+                    sum.frames,
+                    frame.label,
+                    rect[0],
+                    rect[1],
+                    rect[2],
+                    rect[3],
+                    r.confidence,
+                    r.state,
+                    r.search_ms
+                );
+            }
+        }
+        last_frame = Some(img);
+        if let Some(p) = pace {
+            let spent = tick.elapsed();
+            if spent < p {
+                std::thread::sleep(p - spent);
+            }
+        }
+    }
+    let tracked = (sum.tracked_frames + sum.lost_frames).max(1) as f64;
+    sum.mean_search_ms = search_total / tracked;
+    sum.mean_loop_ms = loop_total / tracked;
+    sum.mean_template_ms = if template_n > 0 {
+        template_total / template_n as f64
+    } else {
+        0.0
+    };
+    sum.fps = 1e3 / sum.mean_loop_ms.max(1e-9);
+    println!(
+        "{} frames ({} corrupt, {} lost): {:.1} fps tracking loop, search {:.2} ms/frame, template {:.2} ms/init, {} re-inits",
+        sum.frames, sum.corrupt_frames, sum.lost_frames, sum.fps, sum.mean_search_ms, sum.mean_template_ms, sum.reinits
+    );
+    if let Some(dir) = &a.record {
+        let text: String = sum
+            .boxes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.2},{:.2},{:.2},{:.2}\n",
+                    r[0] + 1.0,
+                    r[1] + 1.0,
+                    r[2],
+                    r[3]
+                )
+            })
+            .collect();
+        let f = dir.join("boxes.txt");
+        edgeslim_runtime::fsutil::write_atomic(&f, text.as_bytes())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(j) = &a.json {
+        let bytes = serde_json::to_vec_pretty(&sum)?;
+        edgeslim_runtime::fsutil::write_atomic(j, &bytes)
+            .with_context(|| format!("writing {}", j.display()))?;
+    }
+    // Serving: the source ended, keep the page up (and answer re-inits on the last frame)
+    // until interrupted.
+    #[cfg(feature = "serve")]
+    if let (Some(s), Some(img)) = (&server, last_frame) {
+        eprintln!(
+            "source ended; still serving http://{}/ (Ctrl-C to stop)",
+            s.local_addr()
+        );
+        loop {
+            if let Some(r) = next_init(&server) {
+                if let Ok(res) = tracker.init(&img, r) {
+                    let mut shown = img.clone();
+                    draw_rect(&mut shown, &res.rect, [230, 230, 0]);
+                    s.publish_jpeg(jpeg(&shown)?);
+                    s.set_state(serde_json::json!({"frame": sum.frames, "state": "ended", "box": res.rect, "reinits": sum.reinits + 1}));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    #[cfg(not(feature = "serve"))]
+    let _ = last_frame;
+    Ok(())
+}
+
+/// Encode JPEGs only while someone watches the stream.
+#[cfg(feature = "serve")]
+fn view_wanted(s: &Server) -> bool {
+    s.has_viewers()
+}
+
+#[cfg(not(feature = "serve"))]
+fn view_wanted(_: &Server) -> bool {
+    false
+}
