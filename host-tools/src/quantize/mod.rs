@@ -1,0 +1,325 @@
+//! `edgeslim compress quantize`: fp16 weights (storage, or full f16 compute for ARMv8.2+
+//! boards) and int8 QDQ with calibrated activation ranges (methods.md §3), with a report that
+//! says what the engines really do with the result: tract's plan (integer kernels or not), the
+//! measured latency next to the f32 model, and tract and ONNX Runtime agreement.
+//!
+//! One job per file: `fp16`, `int8` (QDQ insertion), `ranges` (activation calibration),
+//! `plan` (what tract's optimised plan runs).
+
+pub mod fp16;
+pub mod int8;
+pub mod plan;
+pub mod ranges;
+
+use crate::calib::fidelity::{argmax, compare, Fidelity};
+use crate::calib::measure::{facts, ModelFacts};
+use crate::calib::runner::{progress_bar, Runner};
+use crate::calib::{self, CalibSpec, Dataset, ModelInput};
+use crate::error::{Error, Result};
+use crate::onnx::{OnnxModel, SaveOptions};
+use edgeslim_runtime::InputShape;
+use ranges::{Range, RangeMethod};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// FLOAT16 weights; `compute` also runs the graph in f16.
+    Fp16 { compute: bool },
+    /// int8 QDQ.
+    Int8 {
+        per_channel: bool,
+        /// 7-bit weights (see `int8`).
+        reduce_range: bool,
+        method: RangeMethod,
+        percentile: f64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct QuantizeJob {
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub input_shapes: Vec<InputShape>,
+    pub precision: Precision,
+    pub calib: Option<CalibSpec>,
+    pub calib_samples: Option<usize>,
+    /// Held-out data for fidelity (default: the calibration spec's held-out split).
+    pub eval: Option<CalibSpec>,
+    pub bench_runs: usize,
+}
+
+/// The quantized model on tract and on ONNX Runtime, same inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineAgreement {
+    pub samples: usize,
+    pub max_abs_diff: f64,
+    pub top1_agreement: f64,
+    /// Why ONNX Runtime could not run the model, when it could not.
+    pub ort_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeReport {
+    pub tool_version: String,
+    pub model: String,
+    pub output: String,
+    pub precision: Precision,
+    pub fp16: Option<fp16::Fp16Summary>,
+    pub int8: Option<int8::QdqSummary>,
+    /// Calibrated activation ranges, by tensor.
+    pub ranges: Vec<(String, Range)>,
+    pub calib: Option<String>,
+    pub calib_samples: Option<usize>,
+    pub before: ModelFacts,
+    pub after: ModelFacts,
+    pub plan_before: plan::PlanSummary,
+    pub plan_after: plan::PlanSummary,
+    pub fidelity: Option<Fidelity>,
+    pub held_out: Option<String>,
+    pub engines: Option<EngineAgreement>,
+    pub warnings: Vec<String>,
+    pub quantize_seconds: f64,
+}
+
+/// Tensor ranks from tract's type inference (to check Softmax axes before an opset move).
+fn tensor_ranks(model: &OnnxModel, shapes: &[InputShape]) -> Result<HashMap<String, usize>> {
+    let opts = edgeslim_runtime::LoadOptions {
+        input_shapes: shapes.to_vec(),
+        ..Default::default()
+    };
+    let label = model.label();
+    let t = edgeslim_runtime::model::TypedOnnx::from_bytes(
+        model.to_bytes()?,
+        Path::new(&label),
+        None,
+        &opts,
+        Instant::now(),
+    )?;
+    Ok(t.tensor_shapes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len()))
+        .collect())
+}
+
+fn input_shapes_of(input: Option<&ModelInput>, given: &[InputShape]) -> Vec<InputShape> {
+    match input {
+        Some(i) => vec![InputShape {
+            name: Some(i.name.clone()),
+            dims: i.shape.clone(),
+        }],
+        None => given.to_vec(),
+    }
+}
+
+pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
+    let t0 = Instant::now();
+    let mut model = OnnxModel::load(&job.model)?;
+    crate::lowrank::prepare(&mut model, &job.input_shapes)?;
+    let reference = model.clone();
+    let is_int8 = matches!(job.precision, Precision::Int8 { .. });
+    if is_int8 && job.calib.is_none() {
+        return Err(Error::Usage(
+            "--int8 needs calibration data for the activation ranges: give --calib SPEC".into(),
+        ));
+    }
+    let input = if job.calib.is_some() || job.eval.is_some() {
+        Some(ModelInput::of(&model)?)
+    } else {
+        None
+    };
+    let shapes = input_shapes_of(input.as_ref(), &job.input_shapes);
+    let calib_data = match (&job.calib, &input) {
+        (Some(s), Some(i)) => Some(calib::load(s, i, job.calib_samples)?),
+        _ => None,
+    };
+    let eval_data = match (&job.eval, &input) {
+        (Some(s), Some(i)) => Some(calib::load(s, i, None)?),
+        _ => calib_data.clone(),
+    };
+    let mut warnings = Vec::new();
+    let mut fp16_summary = None;
+    let mut int8_summary = None;
+    let mut range_list = Vec::new();
+    match job.precision {
+        Precision::Fp16 { compute } => {
+            let s = if compute {
+                fp16::fp16_compute(&mut model)?
+            } else {
+                fp16::fp16_storage(&mut model)?
+            };
+            for k in &s.kept_f32 {
+                warnings.push(format!("weight '{k}' exceeds f16's range and stays f32"));
+            }
+            fp16_summary = Some(s);
+        }
+        Precision::Int8 {
+            per_channel,
+            reduce_range,
+            method,
+            percentile,
+        } => {
+            let (Some(input), Some(data)) = (&input, &calib_data) else {
+                unreachable!("checked above")
+            };
+            if !(percentile > 50.0 && percentile <= 100.0) {
+                return Err(Error::Usage(format!(
+                    "--percentile {percentile}: a percentile in (50, 100]"
+                )));
+            }
+            let targets = int8::targets(&model);
+            if targets.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: nothing to quantize (no Conv, MatMul or Gemm with a constant float weight)",
+                    job.model.display()
+                )));
+            }
+            let mut acts: Vec<String> = Vec::new();
+            for t in &targets {
+                if !acts.contains(&t.activation) {
+                    acts.push(t.activation.clone());
+                }
+            }
+            let r = ranges::calibrate(&model, input, &acts, &data.calib, method, percentile)?;
+            let map: HashMap<String, Range> = acts.iter().cloned().zip(r.iter().copied()).collect();
+            range_list = acts.into_iter().zip(r).collect();
+            let ranks = tensor_ranks(&model, &shapes)?;
+            let s = int8::insert_qdq(
+                &mut model,
+                &targets,
+                &map,
+                per_channel,
+                reduce_range,
+                &ranks,
+            )?;
+            warnings.extend(s.notes.iter().cloned());
+            int8_summary = Some(s);
+        }
+    }
+    model.set_metadata(
+        "edgeslim.quantize",
+        &serde_json::to_string(&job.precision).unwrap_or_default(),
+    );
+    model.save(&job.output, &SaveOptions::default())?;
+    let quantize_seconds = t0.elapsed().as_secs_f64();
+
+    let (fidelity, engines) = match (&eval_data, &input) {
+        (Some(d), Some(i)) if !d.held_out.is_empty() => {
+            let (f, e) = evaluate(&reference, &model, &job.output, i, &d.held_out)?;
+            (Some(f), Some(e))
+        }
+        _ => (None, None),
+    };
+    let plan_before = plan::summarize(&reference, &shapes)?;
+    let plan_after = plan::summarize(&model, &shapes)?;
+    let (before, _) = facts(&job.model, input.as_ref(), job.bench_runs)?;
+    let (after, _) = facts(&job.output, input.as_ref(), job.bench_runs)?;
+    if let (Some(a), Some(b)) = (after.latency_p50_ms, before.latency_p50_ms) {
+        if a > b {
+            warnings.push(format!(
+                "the quantized model is SLOWER on tract than the original: p50 {a:.3} ms vs {b:.3} ms ({:.2}×)",
+                a / b
+            ));
+        }
+    }
+    Ok(QuantizeReport {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        model: job.model.display().to_string(),
+        output: job.output.display().to_string(),
+        precision: job.precision,
+        fp16: fp16_summary,
+        int8: int8_summary,
+        ranges: range_list,
+        calib: job.calib.as_ref().map(|c| c.to_string()),
+        calib_samples: calib_data.as_ref().map(|d| d.calib.len()),
+        before,
+        after,
+        plan_before,
+        plan_after,
+        fidelity,
+        held_out: eval_data
+            .as_ref()
+            .map(|d| format!("{} ({} samples)", d.held_out.name, d.held_out.len())),
+        engines,
+        warnings,
+        quantize_seconds,
+    })
+}
+
+/// Fidelity of the quantized model against the original (both on tract), and the quantized
+/// model on tract against ONNX Runtime.
+fn evaluate(
+    reference: &OnnxModel,
+    quantized: &OnnxModel,
+    saved: &Path,
+    input: &ModelInput,
+    data: &Dataset,
+) -> Result<(Fidelity, EngineAgreement)> {
+    let pb = progress_bar(2 * data.len(), "held-out fidelity");
+    let r = Runner::new(reference, input, None)?.first_outputs(data, &pb)?;
+    let q = Runner::new(quantized, input, None)?.first_outputs(data, &pb)?;
+    pb.finish_and_clear();
+    let fidelity = compare(&r, &q, data.labels.as_deref());
+    let engines = match ort_outputs(saved, input, data) {
+        Ok(o) => {
+            let f = compare(&q, &o, None);
+            EngineAgreement {
+                samples: f.samples,
+                max_abs_diff: f.max_abs_diff,
+                top1_agreement: f.top1_agreement,
+                ort_error: None,
+            }
+        }
+        Err(e) => EngineAgreement {
+            samples: 0,
+            max_abs_diff: f64::NAN,
+            top1_agreement: f64::NAN,
+            ort_error: Some(e.to_string()),
+        },
+    };
+    Ok((fidelity, engines))
+}
+
+#[cfg(feature = "ort")]
+fn ort_outputs(path: &Path, input: &ModelInput, data: &Dataset) -> Result<Vec<Vec<f32>>> {
+    let mut s = crate::engines::ort::OrtSession::load(path, 1)?;
+    let mut out = Vec::with_capacity(data.len());
+    for sample in &data.samples {
+        let a = ndarray::ArrayD::from_shape_vec(input.shape.clone(), sample.clone())
+            .map_err(|e| Error::tensor(&input.name, e.to_string()))?;
+        let mut o = s.run(&[(input.name.clone(), a)])?;
+        if o.is_empty() {
+            return Err(Error::Ort("no output".into()));
+        }
+        out.push(o.swap_remove(0).1.iter().copied().collect());
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "ort"))]
+fn ort_outputs(_: &Path, _: &ModelInput, _: &Dataset) -> Result<Vec<Vec<f32>>> {
+    Err(Error::Usage("built without the `ort` feature".into()))
+}
+
+/// Top-1 agreement of two output lists (used by tests and docs scripts).
+pub fn top1_agreement(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let same = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| argmax(x) == argmax(y))
+        .count();
+    same as f64 / a.len().max(1) as f64
+}
+
+/// Write `report.json` and `index.html` into `dir`.
+pub fn write_report(report: &QuantizeReport, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let json = serde_json::to_vec_pretty(report).map_err(|e| Error::Other(e.to_string()))?;
+    edgeslim_runtime::fsutil::write_atomic(&dir.join("report.json"), &json)?;
+    let html = crate::report::compression::quantize_page(report);
+    edgeslim_runtime::fsutil::write_atomic(&dir.join("index.html"), html.as_bytes())?;
+    Ok(())
+}
