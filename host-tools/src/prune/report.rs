@@ -1,0 +1,463 @@
+//! What pruning bought and cost, measured: per layer channels, parameters and MACs before and
+//! after, tract latency of both models timed side by side in one run, and fidelity of the
+//! pruned model's outputs against the original on the same (real) inputs.
+
+use super::calib::run_outputs;
+use crate::inspect::inspect;
+use crate::onnx::OnnxModel;
+use crate::Result;
+use edgeslim_runtime::input::random_inputs;
+use edgeslim_runtime::tract_onnx::prelude::{IntoTValue, TVec, Tensor as TractTensor};
+use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
+use ndarray::ArrayD;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    pub name: String,
+    pub op: String,
+    pub channels_before: Option<usize>,
+    pub channels_after: Option<usize>,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub macs_before: Option<u64>,
+    pub macs_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub engine: String,
+    pub threads: usize,
+    pub runs: usize,
+    pub before_ms: f64,
+    pub after_ms: f64,
+    pub before_p90_ms: f64,
+    pub after_p90_ms: f64,
+    /// before / after of the medians.
+    pub speedup: f64,
+    pub how: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputFidelity {
+    pub name: String,
+    pub cosine_mean: f64,
+    pub cosine_min: f64,
+    pub max_abs_diff: f64,
+    /// Rows whose arg-max agrees (outputs shaped [N, classes]).
+    pub top1_agreement: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fidelity {
+    pub samples: usize,
+    pub inputs: String,
+    pub outputs: Vec<OutputFidelity>,
+    /// Top-1 accuracy of the first output against the data's labels (labelled data sets
+    /// such as `mnist`), before and after pruning.
+    pub accuracy_before: Option<f64>,
+    pub accuracy_after: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub params_before: u64,
+    pub params_after: u64,
+    pub macs_before: u64,
+    pub macs_after: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRow {
+    pub id: usize,
+    pub channels_before: usize,
+    pub channels_after: usize,
+    pub width: usize,
+    pub producers: Vec<String>,
+    pub kept_because: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub tool: String,
+    pub model: String,
+    pub output: Option<String>,
+    pub ratio: f64,
+    pub criterion: String,
+    pub global: bool,
+    pub round_to: usize,
+    pub min_channels: usize,
+    pub exclude: Option<String>,
+    pub input_shapes: Vec<String>,
+    pub groups_total: usize,
+    pub groups_prunable: usize,
+    pub groups_pruned: usize,
+    pub channels_removed: usize,
+    pub totals: Totals,
+    pub layers: Vec<LayerRow>,
+    pub groups: Vec<GroupRow>,
+    pub latency: Option<Latency>,
+    pub fidelity: Option<Fidelity>,
+    /// Recovery fine-tuning, when `--finetune` ran (fidelity is then of the fine-tuned model).
+    pub recovery: Option<super::recovery::RecoveryReport>,
+    pub notes: Vec<String>,
+}
+
+fn channels_of(op: &str, shape: Option<&Vec<usize>>) -> Option<usize> {
+    let s = shape?;
+    match op {
+        "Conv" | "ConvTranspose" => s.get(1).copied(),
+        "Gemm" | "MatMul" => s.last().copied(),
+        _ => None,
+    }
+}
+
+/// Per layer rows (layers with weights or MACs) and totals.
+pub fn layer_rows(
+    before: &OnnxModel,
+    after: &OnnxModel,
+    input_shapes: &[InputShape],
+) -> Result<(Vec<LayerRow>, Totals)> {
+    let a = inspect(before, input_shapes)?;
+    let b = inspect(after, input_shapes)?;
+    let by_name: HashMap<&str, &crate::inspect::NodeRow> =
+        b.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut rows = Vec::new();
+    for n in &a.nodes {
+        if n.params == 0 && n.macs.unwrap_or(0) == 0 {
+            continue;
+        }
+        let m = by_name.get(n.name.as_str());
+        rows.push(LayerRow {
+            name: n.name.clone(),
+            op: n.op.clone(),
+            channels_before: channels_of(&n.op, n.output_shape.as_ref()),
+            channels_after: m.and_then(|m| channels_of(&m.op, m.output_shape.as_ref())),
+            params_before: n.params,
+            params_after: m.map(|m| m.params).unwrap_or(0),
+            macs_before: n.macs,
+            macs_after: m.and_then(|m| m.macs),
+        });
+    }
+    Ok((
+        rows,
+        Totals {
+            params_before: a.total_params,
+            params_after: b.total_params,
+            macs_before: a.total_macs,
+            macs_after: b.total_macs,
+        },
+    ))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn p90(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get((v.len() * 9) / 10).copied().unwrap_or(f64::NAN)
+}
+
+/// tract latency of both models on the same random inputs, timed in alternating ABBA order
+/// so drift on a shared machine hits both alike.
+pub fn measure_latency(
+    before: &OnnxModel,
+    after: &OnnxModel,
+    input_shapes: &[InputShape],
+    runs: usize,
+    threads: usize,
+) -> Result<Latency> {
+    let opts = LoadOptions {
+        input_shapes: input_shapes.to_vec(),
+        optimize: true,
+        threads,
+        ignore_declared_facts: true,
+        ..LoadOptions::default()
+    };
+    let load = |m: &OnnxModel| -> Result<LoadedModel> {
+        Ok(LoadedModel::from_bytes(
+            m.to_bytes()?,
+            &PathBuf::from(m.label()),
+            None,
+            &opts,
+        )?)
+    };
+    let (la, lb) = (load(before)?, load(after)?);
+    let inputs = random_inputs(&la.inputs, 0);
+    let values = || -> TVec<_> { inputs.iter().map(|t| t.clone().into_tvalue()).collect() };
+    let time = |m: &LoadedModel| -> Result<f64> {
+        let v = values();
+        let t = Instant::now();
+        m.plan
+            .run(v)
+            .map_err(|e| crate::Error::Other(format!("running {}: {e}", m.path.display())))?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..3 {
+        time(&la)?;
+        time(&lb)?;
+    }
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    for r in 0..runs.max(2) {
+        if r % 2 == 0 {
+            sa.push(time(&la)?);
+            sb.push(time(&lb)?);
+        } else {
+            sb.push(time(&lb)?);
+            sa.push(time(&la)?);
+        }
+    }
+    let (ma, mb) = (median(&mut sa), median(&mut sb));
+    Ok(Latency {
+        engine: "tract".into(),
+        threads,
+        runs: sa.len(),
+        before_ms: ma,
+        after_ms: mb,
+        before_p90_ms: p90(&mut sa),
+        after_p90_ms: p90(&mut sb),
+        speedup: ma / mb,
+        how: "medians of interleaved ABBA runs in one process, same inputs, after 3 warm-ups"
+            .into(),
+    })
+}
+
+fn cosine(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b.iter()) {
+        ab += x as f64 * y as f64;
+        aa += x as f64 * x as f64;
+        bb += y as f64 * y as f64;
+    }
+    if aa == 0.0 && bb == 0.0 {
+        1.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+    }
+}
+
+fn argmax_rows(a: &ArrayD<f32>) -> Vec<usize> {
+    let c = *a.shape().last().unwrap_or(&1);
+    a.as_slice()
+        .map(|s| {
+            s.chunks(c.max(1))
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .fold((0, f32::MIN), |m, (i, &v)| if v > m.1 { (i, v) } else { m })
+                        .0
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Top-1 accuracy of output 0 (one row per sample) against `labels`.
+fn accuracy(outputs: &[Vec<ArrayD<f32>>], labels: &[usize]) -> Option<f64> {
+    if outputs.len() != labels.len() || labels.is_empty() {
+        return None;
+    }
+    let mut hit = 0;
+    for (o, &l) in outputs.iter().zip(labels) {
+        let rows = argmax_rows(o.first()?);
+        if rows.len() != 1 {
+            return None;
+        }
+        hit += usize::from(rows[0] == l);
+    }
+    Some(hit as f64 / labels.len() as f64)
+}
+
+/// Output agreement of `after` with `before` on `inputs` (and accuracy of both when the
+/// inputs come with labels).
+pub fn fidelity(
+    before: &OnnxModel,
+    after: &OnnxModel,
+    inputs: &[Vec<TractTensor>],
+    labels: Option<&[usize]>,
+    input_shapes: &[InputShape],
+    description: &str,
+) -> Result<Fidelity> {
+    let a = run_outputs(before, inputs, input_shapes)?;
+    let b = run_outputs(after, inputs, input_shapes)?;
+    let names: Vec<String> = before
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    let mut outputs = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let (mut cs, mut maxd, mut agree, mut rows) = (Vec::new(), 0.0f64, 0usize, 0usize);
+        let mut classifier = false;
+        for (sa, sb) in a.iter().zip(&b) {
+            let (Some(x), Some(y)) = (sa.get(k), sb.get(k)) else {
+                continue;
+            };
+            cs.push(cosine(x, y));
+            for (&p, &q) in x.iter().zip(y.iter()) {
+                maxd = maxd.max((p as f64 - q as f64).abs());
+            }
+            if x.ndim() == 2 && x.shape()[1] > 1 {
+                classifier = true;
+                let (ra, rb) = (argmax_rows(x), argmax_rows(y));
+                agree += ra.iter().zip(&rb).filter(|(p, q)| p == q).count();
+                rows += ra.len();
+            }
+        }
+        outputs.push(OutputFidelity {
+            name: name.clone(),
+            cosine_mean: cs.iter().sum::<f64>() / cs.len().max(1) as f64,
+            cosine_min: cs.iter().copied().fold(f64::INFINITY, f64::min),
+            max_abs_diff: maxd,
+            top1_agreement: classifier.then(|| agree as f64 / rows.max(1) as f64),
+        });
+    }
+    Ok(Fidelity {
+        samples: inputs.len(),
+        inputs: description.to_string(),
+        outputs,
+        accuracy_before: labels.and_then(|l| accuracy(&a, l)),
+        accuracy_after: labels.and_then(|l| accuracy(&b, l)),
+    })
+}
+
+/// How to measure a pruning outcome.
+#[derive(Debug, Clone)]
+pub struct MeasureOptions {
+    /// Timed runs per model (0: skip latency).
+    pub runs: usize,
+    pub threads: usize,
+    /// Inputs for fidelity (real images preferred); empty: seeded random inputs.
+    pub inputs: Vec<Vec<TractTensor>>,
+    /// Class labels of `inputs`, when the data set has them.
+    pub labels: Option<Vec<usize>>,
+    pub inputs_description: String,
+}
+
+/// Assemble the full report of an outcome: layers, groups, latency, fidelity.
+pub fn build(
+    outcome: &super::Outcome,
+    opts: &super::PruneOptions,
+    output: Option<&str>,
+    measure: &MeasureOptions,
+    progress: &dyn Fn(&str),
+) -> Result<PruneReport> {
+    let a = &outcome.analysis;
+    let before = &a.model;
+    let after = &outcome.model;
+    let shapes = &opts.input_shapes;
+    progress("counting parameters and MACs");
+    let (layers, totals) = layer_rows(before, after, shapes)?;
+    let latency = if measure.runs > 0 {
+        progress("timing both models with tract");
+        Some(measure_latency(
+            before,
+            after,
+            shapes,
+            measure.runs,
+            measure.threads,
+        )?)
+    } else {
+        None
+    };
+    progress("comparing outputs");
+    let (inputs, desc, labels) = if measure.inputs.is_empty() {
+        let specs = LoadedModel::from_bytes(
+            before.to_bytes()?,
+            &PathBuf::from(before.label()),
+            None,
+            &LoadOptions {
+                input_shapes: shapes.to_vec(),
+                optimize: false,
+                ignore_declared_facts: true,
+                ..LoadOptions::default()
+            },
+        )?
+        .inputs;
+        let v: Vec<Vec<TractTensor>> = (0..8).map(|s| random_inputs(&specs, s)).collect();
+        (
+            v,
+            "8 seeded random inputs (no --calib given)".to_string(),
+            None,
+        )
+    } else {
+        (
+            measure.inputs.clone(),
+            measure.inputs_description.clone(),
+            measure.labels.as_deref(),
+        )
+    };
+    let fid = fidelity(before, after, &inputs, labels, shapes, &desc)?;
+    let groups = a
+        .groups
+        .groups
+        .iter()
+        .map(|g| GroupRow {
+            id: g.id,
+            channels_before: g.channels,
+            channels_after: g.channels - outcome.plan.removed.get(&g.id).map_or(0, |v| v.len()),
+            width: g.width,
+            producers: g
+                .members
+                .iter()
+                .filter(|m| m.role == super::graph::Role::Out)
+                .map(|m| m.node.clone())
+                .collect(),
+            kept_because: g.excluded.clone(),
+        })
+        .collect();
+    let mut notes = a.notes.clone();
+    notes.extend(outcome.notes.iter().cloned());
+    Ok(PruneReport {
+        tool: format!("edgeslim {}", env!("CARGO_PKG_VERSION")),
+        model: outcome
+            .analysis
+            .model
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| before.label()),
+        output: output.map(str::to_string),
+        ratio: opts.ratio,
+        criterion: opts.criterion.as_str().into(),
+        global: opts.global,
+        round_to: opts.round_to,
+        min_channels: opts.min_channels,
+        exclude: opts.exclude.clone(),
+        input_shapes: shapes
+            .iter()
+            .map(|s| {
+                let d: Vec<String> = s.dims.iter().map(|x| x.to_string()).collect();
+                format!("{}={}", s.name.clone().unwrap_or_default(), d.join(","))
+            })
+            .collect(),
+        groups_total: a.groups.groups.len(),
+        groups_prunable: a.groups.prunable().count(),
+        groups_pruned: outcome.plan.removed.len(),
+        channels_removed: outcome.plan.removed_count(),
+        totals,
+        layers,
+        groups,
+        latency,
+        fidelity: Some(fid),
+        recovery: None,
+        notes,
+    })
+}
+
+/// Write `prune.json` and `prune.html` into `dir`.
+pub fn write(report: &PruneReport, dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    let json = serde_json::to_vec_pretty(report)
+        .map_err(|e| crate::Error::Other(format!("encoding the report: {e}")))?;
+    edgeslim_runtime::fsutil::write_atomic(&dir.join("prune.json"), &json)?;
+    let html = crate::report::prune::render_prune_html(report);
+    edgeslim_runtime::fsutil::write_atomic(&dir.join("prune.html"), html.as_bytes())?;
+    Ok(())
+}
