@@ -1,0 +1,172 @@
+//! `edgeslim-rt inspect`: the inspection line on the board.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use edgeslim_runtime::inspect::{self, InspectConfig, Inspector};
+use edgeslim_runtime::io::reject::{parse_pin_spec, RejectWorker};
+use edgeslim_runtime::io::source::ImageFiles;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The detector written by `edgeslim anomaly fit` (threshold and normalisation inside).
+    #[arg(long)]
+    detector: PathBuf,
+    /// Frames: an image file or a folder of images (searched recursively, sorted by path).
+    #[arg(long)]
+    source: PathBuf,
+    /// Start over at the end of the source (a demo line that keeps running).
+    #[arg(long = "loop")]
+    looped: bool,
+    /// Stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Wait this long per frame (pace a folder like a conveyor).
+    #[arg(long, value_name = "MS")]
+    interval_ms: Option<u64>,
+    /// Live view: PORT, 127.0.0.1:PORT, or 0.0.0.0:PORT to allow other machines.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// Pulse this GPIO line on every failure: CHIP:LINE, e.g. gpiochip0:17.
+    #[arg(long, value_name = "CHIP:LINE")]
+    reject_pin: Option<String>,
+    /// Length of the reject pulse.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pulse_ms: u32,
+    /// The reject line is active low (relay boards that switch on a low level).
+    #[arg(long)]
+    active_low: bool,
+    /// Override the stored threshold (raw score units).
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Save every overlay as a JPEG into this folder.
+    #[arg(long, value_name = "DIR")]
+    save_overlays: Option<PathBuf>,
+    /// Write the verdicts and a summary here (JSON).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Threads for tract's matrix products.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print only the summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn reject_worker(a: &InspectArgs) -> Result<Option<RejectWorker>> {
+    let Some(spec) = &a.reject_pin else {
+        return Ok(None);
+    };
+    let (chip, line) = parse_pin_spec(spec).map_err(anyhow::Error::msg)?;
+    #[cfg(feature = "gpio")]
+    {
+        let w = edgeslim_runtime::io::gpio::reject_worker(
+            &chip,
+            line,
+            a.pulse_ms.saturating_mul(1000),
+            a.active_low,
+        )?;
+        Ok(Some(w))
+    }
+    #[cfg(not(feature = "gpio"))]
+    {
+        let _ = (chip, line);
+        anyhow::bail!("--reject-pin needs a build with the `gpio` feature (cargo build -p edgeslim-runtime --features gpio)")
+    }
+}
+
+#[cfg(feature = "serve")]
+fn start_view(
+    a: &InspectArgs,
+    threshold: f64,
+) -> Result<Option<edgeslim_runtime::serve::LiveServer>> {
+    use edgeslim_runtime::serve::{parse_addr, LiveServer, ServeConfig};
+    let Some(spec) = &a.serve else {
+        return Ok(None);
+    };
+    let addr = parse_addr(spec).map_err(anyhow::Error::msg)?;
+    let mut cfg = ServeConfig::new(addr, "edgeslim inspect");
+    cfg.controls_html = format!(
+        r#"<p>threshold <input id="thr" type="number" step="any" value="{threshold}">
+<button onclick="postAction('threshold', {{value: parseFloat(document.getElementById('thr').value)}})">set</button></p>"#
+    );
+    let srv = LiveServer::start(cfg)?;
+    eprintln!("live view: http://{}/", srv.local_addr());
+    Ok(Some(srv))
+}
+
+pub fn run(a: &InspectArgs) -> Result<()> {
+    #[cfg(not(feature = "serve"))]
+    if a.serve.is_some() {
+        anyhow::bail!("--serve needs a build with the `serve` feature (on by default)");
+    }
+    let inspector = Inspector::load(&a.detector, a.threads)?;
+    let mut source = ImageFiles::open(&a.source, a.looped)?;
+    let reject = reject_worker(a)?;
+    let threshold = a.threshold.unwrap_or(inspector.meta.image.threshold);
+    let cfg = InspectConfig {
+        threshold: a.threshold,
+        interval: a.interval_ms.map(Duration::from_millis),
+        max_frames: a.max_frames,
+        save_overlays: a.save_overlays.clone(),
+        ..Default::default()
+    };
+    #[cfg(feature = "serve")]
+    let server = start_view(a, threshold)?;
+    #[cfg(feature = "serve")]
+    let view: Option<&dyn inspect::pipeline_view::View> = server
+        .as_ref()
+        .map(|s| s as &dyn inspect::pipeline_view::View);
+    #[cfg(not(feature = "serve"))]
+    let view: Option<&dyn inspect::pipeline_view::View> = None;
+    if !a.quiet {
+        println!(
+            "{}: {}x{} input, threshold {threshold:.4} ({})",
+            a.detector.display(),
+            inspector.meta.width,
+            inspector.meta.height,
+            if a.threshold.is_some() {
+                "given"
+            } else {
+                "stored"
+            }
+        );
+    }
+    let quiet = a.quiet;
+    let mut summary = inspect::run(&inspector, &mut source, &cfg, view, reject.as_ref(), |r| {
+        if !quiet {
+            println!(
+                "{:>5}  {:<40} score {:>10.4}  norm {:.3}  {}  {:.1} ms",
+                r.index, r.label, r.score, r.normalised, r.verdict, r.infer_ms
+            );
+        }
+    })?;
+    // Let queued pulses finish before counting them.
+    if let Some(w) = reject {
+        let counts = w.counts.clone();
+        drop(w);
+        summary.rejects_pulsed = counts.pulsed.load(std::sync::atomic::Ordering::SeqCst);
+        summary.rejects_dropped = counts.dropped.load(std::sync::atomic::Ordering::SeqCst);
+    }
+    if let Some(p) = &a.json {
+        let bytes = serde_json::to_vec_pretty(&summary)?;
+        edgeslim_runtime::fsutil::write_atomic(p, &bytes)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!(
+        "{} frames: {} pass, {} fail, {} unreadable; inference p50 {:.1} ms, p90 {:.1} ms{}",
+        summary.frames,
+        summary.passed,
+        summary.failed,
+        summary.bad_frames,
+        summary.infer_ms_p50,
+        summary.infer_ms_p90,
+        if a.reject_pin.is_some() {
+            format!("; reject pulses {}", summary.rejects_pulsed)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

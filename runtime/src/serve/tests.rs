@@ -1,0 +1,280 @@
+//! The server answers, streams multipart frames to several viewers, takes actions, and a
+//! viewer that never reads neither blocks the producer nor the other viewers.
+
+use super::*;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+fn start(cfg: impl FnOnce(&mut ServeConfig)) -> LiveServer {
+    let mut c = ServeConfig::new(parse_addr("127.0.0.1:0").unwrap(), "test view");
+    cfg(&mut c);
+    LiveServer::start(c).unwrap()
+}
+
+/// One request with HTTP/1.0 semantics (the server closes after the response).
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+struct StreamClient {
+    r: BufReader<TcpStream>,
+}
+
+impl StreamClient {
+    fn open(addr: SocketAddr) -> (StreamClient, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        (StreamClient { r }, head)
+    }
+
+    /// The next part's body.
+    fn part(&mut self) -> Vec<u8> {
+        let mut len = None;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "stream ended");
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                len = Some(v.trim().parse::<usize>().unwrap());
+            }
+            if line == "\r\n" && len.is_some() {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len.unwrap()];
+        self.r.read_exact(&mut body).unwrap();
+        body
+    }
+}
+
+fn jpeg(shade: u8) -> Vec<u8> {
+    let img =
+        image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([shade, x as u8 * 8, y as u8 * 8]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn parses_addresses_and_defaults_to_loopback() {
+    assert_eq!(parse_addr("8080").unwrap().to_string(), "127.0.0.1:8080");
+    assert_eq!(parse_addr(":81").unwrap().to_string(), "127.0.0.1:81");
+    assert_eq!(parse_addr("0.0.0.0:9").unwrap().to_string(), "0.0.0.0:9");
+    assert!(parse_addr("nope").unwrap_err().contains("not an address"));
+}
+
+#[test]
+fn answers_page_state_frame_and_actions() {
+    let srv = start(|c| c.controls_html = "<button id=b>x</button>".into());
+    let addr = srv.local_addr();
+    let (code, page) = request(addr, "GET", "/", "");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("/stream.mjpg") && page.contains("<button id=b>"),
+        "{page}"
+    );
+    assert_eq!(
+        request(addr, "GET", "/frame.jpg", "").0,
+        503,
+        "no frame yet"
+    );
+    srv.set_state(serde_json::json!({"verdict": "PASS", "score": 1.5}));
+    let (code, body) = request(addr, "GET", "/state.json", "");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["verdict"], "PASS");
+    let (code, _) = request(addr, "POST", "/action/threshold", r#"{"value": 3.5}"#);
+    assert_eq!(code, 202);
+    assert_eq!(
+        srv.try_action(),
+        Some(Action {
+            name: "threshold".into(),
+            body: serde_json::json!({"value": 3.5})
+        })
+    );
+    assert_eq!(srv.try_action(), None);
+    assert_eq!(request(addr, "POST", "/action/x", "{not json").0, 400);
+    assert_eq!(request(addr, "POST", "/action/a%20b", "{}").0, 400);
+    assert_eq!(request(addr, "GET", "/nothing", "").0, 404);
+    srv.publish_jpeg(jpeg(9));
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /frame.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert!(
+        out.windows(2).any(|w| w == [0xFF, 0xD8]),
+        "a JPEG comes back"
+    );
+}
+
+#[test]
+fn action_queue_is_bounded() {
+    let srv = start(|c| c.action_queue = 2);
+    let addr = srv.local_addr();
+    assert_eq!(request(addr, "POST", "/action/a", "1").0, 202);
+    assert_eq!(request(addr, "POST", "/action/a", "2").0, 202);
+    assert_eq!(request(addr, "POST", "/action/a", "3").0, 503);
+    assert!(srv.try_action().is_some());
+    assert_eq!(request(addr, "POST", "/action/a", "4").0, 202);
+}
+
+#[test]
+fn streams_multipart_jpeg_to_several_viewers() {
+    let srv = start(|_| {});
+    let addr = srv.local_addr();
+    let mut clients: Vec<StreamClient> = (0..3)
+        .map(|_| {
+            let (c, head) = StreamClient::open(addr);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert!(
+                head.contains("multipart/x-mixed-replace; boundary="),
+                "{head}"
+            );
+            c
+        })
+        .collect();
+    wait_until("3 viewers", || srv.stats().viewers == 3);
+    for shade in [10u8, 200] {
+        srv.publish_jpeg(jpeg(shade));
+        for c in clients.iter_mut() {
+            let body = c.part();
+            assert_eq!(&body[..2], &[0xFF, 0xD8], "JPEG start");
+            assert_eq!(&body[body.len() - 2..], &[0xFF, 0xD9], "JPEG end");
+            let img = image::load_from_memory(&body).unwrap().to_rgb8();
+            assert!((img.get_pixel(0, 0)[0] as i32 - shade as i32).abs() < 12);
+        }
+    }
+    drop(clients);
+    // Viewers that went away are noticed at the next frame they would be sent.
+    wait_until("viewers to leave", || {
+        srv.publish_jpeg(jpeg(1));
+        srv.stats().viewers == 0
+    });
+}
+
+#[test]
+fn a_stalled_viewer_blocks_neither_producer_nor_others() {
+    let srv = start(|c| c.write_timeout = Duration::from_secs(1));
+    let addr = srv.local_addr();
+    // Connects, asks for the stream, never reads a byte.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    write!(stalled, "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (mut reader, _) = StreamClient::open(addr);
+    wait_until("2 viewers", || srv.stats().viewers == 2);
+    // The reading viewer reads all along, until it sees the marker frame 1000.
+    let received = Arc::new(AtomicU64::new(0));
+    let reading = {
+        let received = received.clone();
+        std::thread::spawn(move || loop {
+            let b = reader.part();
+            received.fetch_add(1, Ordering::SeqCst);
+            if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 1000 {
+                return;
+            }
+        })
+    };
+
+    // 400 frames of 256 KiB: ~100 MiB, far beyond any socket buffer, so the stalled
+    // viewer's writer blocks early. The producer runs on its own thread with a generous
+    // watchdog: the assertion is that it finishes at all, not how fast.
+    let srv = Arc::new(srv);
+    let producer = {
+        let srv = srv.clone();
+        std::thread::spawn(move || {
+            for i in 0u32..400 {
+                let mut f = vec![0u8; 256 * 1024];
+                f[..4].copy_from_slice(&i.to_le_bytes());
+                srv.publish_jpeg(f);
+            }
+        })
+    };
+    let t = Instant::now();
+    while !producer.is_finished() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the producer stalled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    producer.join().unwrap();
+    // The reading viewer still gets the newest frame.
+    let mut marker = vec![0u8; 16];
+    marker[..4].copy_from_slice(&1000u32.to_le_bytes());
+    let mut published = 400;
+    wait_until("the reading viewer to see the newest frame", || {
+        srv.publish_jpeg(marker.clone());
+        published += 1;
+        reading.is_finished()
+    });
+    reading.join().unwrap();
+    assert!(received.load(Ordering::SeqCst) >= 2);
+    let st = srv.stats();
+    assert_eq!(st.frames_published, published);
+    assert!(
+        st.frames_dropped > 0,
+        "frames were dropped for the stalled viewer: {st:?}"
+    );
+    // The send timeout drops the stalled viewer.
+    wait_until("the stalled viewer to be dropped", || {
+        srv.stats().viewers == 1
+    });
+    drop(stalled);
+}
+
+#[test]
+fn caps_the_number_of_viewers() {
+    let srv = start(|c| c.max_viewers = 1);
+    let addr = srv.local_addr();
+    let (_a, _) = StreamClient::open(addr);
+    wait_until("1 viewer", || srv.stats().viewers == 1);
+    let (code, _) = request(addr, "GET", "/stream.mjpg", "");
+    assert_eq!(code, 503);
+    assert_eq!(srv.stats().viewers_refused, 1);
+}
