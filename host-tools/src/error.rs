@@ -34,6 +34,9 @@ pub enum Error {
     /// ONNX Runtime, the second engine: loading the library, a session, a run.
     #[error("onnxruntime: {0}")]
     Ort(String),
+    /// Board profiles, cross builds, bundles and deployment (`crate::target`).
+    #[error(transparent)]
+    Target(#[from] crate::target::TargetError),
 }
 
 impl Error {

@@ -7,12 +7,17 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod input;
+pub mod inspect;
+pub mod io;
 pub mod macs;
 pub mod model;
 pub mod profile;
 pub mod report;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod shapes;
 pub mod stats;
+pub mod track;
 
 pub use error::{Result, RuntimeError};
 pub use model::{LoadOptions, LoadedModel};

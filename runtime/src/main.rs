@@ -12,6 +12,9 @@ use edgeslim_runtime::tract_onnx::prelude::*;
 use edgeslim_runtime::InputShape;
 use std::path::{Path, PathBuf};
 
+mod cmd_inspect;
+mod cmd_track;
+
 #[derive(Parser)]
 #[command(
     name = "edgeslim-rt",
@@ -35,6 +38,16 @@ enum Command {
         after_help = "Example:\n  edgeslim-rt bench det.onnx --input-shape x=1,3,640,640 --runs 20 --threads 2 --json det.json"
     )]
     Bench(BenchArgs),
+    /// Inspection line: score frames with an anomaly detector, pass/fail, heat-map, reject pin.
+    #[command(
+        after_help = "Examples:\n  edgeslim-rt inspect --detector brick.onnx --source parts/ --serve 8080\n  edgeslim-rt inspect --detector brick.onnx --source parts/ --loop --interval-ms 200 --serve 0.0.0.0:8080 --reject-pin gpiochip0:17 --pulse-ms 150"
+    )]
+    Inspect(cmd_inspect::InspectArgs),
+    /// Follow an object with a Siamese tracker: live (page, pan-tilt) or on OTB-layout data.
+    #[command(
+        after_help = "Examples:\n  edgeslim-rt track --model models/siamese-tracker --source seqs/seq-000 --serve 8080\n  edgeslim-rt track --model models/siamese-tracker --source clip.mp4 --init 120,80,40,60 --record out/\n  edgeslim-rt track --model models/siamese-tracker --eval seqs/ --json eval.json"
+    )]
+    Track(cmd_track::TrackArgs),
 }
 
 #[derive(Args)]
@@ -317,6 +330,8 @@ fn main() {
     let result = match &cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Inspect(a) => cmd_inspect::run(a),
+        Command::Track(a) => cmd_track::run(a),
     };
     if let Err(e) = result {
         eprintln!(

@@ -187,7 +187,7 @@ fn datum_type_of(elem_type: i32) -> Option<DatumType> {
         .and_then(|d| DatumType::try_from(d).ok())
 }
 
-fn declared_dims(vi: &pb::ValueInfoProto) -> (i32, Vec<Dim>) {
+pub fn declared_dims(vi: &pb::ValueInfoProto) -> (i32, Vec<Dim>) {
     let Some(pb::type_proto::Value::TensorType(tt)) =
         vi.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {

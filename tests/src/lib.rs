@@ -167,4 +167,5 @@ pub fn assert_equivalent(check: &Check, rel: f64) {
     }
 }
 
+pub mod boards;
 pub mod models;

@@ -1,12 +1,24 @@
 //! The command line (design.md §4). One module per subcommand; each parses nothing itself
 //! beyond its clap struct and calls into the library.
 
+mod analyze;
+mod anomaly;
 mod assets;
 mod bench;
+mod build;
+mod bundle;
+mod compress;
+mod data;
 mod demo;
+mod deploy;
+mod eval;
+mod eval_classify;
 mod inspect;
 mod optimize;
+mod prune;
 mod report;
+mod targets;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +42,22 @@ enum Command {
     Report(report::Args),
     Assets(assets::Args),
     Demo(demo::Args),
+    Analyze(analyze::Args),
+    /// Gaussian anomaly detection: fit a detector on good parts, make MVTec-layout data.
+    Anomaly(anomaly::Args),
+    /// Task metrics of a model on a data folder (anomaly: image/pixel AUROC, PRO).
+    Eval(eval::Args),
+    /// Train a model from a recipe (family + sizes + data) and write ONNX plus a model card.
+    Train(train::TrainArgs),
+    /// Fine-tune or distil an ONNX classifier on `mnist` or `folder:DIR` data.
+    Finetune(train::FinetuneArgs),
+    Compress(compress::Args),
+    /// Write generated data sets to disk (tracking sequences in OTB layout).
+    Data(data::Args),
+    Targets(targets::Args),
+    Build(build::Args),
+    Bundle(bundle::Args),
+    Deploy(deploy::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,5 +68,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report::run(a),
         Command::Assets(a) => assets::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Analyze(a) => analyze::run(a),
+        Command::Anomaly(a) => anomaly::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::train(a),
+        Command::Finetune(a) => train::finetune(a),
+        Command::Compress(a) => compress::run(a),
+        Command::Data(a) => data::run(a),
+        Command::Targets(a) => targets::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Bundle(a) => bundle::run(a),
+        Command::Deploy(a) => deploy::run(a),
     }
 }

@@ -248,7 +248,7 @@ fn nice_step(span: f64, target: usize) -> f64 {
 }
 
 /// Draw into an SVG string and prepare it for inlining in HTML.
-fn render_svg(
+pub(crate) fn render_svg(
     size: (u32, u32),
     aria_label: &str,
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,

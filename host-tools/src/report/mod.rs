@@ -9,7 +9,10 @@
 //! distribution, per-op-type time, per-run profile (top nodes), engine comparison, device.
 
 mod charts;
+pub mod compression;
 mod format;
+mod peak;
+pub mod prune;
 mod sections;
 mod summary;
 
@@ -148,7 +151,7 @@ fn page(title: &str, body: &str) -> String {
 }
 
 /// Inline so the page needs nothing else; system fonts only.
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem auto;
        max-width: 1200px; padding: 0 1rem; color: #1d232a; line-height: 1.4; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; }

@@ -299,6 +299,7 @@ fn profile_rows(t: &mut Rows) {
             .map(|p| fmt_f(p.achieved_gflops, 2))
             .unwrap_or_else(|| ABSENT.to_string())
     });
+    t.row("Share of the board's fp32 peak", super::peak::share_cell);
 }
 
 /// Each run against run 1. Cells say which way the ratio goes ("slower", "less memory"), so
