@@ -454,8 +454,12 @@ mod tests {
         // With a zero gradient, AdamW only applies the decay: to `w`, not to the bias.
         let w = Var::ones((3, 3), DType::F32, &Device::Cpu).unwrap();
         let b = Var::ones(3, DType::F32, &Device::Cpu).unwrap();
-        let l = ((w.as_tensor() * 0.0).unwrap().sum_all().unwrap()
-            + (b.as_tensor() * 0.0).unwrap().sum_all().unwrap())
+        // Multiply by a zero tensor, not the scalar 0: candle prunes `x * 0.0` from the
+        // backward graph, and AdamW (like PyTorch) skips parameters without a gradient.
+        let zw = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap();
+        let zb = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+        let l = ((w.as_tensor() * &zw).unwrap().sum_all().unwrap()
+            + (b.as_tensor() * &zb).unwrap().sum_all().unwrap())
         .unwrap();
         let g = l.backward().unwrap();
         let cfg = AdamWConfig {

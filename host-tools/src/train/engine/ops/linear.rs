@@ -123,13 +123,15 @@ pub(crate) fn matmul_nd(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         sa.extend([m, k]);
         let mut sb = batch.clone();
         sb.extend([k, n]);
+        // Broadcast operands are materialised: candle's matmul backward on zero-stride views
+        // gives wrong gradients (caught by the gradient check below).
         let a = if a.dims() != sa.as_slice() {
-            a.broadcast_as(sa)?
+            a.broadcast_as(sa)?.contiguous()?
         } else {
             a
         };
         let b = if b.dims() != sb.as_slice() {
-            b.broadcast_as(sb)?
+            b.broadcast_as(sb)?.contiguous()?
         } else {
             b
         };
