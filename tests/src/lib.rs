@@ -168,4 +168,5 @@ pub fn assert_equivalent(check: &Check, rel: f64) {
 }
 
 pub mod boards;
+pub mod engines;
 pub mod models;

@@ -10,85 +10,15 @@ use edgeslim::onnx::{OnnxModel, SaveOptions, Tensor};
 use edgeslim::train::families::cnn::{self, CnnConfig};
 use edgeslim::train::families::siamese::{self, SiameseConfig};
 use edgeslim::train::families::vit::{self, VitConfig};
+use edgeslim_e2e::engines::{random, rel_diff, run_both};
 use edgeslim_e2e::{assets, python_check};
-use edgeslim_runtime::input::{tensor_to_f32_vec, SplitMix64};
-use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
-use edgeslim_runtime::{LoadOptions, LoadedModel};
 use ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = SplitMix64(seed);
-    (0..n).map(|_| r.next_f32() * 2.0 - 1.0).collect()
-}
 
 fn save(m: &OnnxModel, dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     m.save(&p, &SaveOptions::default()).unwrap();
     p
-}
-
-/// Run `model` in tract (with these input shapes) and in ONNX Runtime on the same inputs;
-/// return both engines' outputs (graph order).
-fn run_both(
-    model: &Path,
-    inputs: &[(&str, Vec<usize>, Vec<f32>)],
-) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    assets(); // ONNX Runtime's library comes from the asset cache.
-    let opts = LoadOptions {
-        input_shapes: inputs
-            .iter()
-            .map(|(n, d, _)| {
-                let dims: Vec<String> = d.iter().map(|v| v.to_string()).collect();
-                format!("{n}={}", dims.join(",")).parse().unwrap()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    let tract = LoadedModel::load(model, &opts).unwrap();
-    let tin: Vec<TractTensor> = inputs
-        .iter()
-        .map(|(_, d, v)| TractTensor::from_shape::<f32>(d, v).unwrap())
-        .collect();
-    let t_out: Vec<Vec<f32>> = tract
-        .run(tin)
-        .unwrap()
-        .iter()
-        .map(|t| tensor_to_f32_vec(t).unwrap())
-        .collect();
-    let mut ort = OrtSession::load(model, 1).unwrap();
-    let oin: Vec<(String, ArrayD<f32>)> = inputs
-        .iter()
-        .map(|(n, d, v)| {
-            (
-                n.to_string(),
-                ArrayD::from_shape_vec(IxDyn(d), v.clone()).unwrap(),
-            )
-        })
-        .collect();
-    let o_out: Vec<Vec<f32>> = ort
-        .run(&oin)
-        .unwrap()
-        .into_iter()
-        .map(|(_, a)| a.iter().copied().collect())
-        .collect();
-    (t_out, o_out)
-}
-
-/// max |a − b| / max |b|.
-fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "output sizes differ");
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max);
-    let s = b
-        .iter()
-        .map(|y| y.abs() as f64)
-        .fold(0.0, f64::max)
-        .max(1e-6);
-    d / s
 }
 
 fn assert_engines_agree(model: &Path, inputs: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<Vec<f32>> {
