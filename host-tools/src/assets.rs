@@ -381,7 +381,8 @@ fn find_wheel(dir: &Path, spec: &PackageSpec) -> Result<Option<PathBuf>> {
     Ok(found.into_iter().next())
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+/// Lower-case hex sha256 of `bytes` (the form manifests and SHA256SUMS files use).
+pub fn hex_sha256(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 

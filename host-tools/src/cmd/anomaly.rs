@@ -37,12 +37,8 @@ enum Command {
 
 #[derive(ClapArgs)]
 struct FitArgs {
-    /// Backbone ONNX with named intermediate tensors (default: PP-OCRv4 det from the asset cache).
-    #[arg(long)]
-    backbone: Option<PathBuf>,
-    /// Feature tensors, shallow to deep (default for PP-OCRv4 det: its stages 2-4).
-    #[arg(long, num_args = 1..)]
-    layers: Vec<String>,
+    #[command(flatten)]
+    backbone: BackboneArgs,
     /// Folder of normal images (searched recursively; all one size unless --size).
     #[arg(long)]
     normal: PathBuf,
@@ -58,21 +54,6 @@ struct FitArgs {
     /// False-positive rate the χ² thresholds are set for (0.0027: the 3-sigma rate).
     #[arg(long, default_value_t = 0.0027)]
     fpr: f64,
-    /// Resize every image to H,W (or S for a square) instead of requiring one size.
-    #[arg(long, value_name = "H,W")]
-    size: Option<String>,
-    /// Per-channel mean of the backbone's input (after scaling to [0, 1]).
-    #[arg(long, value_delimiter = ',')]
-    mean: Option<Vec<f32>>,
-    /// Per-channel standard deviation of the backbone's input.
-    #[arg(long, value_delimiter = ',')]
-    std: Option<Vec<f32>>,
-    /// The backbone takes RGB (default for a user backbone).
-    #[arg(long, conflicts_with = "bgr")]
-    rgb: bool,
-    /// The backbone takes BGR (default for PP-OCR).
-    #[arg(long)]
-    bgr: bool,
     /// Location vectors per level for the map Gaussians (sampled evenly with --seed).
     #[arg(long, default_value_t = 50_000)]
     map_samples: usize,
@@ -85,12 +66,8 @@ struct FitArgs {
 
 #[derive(ClapArgs)]
 struct FinetuneArgs {
-    /// Backbone ONNX (default: PP-OCRv4 det from the asset cache).
-    #[arg(long)]
-    backbone: Option<PathBuf>,
-    /// Feature tensors, shallow to deep (default for PP-OCRv4 det: its stages 2-4).
-    #[arg(long, num_args = 1..)]
-    layers: Vec<String>,
+    #[command(flatten)]
+    backbone: BackboneArgs,
     /// Folder of normal images.
     #[arg(long)]
     normal: PathBuf,
@@ -112,17 +89,6 @@ struct FinetuneArgs {
     /// Epochs without a better validation AUROC before stopping.
     #[arg(long, default_value_t = 2)]
     patience: usize,
-    /// Resize every image to H,W (or S).
-    #[arg(long, value_name = "H,W")]
-    size: Option<String>,
-    #[arg(long, value_delimiter = ',')]
-    mean: Option<Vec<f32>>,
-    #[arg(long, value_delimiter = ',')]
-    std: Option<Vec<f32>>,
-    #[arg(long, conflicts_with = "bgr")]
-    rgb: bool,
-    #[arg(long)]
-    bgr: bool,
     /// Threads for the training engine (0: all cores).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -186,21 +152,38 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 }
 
 /// The backbone's flags as given on the command line.
+/// The backbone and how its input is prepared: shared by `fit` and `finetune`.
+#[derive(ClapArgs)]
 struct BackboneArgs {
+    /// Backbone ONNX with named intermediate tensors (default: PP-OCRv4 det from the asset cache).
+    #[arg(long)]
     backbone: Option<PathBuf>,
+    /// Feature tensors, shallow to deep (default for PP-OCRv4 det: its stages 2-4).
+    #[arg(long, num_args = 1..)]
     layers: Vec<String>,
+    /// Resize every image to H,W (or S for a square) instead of requiring one size.
+    #[arg(long, value_name = "H,W")]
+    size: Option<String>,
+    /// Per-channel mean of the backbone's input (after scaling to [0, 1]).
+    #[arg(long, value_delimiter = ',')]
     mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation of the backbone's input.
+    #[arg(long, value_delimiter = ',')]
     std: Option<Vec<f32>>,
+    /// The backbone takes RGB (default for a user backbone).
+    #[arg(long, conflicts_with = "bgr")]
     rgb: bool,
+    /// The backbone takes BGR (default for PP-OCR).
+    #[arg(long)]
     bgr: bool,
 }
 
 /// Backbone path, layers and input preparation: the PP-OCR default, a fine-tuned trunk from
 /// `anomaly finetune` (its layers; the normalisation is inside it), or a user backbone.
-fn resolve_backbone(a: BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
+fn resolve_backbone(a: &BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
     let default_backbone = a.backbone.is_none();
-    let backbone = match a.backbone {
-        Some(b) => b,
+    let backbone = match &a.backbone {
+        Some(b) => b.clone(),
         None => {
             let assets = Assets::open();
             assets.ensure()?;
@@ -214,7 +197,7 @@ fn resolve_backbone(a: BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
         trunk_meta(&m).with_context(|| backbone.display().to_string())?
     };
     let layers = if !a.layers.is_empty() {
-        a.layers
+        a.layers.clone()
     } else if let Some(t) = &trunk {
         t.layers.clone()
     } else if default_backbone {
@@ -262,19 +245,12 @@ fn resolve_backbone(a: BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
 }
 
 fn run_fit(a: FitArgs) -> Result<()> {
-    let (backbone, layers, prep) = resolve_backbone(BackboneArgs {
-        backbone: a.backbone,
-        layers: a.layers,
-        mean: a.mean,
-        std: a.std,
-        rgb: a.rgb,
-        bgr: a.bgr,
-    })?;
+    let (backbone, layers, prep) = resolve_backbone(&a.backbone)?;
     let det = fit(&FitOptions {
         backbone: backbone.clone(),
         layers,
         normal: a.normal.clone(),
-        size: a.size.as_deref().map(parse_size).transpose()?,
+        size: a.backbone.size.as_deref().map(parse_size).transpose()?,
         prep,
         shrinkage: a.shrinkage,
         fpr: a.fpr,
@@ -328,20 +304,13 @@ fn run_fit(a: FitArgs) -> Result<()> {
 }
 
 fn run_finetune(a: FinetuneArgs) -> Result<()> {
-    let (backbone, layers, prep) = resolve_backbone(BackboneArgs {
-        backbone: a.backbone,
-        layers: a.layers,
-        mean: a.mean,
-        std: a.std,
-        rgb: a.rgb,
-        bgr: a.bgr,
-    })?;
+    let (backbone, layers, prep) = resolve_backbone(&a.backbone)?;
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&backbone])?;
     let r = finetune(&FinetuneOptions {
         backbone: backbone.clone(),
         layers,
         normal: a.normal.clone(),
-        size: a.size.as_deref().map(parse_size).transpose()?,
+        size: a.backbone.size.as_deref().map(parse_size).transpose()?,
         prep,
         epochs: a.epochs,
         lr: a.lr,

@@ -13,7 +13,6 @@ use super::TargetError;
 use edgeslim_runtime::model::{LoadOptions, LoadedModel};
 use edgeslim_runtime::InputShape;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -113,10 +112,6 @@ struct Entry {
     path: String,
     mode: u32,
     bytes: Vec<u8>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 fn bundle_err(path: &Path, reason: impl Into<String>) -> TargetError {
@@ -237,7 +232,7 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
         profile: p.clone(),
         binary: FileEntry {
             path: "bin/edgeslim-rt".into(),
-            sha256: sha256_hex(&entries[0].bytes),
+            sha256: crate::assets::hex_sha256(&entries[0].bytes),
             size_bytes: entries[0].bytes.len() as u64,
         },
         binary_arch: info.arch.clone(),
@@ -276,7 +271,7 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
     entries.push(text(MANIFEST, 0o644, manifest_json + "\n"));
     let sums: String = entries
         .iter()
-        .map(|e| format!("{}  {}\n", sha256_hex(&e.bytes), e.path))
+        .map(|e| format!("{}  {}\n", crate::assets::hex_sha256(&e.bytes), e.path))
         .collect();
     entries.push(text(SUMS, 0o644, sums));
 
@@ -292,7 +287,7 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
             .iter()
             .map(|e| FileEntry {
                 path: e.path.clone(),
-                sha256: sha256_hex(&e.bytes),
+                sha256: crate::assets::hex_sha256(&e.bytes),
                 size_bytes: e.bytes.len() as u64,
             })
             .collect(),
@@ -391,7 +386,7 @@ fn model_entry(
         input_shapes,
         file: FileEntry {
             path: entry_path.clone(),
-            sha256: sha256_hex(&bytes),
+            sha256: crate::assets::hex_sha256(&bytes),
             size_bytes: bytes.len() as u64,
         },
         inputs: loaded.inputs.iter().map(spec_text).collect(),
