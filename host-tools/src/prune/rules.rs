@@ -74,6 +74,18 @@ fn norm_axis(a: i64, rank: usize) -> Option<usize> {
     (0..r).contains(&v).then_some(v as usize)
 }
 
+/// A convolution's tensors: input, output, weight, optional bias, the weight's and the
+/// input's shapes, and the group count.
+struct ConvOperands {
+    x: String,
+    y: String,
+    w: String,
+    b: Option<String>,
+    wd: Vec<usize>,
+    xs: Vec<usize>,
+    g: usize,
+}
+
 struct Ctx<'a> {
     m: &'a OnnxModel,
     g: DepGraph,
@@ -482,20 +494,51 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    fn conv(&mut self, i: usize, n: &NodeProto, why: &dyn Fn(&str) -> String) -> Result<()> {
-        let x = &n.input[0];
+    /// The operands of a Conv or ConvTranspose whose weights (and bias) are constant and whose
+    /// ranks are as expected; otherwise its inputs are pinned with the reason and None returned.
+    fn conv_operands(
+        &mut self,
+        n: &NodeProto,
+        why: &dyn Fn(&str) -> String,
+    ) -> Option<ConvOperands> {
+        let x = n.input[0].clone();
         let y = n.output.first().cloned().unwrap_or_default();
         let w = n.input.get(1).cloned().unwrap_or_default();
         let b = n.input.get(2).filter(|s| !s.is_empty()).cloned();
-        let (Some(wd), Some(xs)) = (self.consts.get(&w).cloned(), self.shape(x)) else {
+        let (Some(wd), Some(xs)) = (self.consts.get(&w).cloned(), self.shape(&x)) else {
             self.pin_inputs(n, &why("weights are not constant"));
-            return Ok(());
+            return None;
         };
         if wd.len() < 3 || xs.len() < 3 || b.as_ref().is_some_and(|b| !self.is_const(b)) {
             self.pin_inputs(n, &why("unexpected weight or input rank"));
-            return Ok(());
+            return None;
         }
         let g = attr_i(n, "group").unwrap_or(1).max(1) as usize;
+        Some(ConvOperands {
+            x,
+            y,
+            w,
+            b,
+            wd,
+            xs,
+            g,
+        })
+    }
+
+    fn conv(&mut self, i: usize, n: &NodeProto, why: &dyn Fn(&str) -> String) -> Result<()> {
+        let Some(ConvOperands {
+            x,
+            y,
+            w,
+            b,
+            wd,
+            xs,
+            g,
+        }) = self.conv_operands(n, why)
+        else {
+            return Ok(());
+        };
+        let x = &x;
         let (m, cin) = (wd[0], xs[1]);
         let mut l = self.layout(x);
         if l.as_ref().is_some_and(|l| l.axis != 1) {
@@ -561,19 +604,19 @@ impl<'a> Ctx<'a> {
         n: &NodeProto,
         why: &dyn Fn(&str) -> String,
     ) -> Result<()> {
-        let x = &n.input[0];
-        let y = n.output.first().cloned().unwrap_or_default();
-        let w = n.input.get(1).cloned().unwrap_or_default();
-        let b = n.input.get(2).filter(|s| !s.is_empty()).cloned();
-        let (Some(wd), Some(xs)) = (self.consts.get(&w).cloned(), self.shape(x)) else {
-            self.pin_inputs(n, &why("weights are not constant"));
+        let Some(ConvOperands {
+            x,
+            y,
+            w,
+            b,
+            wd,
+            xs,
+            g,
+        }) = self.conv_operands(n, why)
+        else {
             return Ok(());
         };
-        if wd.len() < 3 || xs.len() < 3 || b.as_ref().is_some_and(|b| !self.is_const(b)) {
-            self.pin_inputs(n, &why("unexpected weight or input rank"));
-            return Ok(());
-        }
-        let g = attr_i(n, "group").unwrap_or(1).max(1) as usize;
+        let x = &x;
         let cin = xs[1];
         let m = wd[1] * g;
         let mut l = self.layout(x);
