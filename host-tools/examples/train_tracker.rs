@@ -1,7 +1,8 @@
-//! Train the Siamese tracker from a recipe (until `edgeslim train` dispatches tracker recipes).
+//! Train the Siamese tracker from a recipe: what `edgeslim train RECIPE.toml` does for
+//! `family = "siamese"` recipes, plus overrides of the pair counts (quick experiments).
 //!
 //! ```sh
-//! cargo run --release -p edgeslim --example train_tracker -- models/siamese-tracker/recipe.toml \
+//! cargo run --release -p edgeslim --example train_tracker -- models/recipes/siamese-tracker.toml \
 //!     [--epochs N] [--pairs N] [--val-pairs N] [--threads N]
 //! ```
 

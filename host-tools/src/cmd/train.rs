@@ -50,7 +50,8 @@ pub struct TrainArgs {
     /// Cut each epoch to this many batches (smoke tests).
     #[arg(long, hide = true)]
     max_batches_per_epoch: Option<usize>,
-    /// No progress bar (per-epoch lines still go to stderr).
+    /// No progress bar and no per-epoch lines (RUST_LOG=info shows them). Without a
+    /// terminal the bar is hidden and the per-epoch lines go to stderr.
     #[arg(long)]
     quiet: bool,
 }

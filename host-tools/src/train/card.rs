@@ -151,7 +151,11 @@ impl ModelCard {
             let _ = writeln!(s, "| training loss (last epoch) | {l:.4} |");
         }
         for (k, v) in &self.metrics.extra {
-            let _ = writeln!(s, "| {k} | {v:.4} |");
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                let _ = writeln!(s, "| {k} | {v:.0} |");
+            } else {
+                let _ = writeln!(s, "| {k} | {v:.4} |");
+            }
         }
         let _ = writeln!(s, "| training time | {} |", duration(self.training_seconds));
         let _ = writeln!(s, "\n## Data\n");

@@ -810,7 +810,10 @@ pub fn finetune(
             stats.samples_per_second,
             stats.seconds
         );
-        if opts.progress {
+        if opts.progress && pb.is_hidden() {
+            // No terminal (a log file, CI): the bar is invisible, the epoch lines are not.
+            eprintln!("{line}");
+        } else if opts.progress {
             pb.println(line);
         } else {
             log::info!("{line}");

@@ -220,7 +220,7 @@ pub fn train_classifier(recipe: &Recipe, run: &ClassifierRun) -> Result<Classifi
             o.clip_grad_norm.map(|c| format!(", clip {c}")).unwrap_or_default(),
             s.kind,
             opts.warmup_epochs,
-            opts.label_smoothing,
+            recipe.label_smoothing.unwrap_or(0.0),
             opts.augment_shift,
             r.best_epoch,
             epochs
