@@ -3,12 +3,13 @@
 //! original; the feature-space bias is exact; weight-space SVD matches numpy's; bad input gets
 //! one clear line.
 
-use edgeslim::onnx::builder::GraphBuilder;
+use edgeslim::onnx::builder::{GraphBuilder, D};
 use edgeslim::onnx::node::{int, ints};
 use edgeslim::onnx::{OnnxModel, SaveOptions, Tensor};
 use edgeslim_e2e::models::Weights;
 use edgeslim_e2e::{assert_equivalent, assets, python_check, run, run_ok};
 use edgeslim_runtime::report::BenchReport;
+use onnx_protobuf::tensor_proto::DataType;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,9 +37,15 @@ fn mlp() -> OnnxModel {
 
 /// A CNN: Conv 3×3 (pads) → Relu → Conv 1×1 → Relu → GlobalAveragePool → Flatten → Gemm.
 fn cnn() -> OnnxModel {
+    cnn_with_input(&[D::N(1), D::N(3), D::N(12), D::N(12)], None)
+}
+
+/// The same CNN with the input declared as `dims` (any batch and spatial size runs) and the
+/// output as `logits` (a dynamic model must declare it: onnx.checker cannot infer it).
+fn cnn_with_input(dims: &[D], logits: Option<&[D]>) -> OnnxModel {
     let mut w = Weights::new(12);
     let mut b = GraphBuilder::new("cnn", 13);
-    let x = b.input("x", &[1, 3, 12, 12]);
+    let x = b.input_dims("x", DataType::FLOAT, dims);
     let w1 = b.init("c1.w", &w.uniform(&[16, 3, 3, 3], 0.4));
     let b1 = b.init("c1.b", &w.uniform(&[16], 0.2));
     let c1 = b.node(
@@ -61,7 +68,10 @@ fn cnn() -> OnnxModel {
         &["logits"],
         vec![int("transB", 1)],
     );
-    b.output("logits");
+    match logits {
+        Some(d) => b.output_dims("logits", d),
+        None => b.output("logits"),
+    }
     b.finish()
 }
 
@@ -164,6 +174,101 @@ fn full_rank_reproduces_the_original_in_both_spaces() {
             );
         }
     }
+}
+
+/// The declared input dims of `p`'s first input: `Some(v)` fixed, `None` symbolic.
+fn input_dims(p: &Path) -> Vec<Option<i64>> {
+    use onnx_protobuf::type_proto::Value;
+    let m = OnnxModel::load(p).unwrap();
+    let Some(Value::TensorType(t)) = m.graph().input[0].type_.value.clone() else {
+        panic!("{}: input is not a tensor", p.display())
+    };
+    t.shape
+        .dim
+        .iter()
+        .map(|d| d.has_dim_value().then(|| d.dim_value()))
+        .collect()
+}
+
+/// A backbone whose input is dynamic ([N, 3, H, W], as PP-OCR det declares it):
+/// `--input-shape` is the shape calibration, MACs and the benchmark use, and the written model
+/// keeps the dynamic input, so it runs at sizes it was never calibrated at (the anomaly
+/// detector uses the det backbone at 192×192). Feature space at full rank calibrated at 12×12
+/// still reproduces the original at 20×16 with batch 2; weight space at budget 0.5 runs there
+/// in tract and ORT alike.
+#[test]
+fn dynamic_input_stays_dynamic_and_input_shape_only_sets_the_calibration_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let dynamic = [D::Sym("N"), D::N(3), D::Sym("H"), D::Sym("W")];
+    let logits = [D::Sym("N"), D::N(5)];
+    let src = save(
+        &cnn_with_input(&dynamic, Some(&logits)),
+        dir.path(),
+        "dyn.onnx",
+    );
+    let npy = calib_npy(dir.path(), "dyn.npy", 40, &[1, 3, 12, 12], 5);
+    let calib = format!("npy:{}", npy.display());
+    let shape = ["--input-shape", "x=1,3,12,12"];
+
+    // Without a shape, data cannot be loaded: one line saying what to give.
+    let err = run(
+        "edgeslim",
+        &[
+            "compress",
+            "lowrank",
+            s(&src),
+            "--method",
+            "feature",
+            "--budget",
+            "0.5",
+            "--calib",
+            &calib,
+            "-o",
+            s(&dir.path().join("no.onnx")),
+        ],
+    );
+    assert_ne!(err.code, 0);
+    assert!(err.stderr.contains("--input-shape x="), "{}", err.stderr);
+
+    let full = dir.path().join("dyn-feature-full.onnx");
+    let mut args = vec![
+        "--method", "feature", "--rank", "100000", "--calib", &calib, "--json",
+    ];
+    args.extend_from_slice(&shape);
+    let report: serde_json::Value = serde_json::from_str(&compress(&src, &full, &args)).unwrap();
+    assert_eq!(input_dims(&full), vec![None, Some(3), None, None]);
+    // MACs counted at the given 12×12: c1 16·27·144 + c2 24·16·144 + fc 5·24.
+    let macs = |k: &str| report[k]["macs"].as_u64().unwrap();
+    assert_eq!(macs("before"), 62_208 + 55_296 + 120, "{report}");
+    assert!(macs("after") > 0, "{report}");
+    let check = python_check(
+        &full,
+        Some(&src),
+        &["--exact", "--input-shape", "x=2,3,20,16"],
+    );
+    assert_eq!(check.outputs[0].shape, vec![2, 5]);
+    assert_equivalent(&check, 1e-5);
+
+    let half = dir.path().join("dyn-weight-0.5.onnx");
+    // With a benchmark: tract times the dynamic model at the given shape.
+    let mut args = vec![
+        "compress",
+        "lowrank",
+        s(&src),
+        "-o",
+        s(&half),
+        "--method",
+        "weight",
+        "--budget",
+        "0.5",
+        "--bench-runs",
+        "2",
+    ];
+    args.extend_from_slice(&shape);
+    run_ok("edgeslim", &args);
+    assert_eq!(input_dims(&half), vec![None, Some(3), None, None]);
+    assert_eq!(op_count(&half, "Conv"), 4);
+    assert!(tract_vs_ort(&half, "x=1,3,20,16", dir.path()) < 1e-5);
 }
 
 #[test]

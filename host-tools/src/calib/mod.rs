@@ -129,15 +129,8 @@ impl ModelInput {
     /// The single float input of `model`, with a symbolic batch dimension set to 1. Models with
     /// several inputs are refused: calibration data fills one tensor.
     pub fn of(model: &crate::onnx::OnnxModel) -> Result<ModelInput> {
-        let inputs = model.true_inputs();
-        let [vi] = inputs.as_slice() else {
-            return Err(Error::Usage(format!(
-                "{}: calibration needs a model with exactly one input, it has {}",
-                model.label(),
-                inputs.len()
-            )));
-        };
-        let dims = declared_dims(vi);
+        let vi = single_input(model)?;
+        let dims = declared_dims(&vi);
         let shape: Option<Vec<usize>> = dims
             .iter()
             .enumerate()
@@ -160,6 +153,41 @@ impl ModelInput {
             name: vi.name.clone(),
             shape,
         })
+    }
+
+    /// The single input at the shape given with `--input-shape` (resolved against the declared
+    /// dims by the runtime's own rule, the one tract loads with), or as declared ([`Self::of`])
+    /// when none is given. The model is not changed: like `compress prune`, the tools that take
+    /// `--input-shape` use it for calibration, shape inference and benchmarks and leave the
+    /// written model's input as its author declared it (a dynamic backbone stays dynamic).
+    pub fn resolve(
+        model: &crate::onnx::OnnxModel,
+        input_shapes: &[edgeslim_runtime::InputShape],
+    ) -> Result<ModelInput> {
+        if input_shapes.is_empty() {
+            return Self::of(model);
+        }
+        let vi = single_input(model)?;
+        let declared = vec![(vi.name.clone(), crate::optimize::shapes::declared(&vi))];
+        let label = PathBuf::from(model.label());
+        let shape = edgeslim_runtime::model::resolve_input_shapes(&label, &declared, input_shapes)?
+            .swap_remove(0);
+        Ok(ModelInput {
+            name: vi.name.clone(),
+            shape,
+        })
+    }
+}
+
+fn single_input(model: &crate::onnx::OnnxModel) -> Result<onnx_protobuf::ValueInfoProto> {
+    let inputs = model.true_inputs();
+    match inputs.as_slice() {
+        [vi] => Ok((*vi).clone()),
+        _ => Err(Error::Usage(format!(
+            "{}: calibration needs a model with exactly one input, it has {}",
+            model.label(),
+            inputs.len()
+        ))),
     }
 }
 

@@ -73,8 +73,9 @@ pub struct LowrankArgs {
     /// Data for the task metric (search split and held-out report); default: --calib.
     #[arg(long, value_name = "SPEC")]
     eval: Option<CalibSpec>,
-    /// Shape of the model input, NAME=D0,D1,... (needed when the model leaves it open; also
-    /// fixed in the output model).
+    /// Shape of the model input, NAME=D0,D1,..., for calibration, evaluation and the
+    /// benchmark (needed when the model leaves it open). The output model keeps the input as
+    /// declared (a dynamic input stays dynamic; `edgeslim optimize --input-shape` fixes it).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<InputShape>,
     /// Where to write the compressed model.
@@ -200,6 +201,8 @@ pub struct QuantizeArgs {
     /// Held-out data for the fidelity report (default: --calib's held-out split).
     #[arg(long, value_name = "SPEC")]
     eval: Option<CalibSpec>,
+    /// Shape of the model input, NAME=D0,D1,... (needed when the model leaves it open; also
+    /// fixed in the output model).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<InputShape>,
     #[arg(short, long)]

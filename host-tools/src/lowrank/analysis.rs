@@ -160,11 +160,11 @@ pub fn run(
     input_shapes: &[edgeslim_runtime::InputShape],
 ) -> Result<Analysis> {
     let mut model = OnnxModel::load(path)?;
-    super::prepare(&mut model, input_shapes)?;
+    super::prepare(&mut model)?;
     let layers = super::selected_layers(&model, pattern)?;
     let data = match calib {
         Some(spec) => {
-            let input = ModelInput::of(&model)?;
+            let input = ModelInput::resolve(&model, input_shapes)?;
             let d = crate::calib::load(spec, &input, calib_samples)?;
             Some((input, d))
         }

@@ -133,14 +133,12 @@ impl LayerResult {
 
 /// The clean-up every method runs first: Constant weights become initializers (so layers are
 /// found), BatchNorm folds into its Conv/Gemm (so the folded weight is what gets decomposed).
-/// `input_shapes` are fixed in the model (as `edgeslim optimize --input-shape` does): the
-/// calibration runs and the benchmark need them, and so does a board.
-pub fn prepare(model: &mut OnnxModel, input_shapes: &[edgeslim_runtime::InputShape]) -> Result<()> {
-    let opts = crate::optimize::OptimizeOptions {
-        input_shapes: input_shapes.to_vec(),
-        ..Default::default()
-    };
-    crate::optimize::optimize(model, &opts)?;
+/// The input keeps its declared shape: `--input-shape` only sets the shape calibration,
+/// evaluation and the benchmark run at ([`crate::calib::ModelInput::resolve`]), as in
+/// `compress prune`, so a backbone with a dynamic input (PP-OCR det) stays usable at any size.
+/// `edgeslim optimize --input-shape` fixes a shape for good.
+pub fn prepare(model: &mut OnnxModel) -> Result<()> {
+    crate::optimize::optimize(model, &crate::optimize::OptimizeOptions::default())?;
     Ok(())
 }
 

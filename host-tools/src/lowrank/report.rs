@@ -19,7 +19,8 @@ use std::time::Instant;
 pub struct CompressJob {
     pub model: PathBuf,
     pub output: PathBuf,
-    /// Fixed in the output model too (see `prepare`).
+    /// The shape calibration, evaluation and the benchmark run at; the output model keeps the
+    /// input's declared shape (see `prepare`).
     pub input_shapes: Vec<edgeslim_runtime::InputShape>,
     pub options: CompressOptions,
     pub calib: Option<CalibSpec>,
@@ -79,15 +80,17 @@ pub fn run_compress(job: &CompressJob) -> Result<CompressReport> {
         }
     }
     let mut model = OnnxModel::load(&job.model)?;
-    super::prepare(&mut model, &job.input_shapes)?;
+    super::prepare(&mut model)?;
     let reference = model.clone();
     // Refuse a run with nothing to do before loading any data.
     let chosen = super::selected_layers(&model, job.options.layers.as_ref())?;
+    // Data needs the input's shape; without data it still gives MACs and the benchmark a
+    // shape when one is known.
     let needs_input = job.calib.is_some() || job.eval.is_some();
-    let input = if needs_input {
-        Some(ModelInput::of(&model)?)
-    } else {
-        None
+    let input = match ModelInput::resolve(&model, &job.input_shapes) {
+        Ok(i) => Some(i),
+        Err(e) if needs_input || !job.input_shapes.is_empty() => return Err(e),
+        Err(_) => None,
     };
     let calib_data = match (&job.calib, &input) {
         (Some(spec), Some(i)) => Some(load_data(spec, i, job.calib_samples)?),

@@ -118,7 +118,13 @@ fn input_shapes_of(input: Option<&ModelInput>, given: &[InputShape]) -> Vec<Inpu
 pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
     let t0 = Instant::now();
     let mut model = OnnxModel::load(&job.model)?;
-    crate::lowrank::prepare(&mut model, &job.input_shapes)?;
+    // Quantized models keep the given input shape fixed (the int8 rewrite types its tensors
+    // at that shape); `compress lowrank` leaves a dynamic input dynamic.
+    let opts = crate::optimize::OptimizeOptions {
+        input_shapes: job.input_shapes.clone(),
+        ..Default::default()
+    };
+    crate::optimize::optimize(&mut model, &opts)?;
     let reference = model.clone();
     let is_int8 = matches!(job.precision, Precision::Int8 { .. });
     if is_int8 && job.calib.is_none() {
