@@ -90,15 +90,31 @@ q int8-tensor --int8 --method minmax
 q int8-minmax-7bit --int8 --per-channel --reduce-range --method minmax
 
 echo
-echo "## Zoo (MNIST held-out 1000)"
-header
-for z in mnist-cnn vit-tiny-mnist; do
-  if [[ -f models/$z.onnx ]]; then
-    lowrank "$z" "models/$z.onnx" mnist
-  else
-    echo "| $z | skipped: models/$z.onnx does not exist yet | | | | | | | | | |"
+echo "## Zoo (MNIST held-out 1000): no fine-tuning, then a 2-epoch fine-tune"
+echo "| model | method, budget | decomposed-layer params | accuracy, no fine-tuning | top-1 agreement | accuracy after fine-tune |"
+echo "|---|---|---|---|---|---|"
+for z in ${ZOO:-mnist-cnn vit-tiny-mnist}; do
+  if [[ ! -f models/$z.onnx ]]; then
+    echo "| $z | skipped: models/$z.onnx does not exist | | | | |"
+    continue
   fi
+  for method in weight feature; do
+    for b in 0.75 0.5 0.25; do
+      o="$OUT/$z-$method-$b"
+      "$ES" compress lowrank "models/$z.onnx" --method $method --budget $b --calib mnist \
+        --calib-samples 1000 -o "$o.onnx" --report "$o" --bench-runs 0 >&2
+      "$ES" finetune "$o.onnx" --data mnist --epochs 2 --seed 0 -o "$o-ft.onnx" --json "$o-ft.json" >&2
+      "$ES" eval "$o-ft.onnx" --task classify --data mnist --json "$o-ft-eval.json" >&2
+      jq -r --arg z "$z" --arg l "$method $b" --slurpfile ft "$o-ft-eval.json" '
+        "| \($z) | \($l) | \(.layer_params_before) → \(.layer_params_after) | \(.fidelity.accuracy * 1000 | round / 10)% | \(.fidelity.top1_agreement * 1000 | round / 10)% | \($ft[0].accuracy * 1000 | round / 10)% |"' "$o/report.json"
+    done
+  done
 done
 if [[ -f models/vit-tiny-mnist.onnx ]]; then
-  "$ES" analyze models/vit-tiny-mnist.onnx --calib mnist --report "$OUT/vit-analysis"
+  "$ES" analyze models/vit-tiny-mnist.onnx --calib mnist --report "$OUT/vit-analysis" >&2
+fi
+# Surgical rank search on mnist-cnn: tolerance 1 point on the search split, held-out report.
+if [[ -f models/mnist-cnn.onnx ]]; then
+  "$ES" compress lowrank models/mnist-cnn.onnx --method feature --calib mnist --search \
+    --tolerance 0.01 -o "$OUT/mnist-cnn-search.onnx" --report "$OUT/mnist-cnn-search" --bench-runs 0 >&2
 fi
