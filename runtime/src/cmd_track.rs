@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgeslim_runtime::io::source::{FrameSource, ImageFiles};
 use edgeslim_runtime::track::otb::{self, OtbSequence};
-use edgeslim_runtime::track::pantilt::{NoLed, PanTilt, PanTiltConfig, SysfsPwm};
+use edgeslim_runtime::track::pantilt::{PanTilt, PanTiltConfig, StatusLed, SysfsPwm};
 use edgeslim_runtime::track::{Rect, TrackState, Tracker, TrackerModel, TrackerParams};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,10 @@ pub struct TrackArgs {
     /// Drive a pan-tilt head (JSON config: servos on sysfs PWM, limits, gains, dead band).
     #[arg(long, value_name = "CONFIG")]
     pan_tilt: Option<PathBuf>,
+    /// Status LED on a GPIO line, on while the target is locked: CHIP:LINE, e.g.
+    /// gpiochip0:27 (needs the `gpio` feature; overrides the pan-tilt config's led_gpio).
+    #[arg(long, value_name = "CHIP:LINE")]
+    led: Option<String>,
     /// Threads for tract's matrix products.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -106,7 +110,7 @@ fn open_source(spec: &str, looped: bool) -> Result<(Box<dyn FrameSource>, Option
         return Ok((Box::new(s), Some(first)));
     }
     if spec.starts_with("/dev/video") {
-        bail!("--source {spec}: camera capture (V4L2) is not in this build; record with ffmpeg and pass the file, or a folder of frames");
+        bail!("--source {spec}: live camera capture (V4L2) is not built into edgeslim-rt yet; record a clip first (ffmpeg -f v4l2 -i {spec} -t 30 clip.mp4) and pass --source clip.mp4, or a folder of frames");
     }
     if p.is_dir() && p.join("groundtruth_rect.txt").is_file() {
         let seq = OtbSequence::open(p)?;
@@ -187,16 +191,59 @@ struct Summary {
     boxes: Vec<Rect>,
 }
 
-type Head = PanTilt<SysfsPwm, SysfsPwm, NoLed>;
+#[cfg(feature = "gpio")]
+type Led = edgeslim_runtime::io::gpio::OutputLine;
+#[cfg(not(feature = "gpio"))]
+type Led = edgeslim_runtime::track::pantilt::NoLed;
 
-fn open_head(path: &Path) -> Result<Head> {
-    let cfg = PanTiltConfig::load(path).map_err(anyhow::Error::msg)?;
-    if cfg.led_gpio.is_some() {
-        log::warn!("--pan-tilt: led_gpio is ignored in this build (no LED driver)");
+type Head = PanTilt<SysfsPwm, SysfsPwm, Led>;
+
+/// The status LED's line: `--led CHIP:LINE`, else the pan-tilt config's `led_gpio`
+/// (a line of gpiochip0).
+fn led_line(
+    a: &TrackArgs,
+    cfg: Option<&PanTiltConfig>,
+) -> Result<Option<(String, u32, &'static str)>> {
+    if let Some(spec) = &a.led {
+        let (chip, line) = edgeslim_runtime::io::reject::parse_pin_spec(spec)
+            .map_err(|e| anyhow::anyhow!(e.replace("--reject-pin", "--led")))?;
+        return Ok(Some((chip, line, "--led")));
     }
+    Ok(cfg
+        .and_then(|c| c.led_gpio)
+        .map(|l| ("/dev/gpiochip0".to_string(), l, "--pan-tilt led_gpio")))
+}
+
+#[cfg(feature = "gpio")]
+fn open_led(a: &TrackArgs, cfg: Option<&PanTiltConfig>) -> Result<Option<Led>> {
+    match led_line(a, cfg)? {
+        Some((chip, line, flag)) => Ok(Some(edgeslim_runtime::io::gpio::output_line(
+            &chip,
+            line,
+            0,
+            "edgeslim-track-led",
+            flag,
+        )?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "gpio"))]
+fn open_led(a: &TrackArgs, cfg: Option<&PanTiltConfig>) -> Result<Option<Led>> {
+    match led_line(a, cfg)? {
+        Some((_, _, flag)) => bail!(
+            "{flag}: the status LED needs a build with the `gpio` feature (cargo build -p edgeslim-runtime --features gpio)"
+        ),
+        None => Ok(None),
+    }
+}
+
+fn open_head(a: &TrackArgs, path: &Path) -> Result<Head> {
+    let cfg = PanTiltConfig::load(path).map_err(anyhow::Error::msg)?;
+    let led = open_led(a, Some(&cfg))?;
     let pan = SysfsPwm::open(cfg.pan.chip, cfg.pan.channel, cfg.period_us)?;
     let tilt = SysfsPwm::open(cfg.tilt.chip, cfg.tilt.channel, cfg.period_us)?;
-    Ok(PanTilt::new(pan, tilt, None, cfg)?)
+    Ok(PanTilt::new(pan, tilt, led, cfg)?)
 }
 
 #[cfg(feature = "serve")]
@@ -283,7 +330,12 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     if pending.is_none() && server.is_none() {
         bail!("no target: give --init x,y,w,h, an OTB folder with groundtruth_rect.txt, or --serve to drag a box");
     }
-    let mut head = a.pan_tilt.as_deref().map(open_head).transpose()?;
+    let mut head = a.pan_tilt.as_deref().map(|p| open_head(a, p)).transpose()?;
+    // Without a head, the LED alone.
+    let mut led = match head {
+        Some(_) => None,
+        None => open_led(a, None)?.map(StatusLed::new).transpose()?,
+    };
     if let Some(r) = &a.record {
         std::fs::create_dir_all(r.join("img"))
             .with_context(|| format!("creating {}", r.display()))?;
@@ -375,6 +427,14 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         } else {
             0.9 * fps_ema + 0.1 / dt.max(1e-6)
         };
+        if let Some(l) = led.as_mut() {
+            let locked = result
+                .as_ref()
+                .is_some_and(|r| r.state == TrackState::Tracking);
+            if let Err(e) = l.set(locked) {
+                log::warn!("{e}");
+            }
+        }
         if let (Some(h), Some(r)) = (head.as_mut(), &result) {
             let locked = r.state == TrackState::Tracking;
             h.update(
@@ -448,6 +508,9 @@ pub fn run(a: &TrackArgs) -> Result<()> {
                 std::thread::sleep(p - spent);
             }
         }
+    }
+    if let Some(l) = led.as_mut() {
+        let _ = l.set(false);
     }
     let tracked = (sum.tracked_frames + sum.lost_frames).max(1) as f64;
     sum.mean_search_ms = search_total / tracked;

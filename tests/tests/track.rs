@@ -284,6 +284,43 @@ fn bad_input_fails_with_a_clear_message() {
     );
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("template.onnx"), "{}", r.stderr);
+    // No camera capture in this build: say so and what to use instead.
+    let r = run(
+        "edgeslim-rt",
+        &[
+            "track",
+            "--model",
+            m.to_str().unwrap(),
+            "--source",
+            "/dev/video0",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("V4L2") && r.stderr.contains("ffmpeg"),
+        "{}",
+        r.stderr
+    );
+    // A malformed status-LED line is named as --led (not the inspect flag it shares code with).
+    let r = run(
+        "edgeslim-rt",
+        &[
+            "track",
+            "--model",
+            m.to_str().unwrap(),
+            "--source",
+            seq.to_str().unwrap(),
+            "--led",
+            "gpiochip0",
+            "--quiet",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--led") && r.stderr.contains("CHIP:LINE"),
+        "{}",
+        r.stderr
+    );
     std::fs::write(seq.join("groundtruth_rect.txt"), "1,2,3\n").unwrap();
     let r = run(
         "edgeslim-rt",

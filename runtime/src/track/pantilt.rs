@@ -284,6 +284,41 @@ impl SetDutyCycle for SysfsPwm {
     }
 }
 
+/// The status LED without a head (`edgeslim-rt track --led` alone): on while the target is
+/// locked, off otherwise; the pin is written only when that changes.
+pub struct StatusLed<L> {
+    pin: L,
+    on: Option<bool>,
+}
+
+impl<L: OutputPin> StatusLed<L> {
+    /// Switch the LED off.
+    pub fn new(pin: L) -> Result<Self, PanTiltError> {
+        let mut s = StatusLed { pin, on: None };
+        s.set(false)?;
+        Ok(s)
+    }
+
+    pub fn set(&mut self, locked: bool) -> Result<(), PanTiltError> {
+        if self.on == Some(locked) {
+            return Ok(());
+        }
+        let r = if locked {
+            self.pin.set_high()
+        } else {
+            self.pin.set_low()
+        };
+        r.map_err(|e| PanTiltError(format!("LED: {e:?}")))?;
+        self.on = Some(locked);
+        Ok(())
+    }
+
+    /// The pin back (tests check the mock's expectations on it).
+    pub fn into_inner(self) -> L {
+        self.pin
+    }
+}
+
 /// An LED that is not there (no `led_gpio`, or no `gpio` feature).
 pub struct NoLed;
 
@@ -318,6 +353,20 @@ mod tests {
     /// 50 Hz, u16 duty: pulse µs → duty value.
     fn d(us: f32) -> u16 {
         (us / 20_000.0 * u16::MAX as f32).round() as u16
+    }
+
+    #[test]
+    fn status_led_follows_the_lock_and_writes_only_changes() {
+        let mut led = StatusLed::new(PinMock::new(&[
+            PinT::set(State::Low),
+            PinT::set(State::High),
+            PinT::set(State::Low),
+        ]))
+        .unwrap();
+        for locked in [false, true, true, true, false, false] {
+            led.set(locked).unwrap();
+        }
+        led.into_inner().done();
     }
 
     #[test]
