@@ -906,3 +906,36 @@ fn budget_formula_and_the_dense_rule() {
         assert!(tract_vs_ort(&out, "x=1,24", dir.path()) < 1e-5);
     }
 }
+
+/// The smallest budgets used to give rank-1 factors, which tract 0.23's optimiser refuses for a
+/// Gemm pair at batch 1 (MergeConsecutiveSameRoleAxes); the floor is now rank 2 and the result
+/// runs in both engines. On the zoo CNN's classifier (576 → 10, κ ≈ 9.8, budget 0.1 → ⌊0.98⌋).
+#[test]
+fn tiniest_budget_gives_rank_two_factors_that_tract_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = edgeslim_e2e::workspace().join("models/mnist-cnn.onnx");
+    let out = dir.path().join("cls-r2.onnx");
+    compress(
+        &model,
+        &out,
+        &[
+            "--method",
+            "weight",
+            "--budget",
+            "0.1",
+            "--layers",
+            "classifier",
+        ],
+    );
+    let m = OnnxModel::load(&out).unwrap();
+    let w1 = m
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name == "classifier.lowrank.w1")
+        .expect("the classifier was decomposed");
+    assert_eq!(w1.dims, vec![2, 576], "rank floor is 2");
+    let rel = tract_vs_ort(&out, "x=1,1,28,28", dir.path());
+    assert!(rel < 1e-4, "tract vs ORT relative diff {rel}");
+    assert_eq!(python_check(&out, None, &[]).checker, "ok");
+}
