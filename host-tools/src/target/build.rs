@@ -83,7 +83,10 @@ fn triple_env(triple: &str) -> String {
 pub fn cargo_command(profile: &Profile, opts: &BuildOptions, target_dir: &Path) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&opts.source)
+    // Cargo's rustc probes (`rustc - --print=...`) read their source from stdin; an inherited
+    // stdin that is not empty (a CI runner's pipe) makes the probe compile that text and fail.
+    cmd.stdin(Stdio::null())
+        .current_dir(&opts.source)
         .args(["build", "-p", "edgeslim-runtime", "--bin", "edgeslim-rt"])
         .args([
             "--target",
