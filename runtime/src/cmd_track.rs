@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgeslim_runtime::io::source::{FrameSource, ImageFiles};
+use edgeslim_runtime::track::draw::draw_rect;
 use edgeslim_runtime::track::otb::{self, OtbSequence};
 use edgeslim_runtime::track::pantilt::{PanTilt, PanTiltConfig, StatusLed, SysfsPwm};
 use edgeslim_runtime::track::{Rect, TrackState, Tracker, TrackerModel, TrackerParams};
@@ -140,33 +141,6 @@ fn open_source(spec: &str, looped: bool) -> Result<(Box<dyn FrameSource>, Option
         ));
     }
     Ok((Box::new(ImageFiles::open(p, looped)?), None))
-}
-
-/// Draw a rectangle outline (2 px) into the frame.
-fn draw_rect(img: &mut image::RgbImage, r: &Rect, colour: [u8; 3]) {
-    if !r.iter().all(|v| v.is_finite()) {
-        return;
-    }
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let x0 = r[0].round() as i64;
-    let y0 = r[1].round() as i64;
-    let x1 = (r[0] + r[2]).round() as i64;
-    let y1 = (r[1] + r[3]).round() as i64;
-    let mut put = |x: i64, y: i64| {
-        if x >= 0 && y >= 0 && x < w && y < h {
-            img.put_pixel(x as u32, y as u32, image::Rgb(colour));
-        }
-    };
-    for t in 0..2 {
-        for x in x0..=x1 {
-            put(x, y0 + t);
-            put(x, y1 - t);
-        }
-        for y in y0..=y1 {
-            put(x0 + t, y);
-            put(x1 - t, y);
-        }
-    }
 }
 
 fn jpeg(img: &image::RgbImage) -> Result<Vec<u8>> {

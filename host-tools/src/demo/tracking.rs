@@ -16,6 +16,7 @@ use crate::onnx::{OnnxModel, SaveOptions};
 use crate::prune::{self, Criterion, PruneOptions};
 use crate::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use crate::{Error, Result};
+use edgeslim_runtime::track::draw::draw_rect;
 use edgeslim_runtime::track::otb::{self, EvalReport, OtbSequence};
 use edgeslim_runtime::track::{metrics, Rect, TrackMetrics, TrackerParams};
 use edgeslim_runtime::InputShape;
@@ -172,31 +173,6 @@ fn row(name: &str, r: &EvalReport) -> TrackerRow {
         mean_search_ms: r.mean_search_ms,
         mean_template_ms: r.mean_template_ms,
         per_sequence_auc: r.sequences.iter().map(|s| s.metrics.auc).collect(),
-    }
-}
-
-/// A 2-px rectangle outline.
-fn draw_rect(img: &mut image::RgbImage, r: &Rect, colour: [u8; 3]) {
-    if !r.iter().all(|v| v.is_finite()) {
-        return;
-    }
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let (x0, y0) = (r[0].round() as i64, r[1].round() as i64);
-    let (x1, y1) = ((r[0] + r[2]).round() as i64, (r[1] + r[3]).round() as i64);
-    let mut put = |x: i64, y: i64| {
-        if x >= 0 && y >= 0 && x < w && y < h {
-            img.put_pixel(x as u32, y as u32, image::Rgb(colour));
-        }
-    };
-    for t in 0..2 {
-        for x in x0..=x1 {
-            put(x, y0 + t);
-            put(x, y1 - t);
-        }
-        for y in y0..=y1 {
-            put(x0 + t, y);
-            put(x1 - t, y);
-        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! Keeping them separate means the template branch costs nothing per frame, and the per-frame
 //! stats can time the two branches separately.
 
+pub mod draw;
 pub mod metrics;
 pub mod otb;
 pub mod page;
