@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The tracker part of docs/results/pruning.md: the zoo Siamese tracker (models/siamese-tracker,
-# template.onnx + search.onnx) pruned at several channel ratios, WITHOUT fine-tuning (the tracker
-# trainer does not take a pruned model yet), evaluated with `edgeslim eval --task track` on
-# generated OTB-layout sequences. Both graphs are pruned with the same ratio and criterion; the
-# 48 backbone output channels are tied to the correlation kernel (a graph output of template.onnx
-# and a graph input of search.onnx), so they are kept, and only internal channels move.
+# The tracker study of docs/results/pruning.md: the zoo Siamese tracker (models/siamese-tracker,
+# template.onnx + search.onnx) pruned as a pair to 50 %, 25 %, 10 % and 1 % of its parameters
+# (`--keep-params`, every layer keeps the same share of its channels: layer-wise thresholds;
+# the correlation kernel's channels are pruned on both sides), each evaluated as pruned and
+# after fine-tuning on generated tracking pairs (the recipe the tracker was trained with,
+# 5 epochs, lr 1e-3), on the tracking benchmark set of docs/results/tracking.md.
+# The fine-tuned trackers are the zoo's models/siamese-tracker-pNN (cards written by the
+# trainer); the pruned-only pairs go to OUT_DIR.
 #
 #   bash docs/results/pruning-tracker.sh [OUT_DIR]      (default: pruning-tracker/)
 set -euo pipefail
@@ -14,22 +16,33 @@ mkdir -p "$OUT"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p edgeslim >&2
 ES=target/release/edgeslim
 TRK=models/siamese-tracker
-DATA="$OUT/sequences"
-[ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 4 --frames 60 --seed 7 >&2
-RUNS=${RUNS:-20}
+DATA="$OUT/bench"
+[ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 6 --frames 100 --seed 7 >&2
+RUNS=${RUNS:-30}
+EPOCHS=${EPOCHS:-5}
+CRITERION=${CRITERION:-bn}
 
-echo "| tracker | params (search graph) | MACs per search scale | tract ms search (before → after) | speed-up | AUC | P@20 | fps (whole loop) |"
-echo "|---|---|---|---|---|---|---|---|"
-"$ES" eval "$TRK" --task track --data "$DATA" --json "$OUT/base.json" >&2
-jq -r '"| original | — | — | — | — | \(.overall.auc * 1000 | round / 1000) | \(.overall.precision_20px * 1000 | round / 1000) | \(.fps * 100 | round / 100) |"' "$OUT/base.json"
-for r in 0.25 0.5 0.75 0.9; do
-  d="$OUT/r$r"
-  mkdir -p "$d"
-  "$ES" compress prune "$TRK/template.onnx" --ratio "$r" -o "$d/template.onnx" >&2
-  "$ES" compress prune "$TRK/search.onnx" --ratio "$r" --runs "$RUNS" -o "$d/search.onnx" --report "$d/report" >&2
-  "$ES" eval "$d" --task track --data "$DATA" --json "$d/eval.json" >&2
-  jq -r --arg r "$r" --slurpfile e "$d/eval.json" '
+row() { # name dir report.json eval.json
+  jq -r --arg n "$1" --slurpfile e "$4" '
     def f2: (. * 100 | round / 100 | tostring);
     def f3: (. * 1000 | round / 1000 | tostring);
-    "| ratio \($r) | \(.totals.params_before) → \(.totals.params_after) (\(.totals.params_after / .totals.params_before * 1000 | round / 10)%) | \(.totals.macs_before / 1e6 | f2)M → \(.totals.macs_after / 1e6 | f2)M | \(.latency.before_ms | f2) → \(.latency.after_ms | f2) | \(.latency.speedup | f2)× | \($e[0].overall.auc | f3) | \($e[0].overall.precision_20px | f3) | \($e[0].fps | f2) |"' "$d/report/prune.json"
+    "| \($n) | \(.widths_after | map(tostring) | join("/")) | \(.params_after) (\(.params_kept * 1000 | round / 10)%) | \(.macs_per_search_scale_after / 1e6 | f2)M | \(.latency.before_ms | f2) → \(.latency.after_ms | f2) | \(.latency.speedup | f2)× | \($e[0].fps | f2) | \($e[0].overall.auc | f3) | \($e[0].overall.precision_20px | f3) |"' "$3"
+}
+
+echo "| tracker | channels | params (search graph) | MACs per search scale | tract ms search, original → pruned | speed-up | fps (whole loop, 1 thread) | AUC | P@20 |"
+echo "|---|---|---|---|---|---|---|---|---|"
+"$ES" eval "$TRK" --task track --data "$DATA" --json "$OUT/base.json" >&2
+jq -r '"| original | 16/32/48/48 | 40369 (100%) | 29.77M | — | — | \(.fps * 100 | round / 100) | \(.overall.auc * 1000 | round / 1000) | \(.overall.precision_20px * 1000 | round / 1000) |"' "$OUT/base.json"
+for keep in 0.5 0.25 0.1 0.01; do
+  tag=$(printf 'p%02d' "$(awk -v k="$keep" 'BEGIN { printf "%d", k * 100 + 0.5 }')")
+  d="$OUT/$tag"
+  "$ES" compress prune "$TRK" --keep-params "$keep" --criterion "$CRITERION" -o "$d" \
+    --report "$d/report" --runs "$RUNS" >&2
+  "$ES" eval "$d" --task track --data "$DATA" --json "$d/eval.json" >&2
+  row "$keep, pruned" "$d" "$d/report/prune.json" "$d/eval.json"
+  z="models/siamese-tracker-$tag"
+  "$ES" compress prune "$TRK" --keep-params "$keep" --criterion "$CRITERION" -o "$z" \
+    --finetune tracking:1 --epochs "$EPOCHS" --report "$OUT/$tag-ft" --runs "$RUNS" >&2
+  "$ES" eval "$z" --task track --data "$DATA" --json "$OUT/$tag-ft/eval.json" >&2
+  row "$keep, fine-tuned" "$z" "$OUT/$tag-ft/prune.json" "$OUT/$tag-ft/eval.json"
 done

@@ -9,6 +9,8 @@
 
 #[path = "prune/models.rs"]
 mod models;
+#[path = "prune/tracker.rs"]
+mod tracker;
 
 use edgeslim::bench::{as_named_arrays, compare_outputs};
 use edgeslim::engines::ort::OrtSession;

@@ -16,6 +16,7 @@ mod eval_classify;
 mod inspect;
 mod optimize;
 mod prune;
+mod prune_tracker;
 mod report;
 mod targets;
 mod train;

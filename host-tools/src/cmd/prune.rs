@@ -35,74 +35,83 @@ fn parse_triple(s: &str) -> Result<[f32; 3], String> {
     splits) or image/.npy paths (preprocessed with --mean/--std/--bgr, cut into --crops windows).\n\
     `edgeslim analyze --groups MODEL` lists the channel groups and why some are kept whole.")]
 pub struct PruneArgs {
-    /// The ONNX model (never overwritten).
-    model: PathBuf,
+    /// The ONNX model (never overwritten), or a tracker directory (template.onnx +
+    /// search.onnx of the siamese family), pruned as a pair into the directory -o names.
+    pub(super) model: PathBuf,
     /// Fraction of channels to remove from each group (or overall with --global), in [0, 1).
-    #[arg(long, allow_negative_numbers = true)]
-    ratio: f64,
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        required_unless_present = "keep_params"
+    )]
+    pub(super) ratio: Option<f64>,
+    /// Tracker directories: keep at most this fraction of the parameters (every layer keeps
+    /// the same share of its channels: layer-wise thresholds), instead of --ratio.
+    #[arg(long, value_name = "F", conflicts_with = "ratio")]
+    pub(super) keep_params: Option<f64>,
     /// How channels are ranked (taylor: |Σ a·∂L/∂a| on labelled --calib data, by the
     /// training engine).
     #[arg(long, value_enum, default_value = "l1")]
-    criterion: Criterion,
+    pub(super) criterion: Criterion,
     /// One ranking over all groups instead of the same ratio in each.
     #[arg(long)]
-    global: bool,
+    pub(super) global: bool,
     /// Round kept channel counts up to a multiple of N (SIMD-friendly: 4 or 8).
     #[arg(long, default_value_t = 1, value_name = "N")]
-    round_to: usize,
+    pub(super) round_to: usize,
     /// Keep at least N channels in every group.
     #[arg(long, default_value_t = 1, value_name = "N")]
-    min_channels: usize,
+    pub(super) min_channels: usize,
     /// Keep whole every group with a layer or tensor name matching this regular expression.
     #[arg(long, value_name = "REGEX")]
-    exclude: Option<String>,
+    pub(super) exclude: Option<String>,
     /// Calibration data: a SPEC (ppocr-text, mnist, images:DIR, npy:FILE) or image/.npy
     /// files and directories (repeatable). Used by --criterion activation and for fidelity.
     #[arg(long, value_name = "SPEC")]
-    calib: Vec<String>,
+    pub(super) calib: Vec<String>,
     /// At most this many calibration samples.
     #[arg(long, default_value_t = 64, value_name = "N")]
-    calib_samples: usize,
+    pub(super) calib_samples: usize,
     /// For image paths: cut N windows of the input's aspect ratio from each image.
     #[arg(long, default_value_t = 0, value_name = "N")]
-    crops: usize,
+    pub(super) crops: usize,
     /// For image paths: per-channel mean after scaling pixels to [0, 1] (one value or R,G,B).
     #[arg(long, value_parser = parse_triple, default_value = "0.485,0.456,0.406")]
-    mean: [f32; 3],
+    pub(super) mean: [f32; 3],
     /// For image paths: per-channel std (one value or R,G,B).
     #[arg(long, value_parser = parse_triple, default_value = "0.229,0.224,0.225")]
-    std: [f32; 3],
+    pub(super) std: [f32; 3],
     /// For image paths: feed BGR (OpenCV-trained models such as PP-OCR).
     #[arg(long)]
-    bgr: bool,
+    pub(super) bgr: bool,
     /// Fix an input's shape for the analysis, NAME=D0,D1,... (needed for symbolic inputs).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    input_shapes: Vec<InputShape>,
+    pub(super) input_shapes: Vec<InputShape>,
     /// Recovery fine-tuning of the pruned model with the training engine on labelled data:
     /// `mnist` or `folder:PATH` (classifiers with one [N, C, H, W] input).
     #[arg(long, value_name = "SPEC")]
-    finetune: Option<String>,
+    pub(super) finetune: Option<String>,
     /// Fine-tuning epochs (default 3).
     #[arg(long, requires = "finetune")]
-    epochs: Option<usize>,
+    pub(super) epochs: Option<usize>,
     /// Fine-tuning learning rate (AdamW, cosine schedule).
     #[arg(long, requires = "finetune", default_value_t = 1e-3, value_name = "LR")]
-    lr: f64,
+    pub(super) lr: f64,
     /// Distil from the unpruned model while fine-tuning.
     #[arg(long, requires = "finetune")]
-    teacher: bool,
+    pub(super) teacher: bool,
     /// Where to write the pruned model.
     #[arg(short, long)]
-    output: PathBuf,
+    pub(super) output: PathBuf,
     /// Write prune.json and prune.html (measured latency, fidelity, per layer) into DIR.
     #[arg(long, value_name = "DIR")]
-    report: Option<PathBuf>,
+    pub(super) report: Option<PathBuf>,
     /// Timed tract runs per model for the report (0: no latency).
     #[arg(long, default_value_t = 20)]
-    runs: usize,
+    pub(super) runs: usize,
     /// tract threads for the report's latency.
     #[arg(long, default_value_t = 1)]
-    threads: usize,
+    pub(super) threads: usize,
 }
 
 struct Inputs {
@@ -227,7 +236,16 @@ fn load_inputs(a: &PruneArgs, model: &OnnxModel) -> Result<Inputs> {
 }
 
 pub fn run(a: PruneArgs) -> Result<()> {
-    prune::select::check_ratio(a.ratio)?;
+    if prune::tracker::is_tracker_dir(&a.model) {
+        return super::prune_tracker::run(&a);
+    }
+    let Some(ratio) = a.ratio else {
+        bail!(
+            "{}: --keep-params is for tracker directories (template.onnx + search.onnx); give --ratio for a single graph",
+            a.model.display()
+        );
+    };
+    prune::select::check_ratio(ratio)?;
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&a.model])?;
     if let Some(spec) = &a.finetune {
         spec.parse::<edgeslim::train::data::DataSpec>()
@@ -240,7 +258,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     step("loading calibration inputs");
     let inputs = load_inputs(&a, &model)?;
     let opts = PruneOptions {
-        ratio: a.ratio,
+        ratio,
         criterion: a.criterion,
         global: a.global,
         round_to: a.round_to,

@@ -12,7 +12,7 @@ use edgeslim::train::{interrupt, tracker, zoo, Distill, FinetuneOptions};
 use std::path::PathBuf;
 
 /// The command line as typed, with the program called `edgeslim` (for model cards).
-fn command_line() -> String {
+pub(super) fn command_line() -> String {
     let mut args: Vec<String> = std::env::args().collect();
     if let Some(a) = args.first_mut() {
         *a = "edgeslim".into();

@@ -23,6 +23,7 @@ pub mod rewrite;
 pub mod rules;
 pub mod select;
 pub mod taylor;
+pub mod tracker;
 
 pub use groups::{render_groups, summary, Group, Groups, GroupsSummary};
 pub use importance::{Criterion, GradientSource};

@@ -51,6 +51,11 @@ pub struct TrackerRun {
     pub val_pairs: Option<usize>,
     /// The photographs (default: the asset cache).
     pub photos_dir: Option<PathBuf>,
+    /// Start from these graphs' weights (copied by name into the training graph, shapes
+    /// checked) instead of the recipe's random initialisation: fine-tuning a pruned pair.
+    pub init_weights: Vec<OnnxModel>,
+    /// Extra lines for the card's provenance.
+    pub provenance: Vec<String>,
 }
 
 impl Default for TrackerRun {
@@ -64,8 +69,44 @@ impl Default for TrackerRun {
             pairs_per_epoch: None,
             val_pairs: None,
             photos_dir: None,
+            init_weights: Vec::new(),
+            provenance: Vec::new(),
         }
     }
+}
+
+/// Copy every initializer of `sources` that `graph` also has (same name) into `graph`,
+/// checking shapes; every trainable weight of `graph` must be found.
+fn load_initial_weights(graph: &mut OnnxModel, sources: &[OnnxModel]) -> Result<()> {
+    let names: Vec<String> = graph
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| t.name.starts_with("backbone.") || t.name.starts_with("head."))
+        .map(|t| t.name.clone())
+        .collect();
+    for name in names {
+        let src = sources
+            .iter()
+            .find_map(|m| m.initializer(&name))
+            .ok_or_else(|| Error::tensor(&name, "the starting weights have no such tensor"))?;
+        let t = crate::onnx::Tensor::from_proto(src)?;
+        let want = graph
+            .initializer(&name)
+            .map(crate::onnx::tensor::proto_dims)
+            .transpose()?;
+        if want.as_deref() != Some(t.dims.as_slice()) {
+            return Err(Error::tensor(
+                &name,
+                format!(
+                    "starting weight has shape {:?}, the recipe's graph {:?}",
+                    t.dims, want
+                ),
+            ));
+        }
+        graph.set_initializer(&name, &t);
+    }
+    Ok(())
 }
 
 /// Held-out numbers of one epoch.
@@ -298,7 +339,10 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
     };
     let (base_err, base_within) = validation.baseline(&pc);
 
-    let graph = siamese::build_train(&cfg, batch)?;
+    let mut graph = siamese::build_train(&cfg, batch)?;
+    if !run.init_weights.is_empty() {
+        load_initial_weights(&mut graph, &run.init_weights)?;
+    }
     let module = GraphModule::from_onnx(
         &graph,
         &EngineOptions {
@@ -396,6 +440,13 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
                 m.set_metadata("edgeslim.tracker.mean", "0.485,0.456,0.406");
                 m.set_metadata("edgeslim.tracker.std", "0.229,0.224,0.225");
                 m.set_metadata("edgeslim.tracker.epoch", &(epoch + 1).to_string());
+                if let Some(v) = run
+                    .init_weights
+                    .first()
+                    .and_then(|s| s.metadata("edgeslim.pruned"))
+                {
+                    m.set_metadata("edgeslim.pruned", v);
+                }
             }
             save_model(&template, &template_path)?;
             save_model(&search, &search_path)?;
@@ -499,10 +550,12 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
             .and_then(|p| std::fs::read_to_string(p).ok()),
         files: vec![CardFile::of(&template_path)?, CardFile::of(&search_path)?],
         edgeslim_version: env!("CARGO_PKG_VERSION").into(),
-        provenance: vec![
-            "template.onnx and search.onnx share the backbone weights (copied by name from the training graph)".into(),
-            format!("best epoch {best_epoch} of {epochs} by held-out loss"),
-        ],
+        provenance: {
+            let mut p = run.provenance.clone();
+            p.push("template.onnx and search.onnx share the backbone weights (copied by name from the training graph)".into());
+            p.push(format!("best epoch {best_epoch} of {epochs} by held-out loss"));
+            p
+        },
     };
     let (card_path, _) = card.write(&recipe.output)?;
     Ok(TrackerOutcome {
