@@ -16,11 +16,15 @@ pub struct TrackArgs {
     /// The tracker: a folder with template.onnx and search.onnx (e.g. models/siamese-tracker).
     #[arg(long)]
     model: PathBuf,
-    /// Frames: an OTB sequence folder (img/*.jpg + groundtruth_rect.txt), a folder of images,
-    /// a video file (decoded by an external ffmpeg), an image file, or synthetic:SEED (a
-    /// generated sequence from the photographs in the asset cache).
+    /// Frames: a V4L2 camera (/dev/video0; MJPEG or YUYV), an OTB sequence folder
+    /// (img/*.jpg + groundtruth_rect.txt), a folder of images, a video file (decoded by an
+    /// external ffmpeg), an image file, or synthetic:SEED (a generated sequence from the
+    /// photographs in the asset cache).
     #[arg(long, required_unless_present = "eval")]
     source: Option<String>,
+    /// Camera resolution to ask for, WxH (the driver picks the nearest it supports).
+    #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = parse_size)]
+    camera_size: (u32, u32),
     /// The first target box x,y,w,h in pixels (0-based). Default: the first ground-truth box
     /// of an OTB folder; otherwise wait for a box dragged on the live page.
     #[arg(long, value_name = "X,Y,W,H")]
@@ -93,8 +97,40 @@ fn params(a: &TrackArgs) -> Result<TrackerParams> {
     })
 }
 
+fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}': expected WxH, e.g. 640x480"))?;
+    let n = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("'{s}': {e}"));
+    match (n(w)?, n(h)?) {
+        (0, _) | (_, 0) => Err(format!("'{s}': width and height must be positive")),
+        size => Ok(size),
+    }
+}
+
+#[cfg(all(feature = "camera", target_os = "linux", target_pointer_width = "64"))]
+fn open_camera(path: &Path, (w, h): (u32, u32)) -> Result<Box<dyn FrameSource>> {
+    Ok(Box::new(edgeslim_runtime::io::camera::Camera::open(
+        path, w, h,
+    )?))
+}
+
+#[cfg(not(all(feature = "camera", target_os = "linux", target_pointer_width = "64")))]
+fn open_camera(path: &Path, _size: (u32, u32)) -> Result<Box<dyn FrameSource>> {
+    bail!(
+        "--source {}: this edgeslim-rt has no camera capture (V4L2 needs the `camera` feature on \
+         64-bit Linux; 32-bit ARM builds have none); record a clip (ffmpeg -f v4l2 -i {0} -t 30 \
+         clip.mp4) and pass it, or a folder of frames",
+        path.display()
+    )
+}
+
 /// A source and, for OTB folders, the first ground-truth box.
-fn open_source(spec: &str, looped: bool) -> Result<(Box<dyn FrameSource>, Option<Rect>)> {
+fn open_source(
+    spec: &str,
+    looped: bool,
+    camera_size: (u32, u32),
+) -> Result<(Box<dyn FrameSource>, Option<Rect>)> {
     let p = Path::new(spec);
     if let Some(seed) = spec.strip_prefix("synthetic:") {
         let seed: u64 = seed
@@ -111,7 +147,10 @@ fn open_source(spec: &str, looped: bool) -> Result<(Box<dyn FrameSource>, Option
         return Ok((Box::new(s), Some(first)));
     }
     if spec.starts_with("/dev/video") {
-        bail!("--source {spec}: live camera capture (V4L2) is not built into edgeslim-rt yet; record a clip first (ffmpeg -f v4l2 -i {spec} -t 30 clip.mp4) and pass --source clip.mp4, or a folder of frames");
+        if looped {
+            bail!("--loop works with folders of frames, not a camera");
+        }
+        return Ok((open_camera(p, camera_size)?, None));
     }
     if p.is_dir() && p.join("groundtruth_rect.txt").is_file() {
         let seq = OtbSequence::open(p)?;
@@ -295,7 +334,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     let p = params(a)?;
     let spec = a.source.as_deref().context("--source is required")?;
     let model = TrackerModel::load(&a.model, p.scales, a.threads)?;
-    let (mut source, gt_init) = open_source(spec, a.looped)?;
+    let (mut source, gt_init) = open_source(spec, a.looped, a.camera_size)?;
     let mut pending = match &a.init {
         Some(s) => Some(parse_rect(s)?),
         None => gt_init,
