@@ -476,7 +476,8 @@ pub fn run(a: &TrackArgs) -> Result<()> {
             }
             #[cfg(feature = "serve")]
             if let Some(s) = &server {
-                s.publish_jpeg(bytes);
+                // Timed from the frame's arrival: tracking, drawing and encoding are inside.
+                s.publish_jpeg_since(bytes, t0);
             }
         }
         #[cfg(feature = "serve")]
@@ -494,6 +495,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
                 "reinits": sum.reinits,
                 "viewers": s.stats().viewers,
                 "frames_dropped": s.stats().frames_dropped,
+                "delivery_ms": s.stats().delivery_ms,
                 "published_at_ms": started.elapsed().as_secs_f64() * 1e3,
             });
             s.set_state(st);

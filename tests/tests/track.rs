@@ -226,6 +226,22 @@ fn live_server_streams_frames_and_takes_a_reinit() {
         "{before}"
     );
     assert!(before["search_ms"].as_f64().unwrap() > 0.0, "{before}");
+    // Frames reached this viewer: the delivery time (arrival to socket) is reported and
+    // covers at least the tracking step it includes.
+    let mut st = before.clone();
+    let waited = Instant::now();
+    while st["delivery_ms"]["samples"].as_u64().unwrap_or(0) == 0
+        && waited.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        st = state(&addr);
+    }
+    let d = &st["delivery_ms"];
+    assert!(d["samples"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert!(
+        d["p50"].as_f64().unwrap() > 0.0 && d["p50"].as_f64() <= d["max"].as_f64(),
+        "{st}"
+    );
     let frame_before = before["frame"].as_u64().unwrap();
     // Re-initialise on a new box.
     let body = r#"{"x": 20, "y": 30, "w": 40, "h": 50}"#;

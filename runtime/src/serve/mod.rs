@@ -23,14 +23,15 @@ mod viewer;
 pub use page::default_page;
 
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
-use viewer::{Mailbox, Registry};
+use std::time::{Duration, Instant};
+use viewer::{Frame, Mailbox, Registry};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -102,12 +103,50 @@ pub struct ServerStats {
     pub frames_dropped: u64,
     pub frames_sent: u64,
     pub viewers_refused: u64,
+    /// Delivery latency over the last frames sent: from the frame's capture (or publication)
+    /// to its last byte handed to the viewer's socket. The browser's decode and paint come on
+    /// top; on the board the JPEG encoding is inside, as the pipelines pass the capture time.
+    pub delivery_ms: Option<Delivery>,
+}
+
+/// Percentiles of [`ServerStats::delivery_ms`].
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Delivery {
+    pub samples: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+}
+
+/// A frame and when it was captured, so delivery can be timed end to end.
+pub struct Published {
+    jpeg: Vec<u8>,
+    since: Instant,
+}
+
+/// The last `DELIVERY_WINDOW` delivery times.
+const DELIVERY_WINDOW: usize = 512;
+
+fn summarize(window: &VecDeque<f64>) -> Option<Delivery> {
+    if window.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = window.iter().copied().collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some(Delivery {
+        samples: v.len(),
+        p50: at(0.5),
+        p95: at(0.95),
+        max: v[v.len() - 1],
+    })
 }
 
 struct Shared {
     config: ServeConfig,
     registry: Registry,
-    latest: Mutex<Option<Arc<Vec<u8>>>>,
+    latest: Mutex<Option<Frame>>,
+    delivery: Mutex<VecDeque<f64>>,
     state: Mutex<serde_json::Value>,
     actions: SyncSender<Action>,
     published: AtomicU64,
@@ -144,6 +183,7 @@ impl LiveServer {
             config,
             registry: Registry::default(),
             latest: Mutex::new(None),
+            delivery: Mutex::new(VecDeque::with_capacity(DELIVERY_WINDOW)),
             state: Mutex::new(serde_json::json!({})),
             actions: tx,
             published: AtomicU64::new(0),
@@ -180,7 +220,16 @@ impl LiveServer {
 
     /// Hand a JPEG frame to every viewer. Never blocks on a viewer.
     pub fn publish_jpeg(&self, jpeg: Vec<u8>) {
-        let frame = Arc::new(jpeg);
+        self.publish_jpeg_since(jpeg, Instant::now());
+    }
+
+    /// As [`Self::publish_jpeg`], for a frame captured at `captured`: delivery is timed from
+    /// then ([`ServerStats::delivery_ms`]).
+    pub fn publish_jpeg_since(&self, jpeg: Vec<u8>, captured: Instant) {
+        let frame = Arc::new(Published {
+            jpeg,
+            since: captured,
+        });
         if let Ok(mut latest) = self.shared.latest.lock() {
             *latest = Some(frame.clone());
         }
@@ -208,6 +257,7 @@ impl LiveServer {
             frames_dropped: dropped,
             frames_sent: sent,
             viewers_refused: self.shared.refused.load(Ordering::Relaxed),
+            delivery_ms: self.shared.delivery.lock().ok().and_then(|w| summarize(&w)),
         }
     }
 }
@@ -350,7 +400,7 @@ fn handle(mut request: tiny_http::Request, path: &str, shared: &Shared) {
         (Method::Get, "/frame.jpg") => {
             let latest = shared.latest.lock().ok().and_then(|l| l.clone());
             match latest {
-                Some(f) => tiny_http::Response::from_data(f.as_slice().to_vec())
+                Some(f) => tiny_http::Response::from_data(f.jpeg.clone())
                     .with_header(header("Content-Type", "image/jpeg"))
                     .with_header(header("Cache-Control", "no-store")),
                 None => text(503, "no frame yet"),
@@ -410,9 +460,11 @@ fn stream(request: tiny_http::Request, mailbox: Arc<Mailbox>, shared: &Shared) {
          Cache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
     );
     let mut ok = w.write_all(head.as_bytes()).and_then(|_| w.flush()).is_ok();
-    // A new viewer starts with the current frame rather than waiting for the next one.
-    if let Some(f) = shared.latest.lock().ok().and_then(|l| l.clone()) {
-        mailbox.put(f);
+    // A new viewer starts with the current frame rather than waiting for the next one (that
+    // replay is not timed: it was captured before the viewer came).
+    let replayed = shared.latest.lock().ok().and_then(|l| l.clone());
+    if let Some(f) = &replayed {
+        mailbox.put(f.clone());
     }
     while ok {
         let Some(frame) = mailbox.take(Duration::from_millis(500)) else {
@@ -423,16 +475,25 @@ fn stream(request: tiny_http::Request, mailbox: Arc<Mailbox>, shared: &Shared) {
         };
         let part = format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-            frame.len()
+            frame.jpeg.len()
         );
         ok = w
             .write_all(part.as_bytes())
-            .and_then(|_| w.write_all(&frame))
+            .and_then(|_| w.write_all(&frame.jpeg))
             .and_then(|_| w.write_all(b"\r\n"))
             .and_then(|_| w.flush())
             .is_ok();
         if ok {
             mailbox.sent();
+            let is_replay = replayed.as_ref().is_some_and(|r| Arc::ptr_eq(r, &frame));
+            if !is_replay {
+                if let Ok(mut d) = shared.delivery.lock() {
+                    if d.len() == DELIVERY_WINDOW {
+                        d.pop_front();
+                    }
+                    d.push_back(frame.since.elapsed().as_secs_f64() * 1e3);
+                }
+            }
         }
     }
     shared.registry.leave(&mailbox);

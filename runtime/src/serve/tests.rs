@@ -283,3 +283,25 @@ fn caps_the_number_of_viewers() {
     assert_eq!(code, 503);
     assert_eq!(srv.stats().viewers_refused, 1);
 }
+
+#[test]
+fn delivery_is_timed_from_capture_and_the_replay_is_not_counted() {
+    let srv = start(|_| {});
+    let addr = srv.local_addr();
+    assert_eq!(srv.stats().delivery_ms, None, "nothing sent yet");
+    // A frame published before anyone watches: a new viewer gets it replayed, untimed.
+    srv.publish_jpeg_since(jpeg(1), Instant::now() - Duration::from_secs(5));
+    let (mut c, _) = StreamClient::open(addr);
+    assert_eq!(c.part(), jpeg(1));
+    // Frames captured 40 ms before publication: delivery includes those 40 ms.
+    for shade in 2..5 {
+        srv.publish_jpeg_since(jpeg(shade), Instant::now() - Duration::from_millis(40));
+        assert_eq!(c.part(), jpeg(shade));
+    }
+    wait_until("three timed deliveries", || {
+        srv.stats().delivery_ms.is_some_and(|d| d.samples == 3)
+    });
+    let d = srv.stats().delivery_ms.unwrap();
+    assert!(d.p50 >= 40.0 && d.p50 < 5000.0, "{d:?}");
+    assert!(d.p50 <= d.p95 && d.p95 <= d.max, "{d:?}");
+}

@@ -4,11 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// A published frame as the viewers share it.
+pub type Frame = Arc<super::Published>;
+
 /// Holds at most one frame: a newer frame replaces an untaken one (counted as dropped), so a
 /// slow viewer costs the producer one lock and one pointer swap, never a wait.
 #[derive(Default)]
 pub struct Mailbox {
-    slot: Mutex<Option<Arc<Vec<u8>>>>,
+    slot: Mutex<Option<Frame>>,
     ready: Condvar,
     closed: AtomicBool,
     sent: AtomicU64,
@@ -16,7 +19,7 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn put(&self, frame: Arc<Vec<u8>>) {
+    pub fn put(&self, frame: Frame) {
         if let Ok(mut slot) = self.slot.lock() {
             if slot.replace(frame).is_some() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -26,7 +29,7 @@ impl Mailbox {
     }
 
     /// The waiting frame, waiting up to `timeout` for one.
-    pub fn take(&self, timeout: Duration) -> Option<Arc<Vec<u8>>> {
+    pub fn take(&self, timeout: Duration) -> Option<Frame> {
         let slot = self.slot.lock().ok()?;
         let (mut slot, _) = self
             .ready
@@ -83,7 +86,7 @@ impl Registry {
             .fetch_add(m.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    pub fn offer(&self, frame: &Arc<Vec<u8>>) {
+    pub fn offer(&self, frame: &Frame) {
         // Clone the list so no viewer's lock is taken while the registry is held.
         let viewers: Vec<Arc<Mailbox>> = match self.viewers.lock() {
             Ok(v) => v.clone(),

@@ -59,7 +59,7 @@ async function refresh() {{
     const f = v => (typeof v === 'number') ? v.toFixed(1) : '-';
     hud.innerHTML = `<span class="${{s.state}}">${{s.state}}</span> conf ${{f(s.confidence)}}` +
       ` | ${{f(s.fps)}} fps | search ${{f(s.search_ms)}} ms | template ${{f(s.template_ms)}} ms` +
-      ` | frame ${{s.frame}}`;
+      ` | to viewer p50 ${{f(s.delivery_ms && s.delivery_ms.p50)}} ms | frame ${{s.frame}}`;
   }} catch (e) {{}}
 }}
 setInterval(refresh, 300); refresh();
