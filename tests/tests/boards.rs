@@ -205,6 +205,15 @@ fn the_ci_toolchain_is_complete_and_builds_stripped_board_binaries() {
             b["size_bytes"].as_u64().unwrap(),
             std::fs::metadata(&rt.binary).unwrap().len()
         );
+        // A profile that packs relocations (rpi4) links with rust-lld: the ELF says so by
+        // asking for GLIBC_ABI_DT_RELR, read as glibc 2.36, which the profile's board ships.
+        if rt.profile.toolchain.pack_relative_relocs {
+            assert!(
+                info.max_glibc >= Some((2, 36)),
+                "{target}: RELR not packed? {:?}",
+                info.max_glibc
+            );
+        }
         eprintln!(
             "{target}: {} bytes ({} profile, default features), needs glibc {}",
             b["size_bytes"], b["cargo_profile"], b["max_glibc"]

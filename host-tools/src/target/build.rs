@@ -79,12 +79,68 @@ fn triple_env(triple: &str) -> String {
     triple.replace(['-', '.'], "_").to_uppercase()
 }
 
-/// The cargo command for a board build: the runtime binary only, the board's linker and CPU.
-pub fn cargo_command(profile: &Profile, opts: &BuildOptions, target_dir: &Path) -> Command {
+/// The folder holding the toolchain's `ld.lld` wrapper for C compiler drivers
+/// (`<sysroot>/lib/rustlib/<host>/bin/gcc-ld`; rustup ships it with every rustc).
+fn rust_lld_dir() -> Result<PathBuf, TargetError> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let ask = |args: &[&str]| -> Result<String, TargetError> {
+        let out = Command::new(&rustc)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| TargetError::Build(format!("running {rustc} {}: {e}", args.join(" "))))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let sysroot = ask(&["--print", "sysroot"])?;
+    let host = ask(&["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .unwrap_or_default();
+    let dir = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(&host)
+        .join("bin/gcc-ld");
+    if !dir.join("ld.lld").is_file() {
+        return Err(TargetError::Build(format!(
+            "the profile links with rust-lld, but {} has no ld.lld (a rustup toolchain ships it; \
+             set toolchain.rust_lld = false in the profile to link with the cross ld)",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// RUSTFLAGS for the board: its CPU, and the rust-lld link options its profile asks for.
+pub fn target_rustflags(profile: &Profile) -> Result<String, TargetError> {
+    let mut flags = format!("-C target-cpu={}", profile.target_cpu);
+    let t = &profile.toolchain;
+    if t.rust_lld {
+        let dir = rust_lld_dir()?;
+        flags.push_str(&format!(
+            " -C link-arg=-fuse-ld=lld -C link-arg=-B{}",
+            dir.display()
+        ));
+        if t.icf {
+            flags.push_str(" -C link-arg=-Wl,--icf=all");
+        }
+        if t.pack_relative_relocs {
+            flags.push_str(" -C link-arg=-Wl,-z,pack-relative-relocs");
+        }
+    }
+    Ok(flags)
+}
+
+/// The cargo command for a board build: the runtime binary only, the board's linker, CPU and
+/// link options (`rustflags`, from [`target_rustflags`]).
+pub fn cargo_command(
+    profile: &Profile,
+    opts: &BuildOptions,
+    target_dir: &Path,
+    rustflags: &str,
+) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    // Cargo's rustc probes (`rustc - --print=...`) read their source from stdin; an inherited
-    // stdin that is not empty (a CI runner's pipe) makes the probe compile that text and fail.
+    // The build reads nothing from the terminal.
     cmd.stdin(Stdio::null())
         .current_dir(&opts.source)
         .args(["build", "-p", "edgeslim-runtime", "--bin", "edgeslim-rt"])
@@ -106,10 +162,7 @@ pub fn cargo_command(profile: &Profile, opts: &BuildOptions, target_dir: &Path) 
             format!("CARGO_TARGET_{t}_LINKER"),
             &profile.toolchain.linker,
         )
-        .env(
-            format!("CARGO_TARGET_{t}_RUSTFLAGS"),
-            format!("-C target-cpu={}", profile.target_cpu),
-        )
+        .env(format!("CARGO_TARGET_{t}_RUSTFLAGS"), rustflags)
         // tract-linalg assembles its kernels through the cc crate.
         .env(
             format!("CC_{}", profile.triple.replace(['-', '.'], "_")),
@@ -135,7 +188,8 @@ pub fn build(profile: &Profile, opts: &BuildOptions) -> Result<Built, TargetErro
         .target_dir
         .clone()
         .unwrap_or_else(|| opts.source.join("target/board").join(&profile.name));
-    let mut cmd = cargo_command(profile, opts, &target_dir);
+    let rustflags = target_rustflags(profile)?;
+    let mut cmd = cargo_command(profile, opts, &target_dir, &rustflags);
     let start = Instant::now();
     let output = if opts.quiet {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output()
@@ -296,7 +350,7 @@ mod tests {
             target_dir: None,
             quiet: true,
         };
-        let cmd = cargo_command(&p, &opts, Path::new("/t"));
+        let cmd = cargo_command(&p, &opts, Path::new("/t"), "-C target-cpu=cortex-a72");
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into()).collect();
         let line = args.join(" ");
         assert!(
@@ -319,6 +373,24 @@ mod tests {
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS".into(),
             "-C target-cpu=cortex-a72".into()
         )));
+    }
+
+    #[test]
+    fn rpi4_links_with_rust_lld_folding_code_and_packing_relocations() {
+        let p = builtin_named("rpi4").unwrap();
+        let flags = target_rustflags(&p).unwrap();
+        assert!(flags.starts_with("-C target-cpu=cortex-a72 "), "{flags}");
+        assert!(flags.contains("-C link-arg=-fuse-ld=lld"), "{flags}");
+        assert!(flags.contains("gcc-ld"), "{flags}");
+        assert!(
+            flags.contains("--icf=all") && flags.contains("pack-relative-relocs"),
+            "{flags}"
+        );
+        // A board whose glibc predates DT_RELR keeps the plain link.
+        let nano = builtin_named("jetson-nano").unwrap();
+        assert!(!target_rustflags(&nano)
+            .unwrap()
+            .contains("pack-relative-relocs"));
     }
 
     #[test]

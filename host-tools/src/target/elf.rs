@@ -178,6 +178,9 @@ fn glibc_versions(b: &Bytes, vn: &Section, strtab: &Section) -> Result<Vec<(u32,
             let name = b.cstr(strtab.offset + b.u32(aux + 8)? as usize)?;
             if let Some(v) = name.strip_prefix("GLIBC_").and_then(parse_version) {
                 out.push(v);
+            } else if name == "GLIBC_ABI_DT_RELR" {
+                // RELR-packed relocations load on glibc 2.36 and newer only.
+                out.push((2, 36));
             }
             let next = b.u32(aux + 12)? as usize;
             if next == 0 {

@@ -92,6 +92,17 @@ pub struct Toolchain {
     /// The qemu-user binary that runs the build on this machine; empty for native builds.
     #[serde(default)]
     pub qemu: String,
+    /// Link with the Rust toolchain's own `rust-lld` (through the C driver's `-fuse-ld=lld`)
+    /// instead of the cross binutils' ld, for the two size options below.
+    #[serde(default)]
+    pub rust_lld: bool,
+    /// lld's identical code folding (`--icf=all`): one copy of byte-identical functions.
+    #[serde(default)]
+    pub icf: bool,
+    /// RELR-packed relative relocations (`-z pack-relative-relocs`): the position-independent
+    /// binary keeps ASLR without 0.8 MB of `.rela.dyn`; the board's glibc must be ≥ 2.36.
+    #[serde(default)]
+    pub pack_relative_relocs: bool,
 }
 
 /// The profiles shipped in targets/, compiled in. A unit test checks this list against the
@@ -150,6 +161,25 @@ impl Profile {
         if let Some(v) = &self.glibc {
             if super::elf::parse_version(v).is_none() {
                 return Err(format!("glibc = '{v}' is not a version like \"2.36\""));
+            }
+        }
+        let t = &self.toolchain;
+        if (t.icf || t.pack_relative_relocs) && !t.rust_lld {
+            return Err(
+                "toolchain.icf and toolchain.pack_relative_relocs need toolchain.rust_lld".into(),
+            );
+        }
+        if t.pack_relative_relocs {
+            let ok = self
+                .glibc
+                .as_deref()
+                .and_then(super::elf::parse_version)
+                .is_some_and(|v| v >= (2, 36));
+            if !ok {
+                return Err(
+                    "toolchain.pack_relative_relocs needs glibc ≥ 2.36 on the board (set glibc)"
+                        .into(),
+                );
             }
         }
         if self.uname_machines.is_empty() {
@@ -286,6 +316,17 @@ mod tests {
         let text = include_str!("../../../targets/rpi4.toml").replace("48.0", "50.0");
         let err = Profile::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("= 48.00"), "{err}");
+    }
+
+    #[test]
+    fn relr_needs_a_new_enough_glibc_and_rust_lld() {
+        let rpi4 = include_str!("../../../targets/rpi4.toml");
+        let old = rpi4.replace("glibc = \"2.36\"", "glibc = \"2.31\"");
+        let err = Profile::parse(&old, "old.toml").unwrap_err().to_string();
+        assert!(err.contains("glibc ≥ 2.36"), "{err}");
+        let no_lld = rpi4.replace("rust_lld = true", "rust_lld = false");
+        let err = Profile::parse(&no_lld, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("need toolchain.rust_lld"), "{err}");
     }
 
     #[test]
