@@ -18,12 +18,13 @@ ES=target/release/edgeslim
 TRK=models/siamese-tracker
 DATA="$OUT/bench"
 [ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 6 --frames 100 --seed 7 >&2
-RUNS=${RUNS:-30}
+RUNS=${RUNS:-100}
 EPOCHS=${EPOCHS:-5}
 CRITERION=${CRITERION:-bn}
 
-row() { # name dir report.json eval.json
-  jq -r --arg n "$1" --slurpfile e "$4" '
+row() { # name dir report.json eval.json [latency report.json]
+  jq -r --arg n "$1" --slurpfile e "$4" --slurpfile l "${5:-$3}" '
+    .latency = $l[0].latency |
     def f2: (. * 100 | round / 100 | tostring);
     def f3: (. * 1000 | round / 1000 | tostring);
     "| \($n) | \(.widths_after | map(tostring) | join("/")) | \(.params_after) (\(.params_kept * 1000 | round / 10)%) | \(.macs_per_search_scale_after / 1e6 | f2)M | \(.latency.before_ms | f2) → \(.latency.after_ms | f2) | \(.latency.speedup | f2)× | \($e[0].fps | f2) | \($e[0].overall.auc | f3) | \($e[0].overall.precision_20px | f3) |"' "$3"
@@ -41,8 +42,14 @@ for keep in 0.5 0.25 0.1 0.01; do
   "$ES" eval "$d" --task track --data "$DATA" --json "$d/eval.json" >&2
   row "$keep, pruned" "$d" "$d/report/prune.json" "$d/eval.json"
   z="models/siamese-tracker-$tag"
-  "$ES" compress prune "$TRK" --keep-params "$keep" --criterion "$CRITERION" -o "$z" \
-    --finetune tracking:1 --epochs "$EPOCHS" --report "$OUT/$tag-ft" --runs "$RUNS" >&2
+  mkdir -p "$OUT/$tag-ft"
+  # REUSE_ZOO=1: evaluate the committed fine-tuned trackers instead of training them again.
+  if [ -z "${REUSE_ZOO:-}" ]; then
+    "$ES" compress prune "$TRK" --keep-params "$keep" --criterion "$CRITERION" -o "$z" \
+      --finetune tracking:1 --epochs "$EPOCHS" --report "$OUT/$tag-ft" --runs 2 >&2
+  fi
   "$ES" eval "$z" --task track --data "$DATA" --json "$OUT/$tag-ft/eval.json" >&2
-  row "$keep, fine-tuned" "$z" "$OUT/$tag-ft/prune.json" "$OUT/$tag-ft/eval.json"
+  # Same architecture as the pruned-only pair: its report (params, MACs, and the side-by-side
+  # latency measured without a fine-tuning run around it) describes this row too.
+  row "$keep, fine-tuned" "$z" "$d/report/prune.json" "$OUT/$tag-ft/eval.json"
 done

@@ -2,10 +2,12 @@
 # Reproduces every number of docs/results/pruning.md: one command.
 #
 #   bash docs/results/pruning.sh [OUT_DIR]      (default: pruning-results/)
+#   PART=ppocr|zoo bash docs/results/pruning.sh  (one part only)
 #
 # PP-OCR cls (real text crops, ppocr-text: accuracy on held-out lines) and PP-OCRv4 det (a real
 # page) at ratios 0.25 / 0.5 / 0.75, and the zoo CNN (models/mnist-cnn/model.onnx, MNIST held-out
-# accuracy; also fine-tuned with --finetune mnist) when it exists. Every row: params, MACs, tract latency of both models measured side
+# accuracy; also fine-tuned with --finetune mnist) and the zoo ViT (models/vit-tiny-mnist.onnx: attention
+# heads and MLP units). Every row: params, MACs, tract latency of both models measured side
 # by side in one process (1 thread, interleaved runs), fidelity. Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,6 +43,8 @@ prune() { # name model label ratio criterion args...
   row "$label" "${LABEL:-$ratio, $crit}" "$o/prune.json"
 }
 
+PART=${PART:-all}
+if [ "$PART" != zoo ]; then
 echo "### PP-OCR cls (48×192, ppocr-text: held-out lines, 0°/180° labels)"
 echo
 header
@@ -59,12 +63,12 @@ for r in 0.25 0.5 0.75; do
   prune det "$DET" "PP-OCRv4 det" $r l1 --input-shape x=1,3,640,640 --calib "$PAGE" --bgr
 done
 echo
-ZOO=models/mnist-cnn.onnx
-[ -f "$ZOO" ] || ZOO=models/mnist-cnn/model.onnx
-if [ -f "$ZOO" ]; then
+fi
+if [ "$PART" != ppocr ]; then
   echo "### Zoo CNN (mnist-cnn, MNIST held-out digits)"
   echo
   header
+  ZOO=models/mnist-cnn.onnx
   for r in 0.25 0.5 0.75; do
     for c in l1 bn; do
       prune mnist-cnn "$ZOO" "mnist-cnn" $r $c --calib mnist
@@ -72,6 +76,13 @@ if [ -f "$ZOO" ]; then
     TAG=-ft prune mnist-cnn "$ZOO" "mnist-cnn" $r l1 --calib mnist --finetune mnist --epochs 2
   done
   TAG=-ft prune mnist-cnn "$ZOO" "mnist-cnn" 0.75 l1 --calib mnist --finetune mnist --epochs 2 --teacher
-else
-  echo "(models/mnist-cnn.onnx not found: zoo CNN rows skipped)"
+  echo
+  echo "### Zoo ViT (vit-tiny-mnist: 2 heads per block, MLP hidden units; MNIST held-out digits)"
+  echo
+  header
+  VIT=models/vit-tiny-mnist.onnx
+  for r in 0.25 0.5; do
+    prune vit "$VIT" "vit-tiny-mnist" $r l1 --calib mnist
+    TAG=-ft prune vit "$VIT" "vit-tiny-mnist" $r l1 --calib mnist --finetune mnist --epochs 2
+  done
 fi

@@ -295,3 +295,36 @@ fn tracker_pair_bad_input_is_refused_with_a_reason() {
     // Nothing was written by the refused runs.
     assert!(!out.join("search.onnx").exists());
 }
+
+#[test]
+fn zoo_pruned_trackers_meet_their_budgets_and_run_in_both_engines() {
+    let full = edgeslim::prune::tracker::TrackerPair::load(&zoo_tracker())
+        .unwrap()
+        .params();
+    for (tag, share) in [("p50", 0.5), ("p25", 0.25), ("p10", 0.1), ("p01", 0.01)] {
+        let dir = workspace().join(format!("models/siamese-tracker-{tag}"));
+        let pair = edgeslim::prune::tracker::TrackerPair::load(&dir).unwrap();
+        let kept = pair.params() as f64 / full as f64;
+        assert!(kept <= share && kept > share * 0.7, "{tag}: {kept}");
+        assert!(
+            pair.template.metadata("edgeslim.pruned").is_some(),
+            "{tag}: provenance"
+        );
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("card.json")).unwrap()).unwrap();
+        assert!(
+            card["command"].as_str().unwrap().contains("--keep-params"),
+            "{tag}"
+        );
+        for f in ["template.onnx", "search.onnx"] {
+            let c = python_check(&dir.join(f), None, &[]);
+            assert_eq!(c.checker, "ok", "{tag}/{f}: {}", c.checker);
+        }
+        let (t, o) = pair_response(&dir, 3);
+        assert!(
+            rel_diff(&t, &o) < 1e-4,
+            "{tag}: tract and ORT differ by {}",
+            rel_diff(&t, &o)
+        );
+    }
+}
