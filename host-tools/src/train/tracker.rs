@@ -75,40 +75,6 @@ impl Default for TrackerRun {
     }
 }
 
-/// Copy every initializer of `sources` that `graph` also has (same name) into `graph`,
-/// checking shapes; every trainable weight of `graph` must be found.
-fn load_initial_weights(graph: &mut OnnxModel, sources: &[OnnxModel]) -> Result<()> {
-    let names: Vec<String> = graph
-        .graph()
-        .initializer
-        .iter()
-        .filter(|t| t.name.starts_with("backbone.") || t.name.starts_with("head."))
-        .map(|t| t.name.clone())
-        .collect();
-    for name in names {
-        let src = sources
-            .iter()
-            .find_map(|m| m.initializer(&name))
-            .ok_or_else(|| Error::tensor(&name, "the starting weights have no such tensor"))?;
-        let t = crate::onnx::Tensor::from_proto(src)?;
-        let want = graph
-            .initializer(&name)
-            .map(crate::onnx::tensor::proto_dims)
-            .transpose()?;
-        if want.as_deref() != Some(t.dims.as_slice()) {
-            return Err(Error::tensor(
-                &name,
-                format!(
-                    "starting weight has shape {:?}, the recipe's graph {:?}",
-                    t.dims, want
-                ),
-            ));
-        }
-        graph.set_initializer(&name, &t);
-    }
-    Ok(())
-}
-
 /// Held-out numbers of one epoch.
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochStats {
@@ -341,7 +307,14 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
 
     let mut graph = siamese::build_train(&cfg, batch)?;
     if !run.init_weights.is_empty() {
-        load_initial_weights(&mut graph, &run.init_weights)?;
+        // The training graph's own constants (reshape shapes) stay as built.
+        let sources: Vec<&OnnxModel> = run.init_weights.iter().collect();
+        siamese::copy_weights_by_name(
+            &mut graph,
+            &sources,
+            |n| n.starts_with("backbone.") || n.starts_with("head."),
+            "the starting weights",
+        )?;
     }
     let module = GraphModule::from_onnx(
         &graph,

@@ -337,6 +337,43 @@ pub fn build_search(cfg: &SiameseConfig) -> Result<OnnxModel> {
     Ok(finish(n, cfg, "search"))
 }
 
+/// Copy the initializers of `dst` that `wanted` accepts from the first of `sources` holding
+/// one of that name, checking shapes (all three siamese graphs share weight names). `what`
+/// names the sources in errors, which name the missing or mismatched tensor.
+pub fn copy_weights_by_name(
+    dst: &mut OnnxModel,
+    sources: &[&OnnxModel],
+    wanted: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<()> {
+    let names: Vec<String> = dst
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| wanted(&t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    for name in names {
+        let src = sources
+            .iter()
+            .find_map(|m| m.initializer(&name))
+            .ok_or_else(|| Error::tensor(&name, format!("{what} have no such weight")))?;
+        let t = Tensor::from_proto(src)?;
+        let want = dst
+            .initializer(&name)
+            .map(crate::onnx::tensor::proto_dims)
+            .transpose()?;
+        if want.as_deref() != Some(t.dims.as_slice()) {
+            return Err(Error::tensor(
+                &name,
+                format!("{what} hold shape {:?}, the graph wants {:?}", t.dims, want),
+            ));
+        }
+        dst.set_initializer(&name, &t);
+    }
+    Ok(())
+}
+
 /// The runtime pair (template, search) holding the weights of a trained training graph:
 /// every initializer of the two graphs is copied by name from `trained`, with its shape
 /// checked. Errors name the missing or mismatched tensor.
@@ -344,37 +381,15 @@ pub fn export_tracker(trained: &OnnxModel, cfg: &SiameseConfig) -> Result<(OnnxM
     let mut template = build_template(cfg)?;
     let mut search = build_search(cfg)?;
     for m in [&mut template, &mut search] {
-        let names: Vec<String> = m
-            .graph()
-            .initializer
-            .iter()
-            .map(|t| t.name.clone())
-            .collect();
-        for name in names {
-            let src = trained.initializer(&name).ok_or_else(|| {
-                Error::tensor(&name, "the trained graph has no such weight (is it a siamese training graph with the same config?)")
-            })?;
-            let t = Tensor::from_proto(src)?;
-            let want = m
-                .initializer(&name)
-                .map(crate::onnx::tensor::proto_dims)
-                .transpose()?;
-            if want.as_deref() != Some(t.dims.as_slice()) {
-                return Err(Error::tensor(
-                    &name,
-                    format!(
-                        "trained shape {:?} differs from the config's {:?}",
-                        t.dims, want
-                    ),
-                ));
-            }
-            m.set_initializer(&name, &t);
-        }
-        for key in ["edgeslim.seed"] {
-            if let Some(v) = trained.metadata(key) {
-                let v = v.to_string();
-                m.set_metadata(key, &v);
-            }
+        copy_weights_by_name(
+            m,
+            &[trained],
+            |_| true,
+            "the trained weights (a siamese training graph with the same config?)",
+        )?;
+        if let Some(v) = trained.metadata("edgeslim.seed") {
+            let v = v.to_string();
+            m.set_metadata("edgeslim.seed", &v);
         }
     }
     Ok((template, search))
