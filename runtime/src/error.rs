@@ -46,6 +46,9 @@ pub enum RuntimeError {
     },
     #[error("{path}: {reason}")]
     Data { path: PathBuf, reason: String },
+    /// The device behind a live source went away (a camera unplugged); not a bad frame.
+    #[error("{0}")]
+    SourceLost(String),
     #[error("{0}")]
     Other(String),
 }

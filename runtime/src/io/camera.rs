@@ -85,9 +85,21 @@ fn cam_err(path: &Path, what: &str, e: std::io::Error) -> RuntimeError {
         std::io::ErrorKind::PermissionDenied => {
             " (permission denied: add the user to the 'video' group)"
         }
+        std::io::ErrorKind::ResourceBusy => {
+            " (the camera is busy: another program is capturing from it; `fuser -v /dev/video*` names it)"
+        }
         _ => "",
     };
     RuntimeError::Other(format!("camera {}: {what}: {e}{hint}", path.display()))
+}
+
+/// Errors after which the device is gone rather than one frame bad: unplugged (ENODEV,
+/// ENXIO, ENOENT), or the driver failing the transfer (EIO, as uvcvideo does on a pulled cable).
+pub fn device_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENODEV) | Some(libc::ENXIO) | Some(libc::ENOENT) | Some(libc::EIO)
+    )
 }
 
 impl Camera {
@@ -157,6 +169,11 @@ impl FrameSource for Camera {
     fn next_frame(&mut self) -> Option<Result<Frame>> {
         let data = match self.stream.dequeue(|buf| Ok(buf.to_vec())) {
             Ok(d) => d,
+            Err(e) if device_gone(&e) => {
+                return Some(Err(RuntimeError::SourceLost(
+                    cam_err(&self.path, "reading a frame", e).to_string(),
+                )))
+            }
             Err(e) => return Some(Err(cam_err(&self.path, "reading a frame", e))),
         };
         let index = self.index;
@@ -207,6 +224,24 @@ mod tests {
         let img = yuyv_to_rgb(&padded, 2, 2, 6).unwrap();
         assert_eq!(img.get_pixel(1, 1).0, [255, 255, 255]);
         assert!(yuyv_to_rgb(&data[..6], 4, 1, 8).is_err());
+    }
+
+    #[test]
+    fn unplugging_is_told_apart_from_a_bad_frame() {
+        for errno in [libc::ENODEV, libc::ENXIO, libc::EIO] {
+            assert!(device_gone(&std::io::Error::from_raw_os_error(errno)));
+        }
+        assert!(!device_gone(&std::io::Error::from_raw_os_error(
+            libc::EAGAIN
+        )));
+        assert!(!device_gone(&std::io::Error::other("JPEG")));
+        let busy = cam_err(
+            Path::new("/dev/video0"),
+            "open",
+            std::io::Error::from_raw_os_error(libc::EBUSY),
+        )
+        .to_string();
+        assert!(busy.contains("busy") && busy.contains("fuser"), "{busy}");
     }
 
     #[test]

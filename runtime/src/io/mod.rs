@@ -3,6 +3,7 @@
 
 #[cfg(all(feature = "camera", target_os = "linux", target_pointer_width = "64"))]
 pub mod camera;
+pub mod reconnect;
 pub mod reject;
 pub mod source;
 

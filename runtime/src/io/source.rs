@@ -18,6 +18,10 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Option<Result<Frame>>;
     /// A one-line description for logs and the state endpoint.
     fn describe(&self) -> String;
+    /// Whether frames are flowing; only a source that can lose its device says otherwise.
+    fn health(&self) -> super::reconnect::SourceHealth {
+        super::reconnect::SourceHealth::Live
+    }
 }
 
 fn is_image(p: &Path) -> bool {
