@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use edgeslim_runtime::error::RuntimeError;
 use edgeslim_runtime::io::source::{FrameSource, ImageFiles};
 use edgeslim_runtime::track::draw::draw_rect;
 use edgeslim_runtime::track::otb::{self, OtbSequence};
@@ -110,9 +111,16 @@ fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
 
 #[cfg(all(feature = "camera", target_os = "linux", target_pointer_width = "64"))]
 fn open_camera(path: &Path, (w, h): (u32, u32)) -> Result<Box<dyn FrameSource>> {
-    Ok(Box::new(edgeslim_runtime::io::camera::Camera::open(
-        path, w, h,
-    )?))
+    use edgeslim_runtime::io::camera::Camera;
+    use edgeslim_runtime::io::reconnect::Reconnecting;
+    let first = Camera::open(path, w, h)?;
+    // Unplugged mid-run: keep the loop (and the page) going and reopen once a second.
+    let path = path.to_path_buf();
+    Ok(Box::new(Reconnecting::new(
+        first,
+        move || Camera::open(&path, w, h),
+        Duration::from_secs(1),
+    )))
 }
 
 #[cfg(not(all(feature = "camera", target_os = "linux", target_pointer_width = "64")))]
@@ -194,6 +202,8 @@ fn jpeg(img: &image::RgbImage) -> Result<Vec<u8>> {
 struct Summary {
     frames: u64,
     corrupt_frames: u64,
+    /// Times the device went away (and was waited for) during the run.
+    source_interruptions: u64,
     tracked_frames: u64,
     lost_frames: u64,
     reinits: u64,
@@ -374,6 +384,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     let mut last_tick = Instant::now();
     let mut fps_ema = 0.0f64;
     let mut last_frame: Option<image::RgbImage> = None;
+    let mut source_lost = false;
     let pace = a
         .fps
         .filter(|f| *f > 0.0)
@@ -385,6 +396,29 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         let tick = Instant::now();
         let frame = match source.next_frame() {
             None => break,
+            Some(Err(RuntimeError::SourceLost(why))) => {
+                // The device went away: keep serving the last frame and say so; the source
+                // reopens it when it comes back.
+                if !source_lost {
+                    source_lost = true;
+                    sum.source_interruptions += 1;
+                    eprintln!("edgeslim-rt: {why}; still serving, reconnecting");
+                }
+                #[cfg(feature = "serve")]
+                if let Some(s) = &server {
+                    s.set_state(serde_json::json!({
+                        "frame": sum.frames,
+                        "source": source.describe(),
+                        "source_state": source.health().name(),
+                        "source_error": why,
+                        "state": tracker.state(),
+                        "reinits": sum.reinits,
+                        "viewers": s.stats().viewers,
+                        "published_at_ms": started.elapsed().as_secs_f64() * 1e3,
+                    }));
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 sum.corrupt_frames += 1;
                 log::warn!("frame skipped: {e}");
@@ -392,6 +426,9 @@ pub fn run(a: &TrackArgs) -> Result<()> {
             }
             Some(Ok(f)) => f,
         };
+        if std::mem::take(&mut source_lost) {
+            eprintln!("edgeslim-rt: {} is back", source.describe());
+        }
         let img = frame.image;
         if let Some(r) = next_init(&server) {
             pending = Some(r);
@@ -485,6 +522,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
             let st = serde_json::json!({
                 "frame": sum.frames,
                 "source": frame.label,
+                "source_state": source.health().name(),
                 "state": result.as_ref().map(|r| r.state).unwrap_or(tracker.state()),
                 "box": rect.iter().map(|v| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null }).collect::<Vec<_>>(),
                 "confidence": result.as_ref().map(|r| r.confidence),

@@ -29,8 +29,11 @@ body {{ font-family: system-ui, sans-serif; margin: 1em; background: #111; color
 const img = document.getElementById('view'), sel = document.getElementById('sel');
 const hud = document.getElementById('hud');
 let start = null;
+// Positions are taken in the image's content box (inside its border), which is what maps
+// onto the frame's pixels.
 function pos(e) {{
-  const r = img.getBoundingClientRect();
+  const b = img.getBoundingClientRect();
+  const r = {{left: b.left + img.clientLeft, top: b.top + img.clientTop, width: img.clientWidth, height: img.clientHeight}};
   return [Math.min(Math.max(e.clientX - r.left, 0), r.width), Math.min(Math.max(e.clientY - r.top, 0), r.height), r];
 }}
 img.addEventListener('mousedown', e => {{ e.preventDefault(); start = pos(e); sel.style.display = 'block'; draw(start, start); }});
@@ -46,7 +49,7 @@ window.addEventListener('mouseup', e => {{
   if (w >= 4 && h >= 4) postAction('init', {{x: x, y: y, w: w, h: h}});
 }});
 function draw(a, b) {{
-  sel.style.left = Math.min(a[0], b[0]) + 'px'; sel.style.top = Math.min(a[1], b[1]) + 'px';
+  sel.style.left = (img.clientLeft + Math.min(a[0], b[0])) + 'px'; sel.style.top = (img.clientTop + Math.min(a[1], b[1])) + 'px';
   sel.style.width = Math.abs(b[0] - a[0]) + 'px'; sel.style.height = Math.abs(b[1] - a[1]) + 'px';
 }}
 function postAction(name, body) {{
@@ -57,6 +60,11 @@ async function refresh() {{
   try {{
     const s = await (await fetch('/state.json', {{cache: 'no-store'}})).json();
     const f = v => (typeof v === 'number') ? v.toFixed(1) : '-';
+    if (s.source_state === 'reconnecting') {{
+      hud.innerHTML = '<span class="lost">source lost, reconnecting</span> | ';
+      hud.appendChild(document.createTextNode(s.source_error || ''));
+      return;
+    }}
     hud.innerHTML = `<span class="${{s.state}}">${{s.state}}</span> conf ${{f(s.confidence)}}` +
       ` | ${{f(s.fps)}} fps | search ${{f(s.search_ms)}} ms | template ${{f(s.template_ms)}} ms` +
       ` | to viewer p50 ${{f(s.delivery_ms && s.delivery_ms.p50)}} ms | frame ${{s.frame}}`;
