@@ -16,7 +16,8 @@ pub struct Args {
     /// Board profile: a name from `edgeslim targets`, or the path of a profile TOML.
     #[arg(long)]
     target: String,
-    /// A model to ship (repeatable); `track` and `inspect` use the first.
+    /// A model to ship (repeatable); `track` and `inspect` use the first. A tracker folder
+    /// (models/siamese-tracker) ships its template.onnx and search.onnx.
     #[arg(long = "model", value_name = "M.onnx", required = true)]
     models: Vec<PathBuf>,
     /// What the bundle runs: bench, track or inspect.

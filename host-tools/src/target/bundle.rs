@@ -145,7 +145,11 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
     if spec.models.is_empty() {
         return Err(bundle_err(&spec.output, "no model given (--model M.onnx)").into());
     }
-    let mut inputs: Vec<&Path> = spec.models.iter().map(PathBuf::as_path).collect();
+    let model_paths = model_files(&spec.models)?;
+    if spec.app == App::Track {
+        check_tracker_pair(&model_paths)?;
+    }
+    let mut inputs: Vec<&Path> = model_paths.iter().map(PathBuf::as_path).collect();
     inputs.push(&spec.binary);
     edgeslim_runtime::fsutil::ensure_not_input(&spec.output, &inputs)?;
 
@@ -185,7 +189,7 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
     }];
     let mut models = Vec::new();
     let mut used = vec![false; spec.input_shapes.len()];
-    for m in &spec.models {
+    for m in &model_paths {
         let (entry, model) = model_entry(m, &spec.input_shapes, &mut used)?;
         if entries.iter().any(|e| e.path == entry.path) {
             return Err(
@@ -293,6 +297,59 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
             .collect(),
         warnings,
     })
+}
+
+/// The model files to ship. A folder stands for a tracker (`models/siamese-tracker-p25`): its
+/// `template.onnx` and `search.onnx`, in that order, so `track` finds the pair.
+fn model_files(models: &[PathBuf]) -> crate::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for m in models {
+        if m.is_dir() {
+            let (template, search) =
+                edgeslim_runtime::track::tracker::tracker_files(m).map_err(|e| {
+                    bundle_err(
+                        m,
+                        format!("a folder given as --model must be a tracker: {e}"),
+                    )
+                })?;
+            files.extend([template, search]);
+        } else {
+            files.push(m.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// `run.sh track` hands the first model to `edgeslim-rt track`, which finds the other graph of
+/// the pair by name next to it; check now that it will, rather than on the board.
+fn check_tracker_pair(models: &[PathBuf]) -> crate::Result<()> {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let first = &models[0];
+    let first_name = name(first);
+    let partner = if first_name.contains("template") {
+        first_name.replace("template", "search")
+    } else if first_name.contains("search") {
+        first_name.replace("search", "template")
+    } else {
+        return Err(bundle_err(
+            first,
+            "--app track needs a tracker: give its folder (--model models/siamese-tracker) or \
+             template.onnx and search.onnx",
+        )
+        .into());
+    };
+    if !models.iter().any(|m| name(m) == partner) {
+        return Err(bundle_err(
+            first,
+            format!("--app track needs the other graph of the tracker too: --model {partner}"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Names of the model's inputs whose declared shape is not fully fixed.
