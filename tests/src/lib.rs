@@ -168,5 +168,7 @@ pub fn assert_equivalent(check: &Check, rel: f64) {
 }
 
 pub mod boards;
+pub mod browser;
 pub mod engines;
+pub mod live;
 pub mod models;

@@ -400,6 +400,82 @@ fn a_pi_bundle_is_complete_reproducible_and_runs_under_qemu() {
     );
 }
 
+/// The board half of examples/live-tracking: the zoo's pruned tracker pair bundled with
+/// `--app track`, run by the bundle's own `run.sh track` under qemu with the settings a user
+/// edits in config.env; it must load both graphs, serve the page and track.
+#[test]
+fn a_tracker_bundle_serves_and_tracks_under_qemu() {
+    use edgeslim::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
+    use edgeslim_e2e::live::LiveTracker;
+    let Some(rt) = cross_runtime("rpi4") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let photos = Photos::open(assets()).unwrap();
+    write_otb_sequence_with(
+        &photos,
+        dir.path(),
+        "seq",
+        4242,
+        &SequenceConfig::new(320, 240, 8),
+    )
+    .unwrap();
+    let seq = dir.path().join("seq");
+    let zoo = workspace().join("models/siamese-tracker-p25");
+    let bundle = dir.path().join("track-rpi4.tar.gz");
+    let r = run_ok(
+        "edgeslim",
+        &[
+            "bundle",
+            "--target",
+            "rpi4",
+            "--app",
+            "track",
+            "--binary",
+            s(&rt.binary),
+            // The tracker's folder: the bundle ships its two graphs.
+            "--model",
+            s(&zoo),
+            "--source",
+            s(&seq),
+            "--serve",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "-o",
+            s(&bundle),
+        ],
+    );
+    assert!(r.stdout.contains("edgeslim-rpi4-track"), "{}", r.stdout);
+    untar(&bundle, dir.path());
+    let root = dir.path().join("edgeslim-rpi4-track");
+    // What the walkthrough tells a user to edit: extra flags for `edgeslim-rt track`.
+    let config = root.join("config.env");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("EDGESLIM_APP=track"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace(
+            "EDGESLIM_EXTRA_ARGS=\"\"",
+            "EDGESLIM_EXTRA_ARGS=\"--max-frames 8 --scales 1\"",
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(root.join("run.sh"));
+    cmd.env("EDGESLIM_RUNNER", rt.runner());
+    let live = LiveTracker::spawn(cmd);
+    let st = live.wait_state(std::time::Duration::from_secs(240), |st| {
+        st["frame"].as_u64() == Some(8)
+    });
+    assert_eq!(st["frame"], 8, "{st}");
+    assert_eq!(st["source_state"], "live", "{st}");
+    assert!(st["state"] == "tracking" || st["state"] == "lost", "{st}");
+    assert!(st["search_ms"].as_f64().unwrap() > 0.0, "{st}");
+    let (head, page) = live.http("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&page).contains("/stream.mjpg"));
+}
+
 #[test]
 fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
     let dir = tempfile::tempdir().unwrap();
@@ -448,6 +524,24 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
     );
     let line = assert_one_line_error(&r);
     assert!(line.contains("junk.onnx"), "{line}");
+    assert!(!out.exists());
+    // A track bundle needs both graphs of a tracker, or `run.sh track` would fail on the board.
+    let zoo = workspace().join("models/siamese-tracker-p25");
+    let track_bundle = |models: &[&Path]| {
+        let mut args = vec!["bundle", "--target", "x86_64", "--app", "track"];
+        args.extend(["--binary", s(&x86)]);
+        for m in models {
+            args.extend(["--model", s(m)]);
+        }
+        args.extend(["-o", s(&out)]);
+        run("edgeslim", &args)
+    };
+    let line = assert_one_line_error(&track_bundle(&[cls.as_path()]));
+    assert!(line.contains("--app track needs a tracker"), "{line}");
+    let line = assert_one_line_error(&track_bundle(&[zoo.join("template.onnx").as_path()]));
+    assert!(line.contains("--model search.onnx"), "{line}");
+    let line = assert_one_line_error(&track_bundle(&[dir.path()]));
+    assert!(line.contains("must be a tracker"), "{line}");
     assert!(!out.exists());
     // A dynamic input left open says which flag fixes it.
     let r = run(

@@ -4,14 +4,16 @@
 //! re-initialisation; bad input fails with a clear message.
 
 use edgeslim::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
+use edgeslim_e2e::boards::skipped;
+use edgeslim_e2e::browser::{find_chromium, Browser, SKIP_BROWSER};
 use edgeslim_e2e::engines::{random, rel_diff, run_both};
-use edgeslim_e2e::{assets, bin, python_check, run, workspace};
+use edgeslim_e2e::live::LiveTracker;
+use edgeslim_e2e::{assets, python_check, run, workspace};
 use edgeslim_runtime::track::metrics;
 use edgeslim_runtime::track::otb::OtbSequence;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn tracker_dir() -> PathBuf {
@@ -118,89 +120,20 @@ fn tracker_beats_standing_still_on_generated_sequences() {
     assert!(fps > 1.0);
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http(addr: &str, req: &str) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head");
-    (
-        String::from_utf8_lossy(&buf[..split]).into_owned(),
-        buf[split + 4..].to_vec(),
-    )
-}
-
-fn state(addr: &str) -> serde_json::Value {
-    let (head, body) = http(
-        addr,
-        "GET /state.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[test]
 fn live_server_streams_frames_and_takes_a_reinit() {
     let d = tempfile::tempdir().unwrap();
     sequences(d.path(), 1, 30);
     let seq = d.path().join("seq-000");
-    let child = Command::new(bin("edgeslim-rt"))
-        .args([
-            "track",
-            "--model",
-            tracker_dir().to_str().unwrap(),
-            "--source",
-            seq.to_str().unwrap(),
-            "--serve",
-            "127.0.0.1:0",
-            "--loop",
-            "--fps",
-            "15",
-            "--quiet",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut err = BufReader::new(child.0.stderr.take().unwrap());
-    let mut addr = String::new();
+    let live = LiveTracker::start(&tracker_dir(), &seq, &["--loop", "--fps", "15"]);
     let t0 = Instant::now();
-    while addr.is_empty() && t0.elapsed() < Duration::from_secs(60) {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            panic!("edgeslim-rt ended before serving");
-        }
-        if let Some(rest) = line.trim().strip_prefix("live view: http://") {
-            addr = rest.trim_end_matches('/').to_string();
-        }
-    }
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    std::thread::spawn(move || for _ in err.lines() {});
-
-    let (head, page) = http(
-        &addr,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let (head, page) = live.http("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200"));
     let page = String::from_utf8_lossy(&page);
     assert!(page.contains("/stream.mjpg") && page.contains("postAction('init'"));
 
     // The stream: multipart JPEG parts keep coming.
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut s = TcpStream::connect(&live.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -220,22 +153,18 @@ fn live_server_streams_frames_and_takes_a_reinit() {
     assert!(head.contains("multipart/x-mixed-replace"), "{head}");
     assert!(count(&buf) >= 3, "fewer than 3 JPEG frames");
 
-    let before = state(&addr);
+    let before = live.state();
     assert!(
         before["state"] == "tracking" || before["state"] == "lost",
         "{before}"
     );
     assert!(before["search_ms"].as_f64().unwrap() > 0.0, "{before}");
+    assert_eq!(before["source_state"], "live", "{before}");
     // Frames reached this viewer: the delivery time (arrival to socket) is reported and
     // covers at least the tracking step it includes.
-    let mut st = before.clone();
-    let waited = Instant::now();
-    while st["delivery_ms"]["samples"].as_u64().unwrap_or(0) == 0
-        && waited.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-        st = state(&addr);
-    }
+    let st = live.wait_state(Duration::from_secs(10), |st| {
+        st["delivery_ms"]["samples"].as_u64().unwrap_or(0) > 0
+    });
     let d = &st["delivery_ms"];
     assert!(d["samples"].as_u64().unwrap_or(0) >= 1, "{st}");
     assert!(
@@ -245,26 +174,147 @@ fn live_server_streams_frames_and_takes_a_reinit() {
     let frame_before = before["frame"].as_u64().unwrap();
     // Re-initialise on a new box.
     let body = r#"{"x": 20, "y": 30, "w": 40, "h": 50}"#;
-    let (head, _) = http(
-        &addr,
-        &format!(
-            "POST /action/init HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+    let (head, _) = live.http(&format!(
+        "POST /action/init HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     assert!(head.starts_with("HTTP/1.1 202"), "{head}");
-    let mut after = state(&addr);
-    while after["reinits"].as_u64() != Some(1) && t0.elapsed() < Duration::from_secs(90) {
-        std::thread::sleep(Duration::from_millis(100));
-        after = state(&addr);
-    }
+    let after = live.wait_state(Duration::from_secs(60), |st| st["reinits"] == 1);
     assert_eq!(after["reinits"], 1, "{after}");
     assert!(after["frame"].as_u64().unwrap() > frame_before);
     drop(s);
     // The pipeline keeps going after the viewer left.
     std::thread::sleep(Duration::from_millis(500));
-    let later = state(&addr);
+    let later = live.state();
     assert!(later["frame"].as_u64().unwrap() > after["frame"].as_u64().unwrap());
+}
+
+/// What a user does: open the page in a real browser, watch frames arrive, drag a box on the
+/// image. The page must turn the drag (in CSS pixels of a possibly scaled image) into a box in
+/// frame pixels, and the server's target must become that box.
+#[test]
+fn browser_shows_frames_and_a_drag_sets_the_target() {
+    if skipped(SKIP_BROWSER, "the headless-Chromium test of the live page") {
+        return;
+    }
+    let chromium = find_chromium().unwrap_or_else(|| {
+        panic!(
+            "no Chromium found: `apt-get install chromium` (.ci/run does), set EDGESLIM_CHROMIUM \
+             to a Chrome/Chromium binary, or {SKIP_BROWSER}=1 to skip"
+        )
+    });
+    let d = tempfile::tempdir().unwrap();
+    sequences(d.path(), 1, 40);
+    let seq = d.path().join("seq-000");
+    let (fw, fh) = image::image_dimensions(seq.join("img/0001.jpg")).unwrap();
+    let live = LiveTracker::start(&tracker_dir(), &seq, &["--loop", "--fps", "8"]);
+    let mut b = Browser::launch(&chromium).expect("starting Chromium");
+    b.open(&format!("http://{}/", live.addr)).unwrap();
+    // Show the image at twice its size so the page's scaling from CSS to frame pixels is
+    // exercised (max-width: 100% alone would leave it at 1:1 in a 1024-px window).
+    let wait = |b: &mut Browser, what: &str, js: &str| -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let v = b.eval(js).unwrap();
+            if !v.is_null() && v != false {
+                return v;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait(
+        &mut b,
+        "the page",
+        "document.readyState === 'complete' || null",
+    );
+    // A fingerprint of the image as the browser currently shows it (drawn into a canvas).
+    let fingerprint = r#"(() => {
+        const i = document.getElementById('view');
+        if (!i || !i.naturalWidth) return null;
+        const c = document.createElement('canvas');
+        c.width = i.naturalWidth; c.height = i.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        let h = 0; for (let k = 0; k < d.length; k += 3) h = (h * 31 + d[k]) >>> 0;
+        return [c.width, c.height, h];
+    })()"#;
+    let first = wait(&mut b, "a first frame", fingerprint);
+    assert_eq!(first[0], fw, "{first}");
+    assert_eq!(first[1], fh, "{first}");
+    // Frames keep arriving: the picture changes (the target moves in the sequence).
+    let js_changed = format!(
+        "(() => {{ const f = {fingerprint}; return f && f[2] !== {} ? f : null }})()",
+        first[2]
+    );
+    wait(&mut b, "a second, different frame", &js_changed);
+    // The overlay is fed from /state.json.
+    wait(
+        &mut b,
+        "the HUD to show the tracker's state",
+        "(() => { const t = document.getElementById('hud').textContent; return /frame \\d+/.test(t) ? t : null })()",
+    );
+
+    b.eval("document.getElementById('view').style.width = (2 * document.getElementById('view').naturalWidth) + 'px'; true")
+        .unwrap();
+    let r = wait(
+        &mut b,
+        "the image's layout",
+        // The content box, inside the image's border: what maps onto the frame's pixels.
+        "(() => { const i = document.getElementById('view'); const r = i.getBoundingClientRect(); return i.clientWidth > 0 ? [r.left + i.clientLeft, r.top + i.clientTop, i.clientWidth, i.clientHeight] : null })()",
+    );
+    let (left, top, w, h) = (
+        r[0].as_f64().unwrap(),
+        r[1].as_f64().unwrap(),
+        r[2].as_f64().unwrap(),
+        r[3].as_f64().unwrap(),
+    );
+    assert!(
+        (w - 2.0 * fw as f64).abs() < 2.0,
+        "image shown {w} px wide for {fw}"
+    );
+    // Drag over (25 %, 30 %) .. (55 %, 70 %) of the shown image.
+    let want = [
+        0.25 * fw as f64,
+        0.30 * fh as f64,
+        0.30 * fw as f64,
+        0.40 * fh as f64,
+    ];
+    let before = live.state();
+    b.drag(
+        (left + 0.25 * w, top + 0.30 * h),
+        (left + 0.55 * w, top + 0.70 * h),
+    )
+    .unwrap();
+    let st = live.wait_state(Duration::from_secs(30), |st| {
+        st["reinits"].as_u64() > before["reinits"].as_u64()
+    });
+    assert_eq!(
+        st["reinits"].as_u64(),
+        Some(before["reinits"].as_u64().unwrap_or(0) + 1),
+        "the drag did not re-initialise the target: {st}"
+    );
+    // The box right after the re-init is the dragged one; a frame or two of tracking may have
+    // moved it a little since.
+    let got: Vec<f64> = st["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let centre = |b: &[f64]| (b[0] + b[2] / 2.0, b[1] + b[3] / 2.0);
+    let (gc, wc) = (centre(&got), centre(&want));
+    assert!(
+        (gc.0 - wc.0).abs() < 0.1 * fw as f64 && (gc.1 - wc.1).abs() < 0.1 * fh as f64,
+        "box {got:?} after dragging {want:?}"
+    );
+    for k in 2..4 {
+        let ratio = got[k] / want[k];
+        assert!(
+            (0.7..1.4).contains(&ratio),
+            "box {got:?} after dragging {want:?}"
+        );
+    }
 }
 
 #[test]
@@ -370,4 +420,17 @@ fn bad_input_fails_with_a_clear_message() {
         r.stderr
     );
     assert!(!r.stderr.contains("panicked"));
+}
+
+/// examples/live-tracking/pan-tilt.json is read by the runtime's own config reader (the file a
+/// user copies to the Pi must not be rejected there).
+#[test]
+fn the_live_tracking_example_head_config_loads() {
+    use edgeslim_runtime::track::pantilt::PanTiltConfig;
+    let p = workspace().join("examples/live-tracking/pan-tilt.json");
+    let c = PanTiltConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((c.pan.channel, c.tilt.channel), (0, 1));
+    assert!(c.tilt.invert && !c.pan.invert);
+    assert_eq!(c.led_gpio, Some(27));
+    assert!(c.pan.min_us < c.pan.center_us && c.pan.center_us < c.pan.max_us);
 }
