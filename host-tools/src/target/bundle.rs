@@ -321,31 +321,29 @@ fn model_files(models: &[PathBuf]) -> crate::Result<Vec<PathBuf>> {
 }
 
 /// `run.sh track` hands the first model to `edgeslim-rt track`, which finds the other graph of
-/// the pair by name next to it; check now that it will, rather than on the board.
+/// the pair by name next to it (`tracker_files`); check now, with the same rule, that the bundle
+/// ships that graph too, rather than fail on the board.
 fn check_tracker_pair(models: &[PathBuf]) -> crate::Result<()> {
-    let name = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let first = &models[0];
-    let first_name = name(first);
-    let partner = if first_name.contains("template") {
-        first_name.replace("template", "search")
-    } else if first_name.contains("search") {
-        first_name.replace("search", "template")
-    } else {
+    let (template, search) =
+        edgeslim_runtime::track::tracker::tracker_files(first).map_err(|e| {
+            bundle_err(
+                first,
+                format!(
+                    "--app track needs a tracker: give its folder (--model models/siamese-tracker) \
+                     or template.onnx and search.onnx ({e})"
+                ),
+            )
+        })?;
+    let partner = if template == *first { search } else { template };
+    let partner_name = partner.file_name().unwrap_or_default();
+    if !models.iter().any(|m| m.file_name() == Some(partner_name)) {
         return Err(bundle_err(
             first,
-            "--app track needs a tracker: give its folder (--model models/siamese-tracker) or \
-             template.onnx and search.onnx",
-        )
-        .into());
-    };
-    if !models.iter().any(|m| name(m) == partner) {
-        return Err(bundle_err(
-            first,
-            format!("--app track needs the other graph of the tracker too: --model {partner}"),
+            format!(
+                "--app track needs the other graph of the tracker too: --model {}",
+                partner_name.to_string_lossy()
+            ),
         )
         .into());
     }
