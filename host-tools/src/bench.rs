@@ -8,11 +8,14 @@
 //! instead of skewing the ratio.
 
 use crate::error::{Error, Result};
-use edgeslim_runtime::bench::{bench, BenchConfig};
+use edgeslim_runtime::bench::{
+    bench, interleave, set_timings, BenchConfig, RawTract, RuntimeRuns, Timed,
+};
 use edgeslim_runtime::device::current_rss_bytes;
 use edgeslim_runtime::input::{random_inputs, tensor_to_f32_vec};
 use edgeslim_runtime::model::TensorSpec;
-use edgeslim_runtime::report::{BenchReport, OutputDiff, ToolInfo};
+use edgeslim_runtime::report::{BenchReport, OutputDiff, RawTractComparison, ToolInfo};
+use edgeslim_runtime::stats::LatencyStats;
 use edgeslim_runtime::tract_onnx::prelude::Tensor;
 use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
 use ndarray::ArrayD;
@@ -70,6 +73,9 @@ pub struct HostBenchConfig {
     pub input_shapes: Vec<InputShape>,
     pub label: Option<String>,
     pub target_profile: Option<String>,
+    /// Also time a plain tract loop on the same graph, interleaved with ours, and report our
+    /// runtime's overhead over it.
+    pub vs_raw_tract: bool,
 }
 
 impl Default for HostBenchConfig {
@@ -85,9 +91,14 @@ impl Default for HostBenchConfig {
             input_shapes: Vec::new(),
             label: None,
             target_profile: None,
+            vs_raw_tract: false,
         }
     }
 }
+
+/// Timed runs per contestant per block when interleaving. Ten keeps a block short against
+/// drift while the one untimed re-warm run per block stays a small overhead.
+pub const BLOCK_RUNS: usize = 10;
 
 /// Benchmark `model` on the chosen backend(s) and return the report (design.md §5).
 pub fn host_bench(model: &Path, cfg: &HostBenchConfig) -> Result<BenchReport> {
@@ -117,19 +128,175 @@ fn runtime_config(cfg: &HostBenchConfig, warmup: usize, runs: usize) -> BenchCon
 }
 
 fn bench_tract(model: &Path, cfg: &HostBenchConfig) -> Result<BenchReport> {
-    let before = current_rss_bytes();
-    let loaded = LoadedModel::load(model, &load_options(cfg, true))?;
-    let after = current_rss_bytes();
-    let inputs = random_inputs(&loaded.inputs, cfg.seed);
-    let (mut report, _) = bench(
-        &loaded,
-        &inputs,
-        &runtime_config(cfg, cfg.warmup, cfg.runs),
-        before,
-        after,
-    )?;
-    report.tool = ToolInfo::this("edgeslim");
-    Ok(report)
+    one_report(bench_side_by_side(&[model], cfg)?)
+}
+
+#[cfg(feature = "ort")]
+fn bench_both(model: &Path, cfg: &HostBenchConfig) -> Result<BenchReport> {
+    one_report(bench_side_by_side(&[model], cfg)?)
+}
+
+fn one_report(mut reports: Vec<BenchReport>) -> Result<BenchReport> {
+    reports
+        .pop()
+        .ok_or_else(|| Error::Graph("the benchmark produced no report".into()))
+}
+
+/// One model in a side-by-side benchmark, as tract runs it: the runtime's model and inputs
+/// (borrowed by the timing loop while the [`Sides`] are timed mutably).
+struct Contender {
+    loaded: LoadedModel,
+    inputs: Vec<Tensor>,
+}
+
+/// The rest of a model's contestants and results: its report, tract's outputs, and
+/// optionally ONNX Runtime and a plain tract loop on the same inputs.
+struct Sides {
+    report: BenchReport,
+    tract_outputs: Vec<Tensor>,
+    #[cfg(feature = "ort")]
+    ort: Option<with_ort::OrtSide>,
+    raw: Option<RawTract>,
+}
+
+impl Contender {
+    fn load(path: &Path, cfg: &HostBenchConfig) -> Result<(Contender, Sides)> {
+        let before = current_rss_bytes();
+        let loaded = LoadedModel::load(path, &load_options(cfg, true))?;
+        let after = current_rss_bytes();
+        let inputs = random_inputs(&loaded.inputs, cfg.seed);
+        // The warm-up and one run give the report's skeleton (device facts before, tract-only
+        // memory, since ORT is not loaded yet) and tract's outputs; timings come later.
+        let (mut report, tract_outputs) = bench(
+            &loaded,
+            &inputs,
+            &runtime_config(cfg, cfg.warmup, 1),
+            before,
+            after,
+        )?;
+        report.tool = ToolInfo::this("edgeslim");
+        #[cfg(feature = "ort")]
+        let ort = match cfg.backend {
+            Backend::Both => Some(with_ort::OrtSide::load(path, &loaded, &inputs, cfg)?),
+            _ => None,
+        };
+        let raw = if cfg.vs_raw_tract {
+            let mut raw = RawTract::load(&loaded, &inputs)?;
+            raw.block(cfg.warmup, 0, &mut Vec::new())?;
+            Some(raw)
+        } else {
+            None
+        };
+        Ok((
+            Contender { loaded, inputs },
+            Sides {
+                report,
+                tract_outputs,
+                #[cfg(feature = "ort")]
+                ort,
+                raw,
+            },
+        ))
+    }
+}
+
+/// Benchmark one or several models side by side in one process: each is loaded and warmed
+/// up, then the timed runs of every contestant (each model's tract runs, and with the options
+/// its ONNX Runtime and plain-tract runs) are interleaved in blocks ([`interleave`]), so their
+/// ratios hold on a noisy machine. Every report is complete (profile, memory, device facts);
+/// the memory figures of later models include the earlier ones, which stay loaded.
+pub fn bench_side_by_side(models: &[&Path], cfg: &HostBenchConfig) -> Result<Vec<BenchReport>> {
+    if cfg.backend == Backend::Ort {
+        return Err(Error::Usage(
+            "models are benchmarked side by side with --backend tract or both".into(),
+        ));
+    }
+    #[cfg(not(feature = "ort"))]
+    if cfg.backend == Backend::Both {
+        return Err(no_ort());
+    }
+    let many = models.len() > 1;
+    let mut contenders = Vec::with_capacity(models.len());
+    let mut sides = Vec::with_capacity(models.len());
+    for path in models {
+        let label_cfg = HostBenchConfig {
+            // One label for several models would make their rows indistinguishable.
+            label: if many { None } else { cfg.label.clone() },
+            ..cfg.clone()
+        };
+        let (c, s) = Contender::load(path, &label_cfg)?;
+        contenders.push(c);
+        sides.push(s);
+    }
+    let mut tract_runs: Vec<RuntimeRuns> = contenders
+        .iter()
+        .map(|c| RuntimeRuns::new(&c.loaded, &c.inputs))
+        .collect();
+    // Contestant order: for each model, tract, then ORT, then the plain loop.
+    let mut roles: Vec<(usize, Role)> = Vec::new();
+    let mut contestants: Vec<&mut dyn Timed> = Vec::new();
+    for (i, (runs, side)) in tract_runs.iter_mut().zip(sides.iter_mut()).enumerate() {
+        contestants.push(runs);
+        roles.push((i, Role::Tract));
+        #[cfg(feature = "ort")]
+        if let Some(o) = side.ort.as_mut() {
+            contestants.push(o);
+            roles.push((i, Role::Ort));
+        }
+        if let Some(r) = side.raw.as_mut() {
+            contestants.push(r);
+            roles.push((i, Role::Raw));
+        }
+    }
+    let samples = interleave(&mut contestants, cfg.runs, BLOCK_RUNS)?;
+    drop(contestants);
+    let mut per_model: Vec<[Option<Vec<f64>>; 3]> =
+        contenders.iter().map(|_| [None, None, None]).collect();
+    for ((i, role), s) in roles.into_iter().zip(samples) {
+        per_model[i][role as usize] = Some(s);
+    }
+    let mut reports = Vec::with_capacity(contenders.len());
+    for (((c, mut side), runs), [tract, ort, raw]) in
+        contenders.iter().zip(sides).zip(&tract_runs).zip(per_model)
+    {
+        side.report.device.finish();
+        set_timings(
+            &mut side.report,
+            &c.loaded,
+            runs,
+            tract.unwrap_or_default(),
+            cfg.warmup,
+        );
+        #[cfg(feature = "ort")]
+        if let (Some(o), Some(ort)) = (side.ort.as_ref(), ort) {
+            side.report.comparison =
+                Some(o.comparison(&side.report, &side.tract_outputs, ort, cfg)?);
+        }
+        #[cfg(not(feature = "ort"))]
+        let _ = (ort, &side.tract_outputs);
+        if let Some(raw) = raw {
+            side.report.raw_tract = Some(raw_comparison(&side.report.latency, raw, cfg.warmup));
+        }
+        reports.push(side.report);
+    }
+    Ok(reports)
+}
+
+/// Which engine a contestant of [`bench_side_by_side`] is (the index into its samples).
+#[derive(Clone, Copy)]
+enum Role {
+    Tract = 0,
+    Ort = 1,
+    Raw = 2,
+}
+
+fn raw_comparison(ours: &LatencyStats, raw_samples: Vec<f64>, warmup: usize) -> RawTractComparison {
+    let raw_latency = LatencyStats::from_samples(raw_samples, warmup);
+    RawTractComparison {
+        overhead_ratio_p50: ours.p50_ms / raw_latency.p50_ms,
+        overhead_ratio_min: ours.min_ms / raw_latency.min_ms,
+        raw_latency,
+    }
 }
 
 /// The tract tensors as named f32 arrays, the form the ORT session takes.
@@ -220,15 +387,9 @@ pub fn compare_outputs(
 mod with_ort {
     use super::*;
     use crate::engines::ort::OrtSession;
-    use edgeslim_runtime::bench::time_runs;
     use edgeslim_runtime::device::{peak_rss_bytes, DeviceInfo};
     use edgeslim_runtime::model::{LoadTimings, TypedOnnx};
     use edgeslim_runtime::report::{EngineComparison, MemoryInfo, ModelInfo, SCHEMA_VERSION};
-    use edgeslim_runtime::stats::LatencyStats;
-
-    /// Timed runs per engine per block when interleaving. Ten keeps a block short against drift
-    /// while the one untimed re-warm run per block stays a small overhead.
-    const BLOCK_RUNS: usize = 10;
 
     /// ONNX Runtime alone. tract still parses and types the model (without optimising it) to
     /// resolve the input shapes the same way and fill the model facts; it is dropped before
@@ -288,94 +449,71 @@ mod with_ort {
             device,
             target_profile: cfg.target_profile.clone(),
             comparison: None,
+            raw_tract: None,
         })
     }
 
-    /// tract's full report, with ONNX Runtime measured alongside in interleaved blocks.
-    ///
-    /// 1. tract loads, and the runtime's `bench` does the warm-up plus one run: that gives the
-    ///    report skeleton (device facts before, tract-only memory, since ORT is not loaded yet)
-    ///    and the tract outputs compared below.
-    /// 2. ORT loads and warms up on the same input values.
-    /// 3. Blocks of up to [`BLOCK_RUNS`] timed runs alternate between the engines (ABBA order),
-    ///    each block after one untimed run to settle caches and thread pools after the switch.
-    ///    tract blocks go through the runtime's `time_runs`, per-node timing included.
-    /// 4. The latency and profile of the report come from the tract blocks; the comparison from
-    ///    the ORT blocks and the outputs of steps 1 and 2.
-    pub(super) fn bench_both(model: &Path, cfg: &HostBenchConfig) -> Result<BenchReport> {
-        use edgeslim_runtime::profile::{attribute, build_profile};
-
-        let before = current_rss_bytes();
-        let loaded = LoadedModel::load(model, &load_options(cfg, true))?;
-        let after = current_rss_bytes();
-        let inputs = random_inputs(&loaded.inputs, cfg.seed);
-        let (mut report, tract_outputs) = bench(
-            &loaded,
-            &inputs,
-            &runtime_config(cfg, cfg.warmup, 1),
-            before,
-            after,
-        )?;
-        report.tool = ToolInfo::this("edgeslim");
-
-        let named = as_named_arrays(&loaded.inputs, &inputs)?;
-        let mut ort = OrtSession::load(model, cfg.threads)?;
-        let prepared = ort.prepare(&named)?;
-        let (_, ort_outputs) = ort.time_runs(&prepared, cfg.warmup.saturating_sub(1), 1)?;
-
-        let n_nodes = loaded.plan.model().nodes().len();
-        let mut node_total_ms = vec![0.0f64; n_nodes];
-        let mut tract_samples = Vec::with_capacity(cfg.runs);
-        let mut ort_samples = Vec::with_capacity(cfg.runs);
-        for (block, k) in blocks(cfg.runs.max(1), BLOCK_RUNS).into_iter().enumerate() {
-            let tract_first = block % 2 == 0;
-            for turn in 0..2 {
-                if (turn == 0) == tract_first {
-                    let t = time_runs(&loaded, &inputs, 1, k)?;
-                    tract_samples.extend(t.samples_ms);
-                    for (acc, ms) in node_total_ms.iter_mut().zip(&t.node_total_ms) {
-                        *acc += ms;
-                    }
-                } else {
-                    let (s, _) = ort.time_runs(&prepared, 1, k)?;
-                    ort_samples.extend(s);
-                }
-            }
-        }
-        report.device.finish();
-
-        let run_total: f64 = tract_samples.iter().sum();
-        report.profile = Some(build_profile(
-            &loaded,
-            &attribute(&loaded),
-            &node_total_ms,
-            run_total,
-            tract_samples.len(),
-        ));
-        report.latency = LatencyStats::from_samples(tract_samples, cfg.warmup);
-        report.throughput_per_s = report.latency.throughput_per_s();
-
-        let tract_named = named_outputs(&report.outputs, &tract_outputs)?;
-        let other_latency = LatencyStats::from_samples(ort_samples, cfg.warmup);
-        report.comparison = Some(EngineComparison {
-            other_backend: "onnxruntime".into(),
-            other_version: OrtSession::version(),
-            latency_ratio_mean: report.latency.mean_ms / other_latency.mean_ms,
-            latency_ratio_p50: report.latency.p50_ms / other_latency.p50_ms,
-            other_latency,
-            outputs: compare_outputs(&tract_named, &ort_outputs)?,
-        });
-        Ok(report)
+    /// ONNX Runtime beside tract in a side-by-side benchmark: loaded after tract (so the
+    /// report's memory figures are tract's), warmed up on the same input values, timed in the
+    /// interleaved blocks, and compared with tract's outputs.
+    pub(super) struct OrtSide {
+        session: OrtSession,
+        prepared: crate::engines::ort::OrtInputs,
+        outputs: crate::engines::ort::NamedArrays,
     }
 
-    /// Split `runs` into blocks of at most `block` (the last one shorter).
-    pub(super) fn blocks(runs: usize, block: usize) -> Vec<usize> {
-        let block = block.max(1);
-        let mut out = vec![block; runs / block];
-        if runs % block > 0 {
-            out.push(runs % block);
+    impl OrtSide {
+        pub(super) fn load(
+            path: &Path,
+            loaded: &LoadedModel,
+            inputs: &[Tensor],
+            cfg: &HostBenchConfig,
+        ) -> Result<OrtSide> {
+            let named = as_named_arrays(&loaded.inputs, inputs)?;
+            let mut session = OrtSession::load(path, cfg.threads)?;
+            let prepared = session.prepare(&named)?;
+            let (_, outputs) = session.time_runs(&prepared, cfg.warmup.saturating_sub(1), 1)?;
+            Ok(OrtSide {
+                session,
+                prepared,
+                outputs,
+            })
         }
-        out
+
+        pub(super) fn comparison(
+            &self,
+            report: &BenchReport,
+            tract_outputs: &[Tensor],
+            samples: Vec<f64>,
+            cfg: &HostBenchConfig,
+        ) -> Result<EngineComparison> {
+            let tract_named = named_outputs(&report.outputs, tract_outputs)?;
+            let other_latency = LatencyStats::from_samples(samples, cfg.warmup);
+            Ok(EngineComparison {
+                other_backend: "onnxruntime".into(),
+                other_version: OrtSession::version(),
+                latency_ratio_mean: report.latency.mean_ms / other_latency.mean_ms,
+                latency_ratio_p50: report.latency.p50_ms / other_latency.p50_ms,
+                other_latency,
+                outputs: compare_outputs(&tract_named, &self.outputs)?,
+            })
+        }
+    }
+
+    impl Timed for OrtSide {
+        fn block(
+            &mut self,
+            warm: usize,
+            k: usize,
+            samples: &mut Vec<f64>,
+        ) -> edgeslim_runtime::Result<()> {
+            let (s, _) = self
+                .session
+                .time_runs(&self.prepared, warm, k)
+                .map_err(|e| edgeslim_runtime::RuntimeError::Other(e.to_string()))?;
+            samples.extend(s);
+            Ok(())
+        }
     }
 
     fn named_outputs(
@@ -435,7 +573,7 @@ mod with_ort {
 }
 
 #[cfg(feature = "ort")]
-use with_ort::{bench_both, bench_ort};
+use with_ort::bench_ort;
 
 #[cfg(test)]
 mod tests {
@@ -455,16 +593,6 @@ mod tests {
         let e = "tf".parse::<Backend>().unwrap_err().to_string();
         assert!(e.contains("tract, ort or both"), "{e}");
         assert_eq!(Backend::Both.to_string(), "both");
-    }
-
-    #[cfg(feature = "ort")]
-    #[test]
-    fn blocks_cover_every_run() {
-        use super::with_ort::blocks;
-        assert_eq!(blocks(25, 10), vec![10, 10, 5]);
-        assert_eq!(blocks(10, 10), vec![10]);
-        assert_eq!(blocks(3, 10), vec![3]);
-        assert_eq!(blocks(4, 0), vec![1, 1, 1, 1]);
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn bench(path: &Path, m: &DemoModel, label: String, opts: &DemoOptions) -> Resul
             seed: 0,
             input_shapes: vec![m.shape.parse::<InputShape>()?],
             label: Some(label),
-            target_profile: None,
+            ..HostBenchConfig::default()
         },
     )
 }

@@ -8,8 +8,9 @@ use crate::device::{current_rss_bytes, peak_rss_bytes, DeviceInfo};
 use crate::error::{Result, RuntimeError};
 use crate::model::LoadedModel;
 use crate::profile::{attribute, build_profile, total_macs};
-use crate::report::{BenchReport, MemoryInfo, ModelInfo, ToolInfo, SCHEMA_VERSION};
+use crate::report::{BenchReport, MemoryInfo, ModelInfo, Profile, ToolInfo, SCHEMA_VERSION};
 use crate::stats::LatencyStats;
+use std::sync::Arc;
 use std::time::Instant;
 use tract_onnx::prelude::*;
 
@@ -38,6 +39,129 @@ pub struct Timings {
     /// Per plan node, summed over the timed runs.
     pub node_total_ms: Vec<f64>,
     pub outputs: Vec<Tensor>,
+}
+
+/// Something whose inferences can be timed in blocks, so that several of them (two models,
+/// our loop and tract's own, tract and ONNX Runtime) can be measured side by side.
+pub trait Timed {
+    /// Run `warm` untimed and then `k` timed inferences, appending the k latencies (ms).
+    fn block(&mut self, warm: usize, k: usize, samples: &mut Vec<f64>) -> Result<()>;
+}
+
+/// Time several contestants in interleaved blocks of at most `block` runs each, rotating the
+/// order every round (A B, B A, A B, ... for two), each block after one untimed run to settle
+/// caches after the switch. On a shared or throttling machine, drift then hits every
+/// contestant alike instead of skewing their ratio. Returns each contestant's `runs` samples.
+pub fn interleave(
+    contestants: &mut [&mut dyn Timed],
+    runs: usize,
+    block: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let n = contestants.len();
+    let mut samples: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(runs)).collect();
+    let block = block.max(1);
+    let mut done = 0;
+    let mut round = 0;
+    while done < runs.max(1) {
+        let k = block.min(runs.max(1) - done);
+        for turn in 0..n {
+            let i = (turn + round) % n;
+            contestants[i].block(1, k, &mut samples[i])?;
+        }
+        done += k;
+        round += 1;
+    }
+    Ok(samples)
+}
+
+/// Timed runs through the runtime's own loop ([`time_runs`]: per-node timing included),
+/// accumulating the per-node times over all blocks.
+pub struct RuntimeRuns<'a> {
+    pub model: &'a LoadedModel,
+    pub inputs: &'a [Tensor],
+    pub node_total_ms: Vec<f64>,
+    pub outputs: Vec<Tensor>,
+}
+
+impl<'a> RuntimeRuns<'a> {
+    pub fn new(model: &'a LoadedModel, inputs: &'a [Tensor]) -> RuntimeRuns<'a> {
+        RuntimeRuns {
+            model,
+            inputs,
+            node_total_ms: vec![0.0; model.plan.model().nodes().len()],
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl Timed for RuntimeRuns<'_> {
+    fn block(&mut self, warm: usize, k: usize, samples: &mut Vec<f64>) -> Result<()> {
+        let t = time_runs(self.model, self.inputs, warm, k)?;
+        samples.extend(t.samples_ms);
+        for (acc, ms) in self.node_total_ms.iter_mut().zip(&t.node_total_ms) {
+            *acc += ms;
+        }
+        self.outputs = t.outputs;
+        Ok(())
+    }
+}
+
+/// The same model loaded and run the way a plain tract user would write it: tract's ONNX
+/// loader with the input facts set, `into_optimized`, `into_runnable`, and a loop calling
+/// `run` on one reused state, with nothing around it. The yardstick for our runtime's
+/// overhead (loading options, input checks, per-node timing).
+pub struct RawTract {
+    plan: Arc<TypedRunnableModel>,
+    inputs: TVec<TValue>,
+}
+
+impl RawTract {
+    pub fn load(model: &LoadedModel, inputs: &[Tensor]) -> Result<RawTract> {
+        let path = model.path.as_path();
+        let err = |stage| move |e| RuntimeError::tract(path, stage, e);
+        let mut m = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_path(path)
+            .map_err(err("loading with plain tract"))?;
+        for (ix, t) in inputs.iter().enumerate() {
+            m.set_input_fact(ix, InferenceFact::dt_shape(t.datum_type(), t.shape()))
+                .map_err(err("setting input facts"))?;
+        }
+        for ix in 0..m.outputs.len() {
+            m.set_output_fact(ix, InferenceFact::default())
+                .map_err(err("clearing output facts"))?;
+        }
+        let options = tract_onnx::tract_core::runtime::RunOptions {
+            executor: Some(crate::model::executor_for(model.threads)),
+            ..Default::default()
+        };
+        let plan = m
+            .into_optimized()
+            .map_err(err("optimising with plain tract"))?
+            .into_runnable_with_options(&options)
+            .map_err(err("planning with plain tract"))?;
+        Ok(RawTract {
+            plan,
+            inputs: inputs.iter().map(|t| t.clone().into_tvalue()).collect(),
+        })
+    }
+}
+
+impl Timed for RawTract {
+    fn block(&mut self, warm: usize, k: usize, samples: &mut Vec<f64>) -> Result<()> {
+        let err = |e| RuntimeError::Other(format!("plain tract run: {e}"));
+        let mut state = self.plan.spawn().map_err(err)?;
+        for _ in 0..warm {
+            state.run(self.inputs.clone()).map_err(err)?;
+        }
+        for _ in 0..k {
+            let values = self.inputs.clone();
+            let start = Instant::now();
+            state.run(values).map_err(err)?;
+            samples.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    }
 }
 
 /// Run `warmup` untimed and `runs` timed inferences.
@@ -84,6 +208,32 @@ pub fn time_runs(
     })
 }
 
+/// The per-node profile of timed runs: `node_total_ms` summed over the runs of `samples_ms`.
+pub fn profile_of(model: &LoadedModel, node_total_ms: &[f64], samples_ms: &[f64]) -> Profile {
+    let run_total: f64 = samples_ms.iter().sum();
+    build_profile(
+        model,
+        &attribute(model),
+        node_total_ms,
+        run_total,
+        samples_ms.len(),
+    )
+}
+
+/// Replace a report's latency and profile by those of runs timed elsewhere (interleaved
+/// with other contestants), keeping its model, memory and device facts.
+pub fn set_timings(
+    report: &mut BenchReport,
+    model: &LoadedModel,
+    runs: &RuntimeRuns,
+    samples_ms: Vec<f64>,
+    warmup: usize,
+) {
+    report.profile = Some(profile_of(model, &runs.node_total_ms, &samples_ms));
+    report.latency = LatencyStats::from_samples(samples_ms, warmup);
+    report.throughput_per_s = report.latency.throughput_per_s();
+}
+
 /// Benchmark a loaded model and assemble the full report.
 pub fn bench(
     model: &LoadedModel,
@@ -95,15 +245,7 @@ pub fn bench(
     let mut device = DeviceInfo::probe();
     let timings = time_runs(model, inputs, cfg.warmup, cfg.runs)?;
     device.finish();
-    let run_total: f64 = timings.samples_ms.iter().sum();
-    let owner = attribute(model);
-    let profile = build_profile(
-        model,
-        &owner,
-        &timings.node_total_ms,
-        run_total,
-        timings.samples_ms.len(),
-    );
+    let profile = profile_of(model, &timings.node_total_ms, &timings.samples_ms);
     let latency = LatencyStats::from_samples(timings.samples_ms, cfg.warmup);
     let label = cfg.label.clone().unwrap_or_else(|| {
         model
@@ -147,6 +289,49 @@ pub fn bench(
         device,
         target_profile: cfg.target_profile.clone(),
         comparison: None,
+        raw_tract: None,
     };
     Ok((report, timings.outputs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Records the order in which blocks ran, and times each run as its contestant's id.
+    struct Probe {
+        id: usize,
+        log: Rc<RefCell<Vec<(usize, usize)>>>,
+    }
+
+    impl Timed for Probe {
+        fn block(&mut self, warm: usize, k: usize, samples: &mut Vec<f64>) -> Result<()> {
+            assert_eq!(warm, 1, "every block re-warms once");
+            self.log.borrow_mut().push((self.id, k));
+            samples.extend(std::iter::repeat_n(self.id as f64, k));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn interleaving_rotates_the_order_and_covers_every_run() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut a = Probe {
+            id: 0,
+            log: log.clone(),
+        };
+        let mut b = Probe {
+            id: 1,
+            log: log.clone(),
+        };
+        let s = interleave(&mut [&mut a, &mut b], 25, 10).unwrap();
+        assert_eq!(s[0], vec![0.0; 25]);
+        assert_eq!(s[1], vec![1.0; 25]);
+        assert_eq!(
+            *log.borrow(),
+            vec![(0, 10), (1, 10), (1, 10), (0, 10), (0, 5), (1, 5)]
+        );
+    }
 }

@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod io;
 pub mod macs;
 pub mod model;
+pub mod plan;
 pub mod profile;
 pub mod report;
 #[cfg(feature = "serve")]

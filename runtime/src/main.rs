@@ -48,6 +48,20 @@ enum Command {
         after_help = "Examples:\n  edgeslim-rt track --model models/siamese-tracker --source seqs/seq-000 --serve 8080\n  edgeslim-rt track --model models/siamese-tracker --source clip.mp4 --init 120,80,40,60 --record out/\n  edgeslim-rt track --model models/siamese-tracker --eval seqs/ --json eval.json"
     )]
     Track(cmd_track::TrackArgs),
+    /// Show what tract will execute: the optimised plan node by node, with kernel names.
+    #[command(
+        after_help = "Examples:\n  edgeslim-rt plan cls-int8.onnx --input-shape x=1,3,48,192\n  edgeslim-rt plan det.onnx --input-shape x=1,3,640,640 --json det-plan.json"
+    )]
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Write the plan here as JSON (nodes with op, info and output facts; kernel names).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -273,6 +287,40 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_plan(a: &PlanArgs) -> Result<()> {
+    use edgeslim_runtime::plan::{kernel_names, plan_nodes};
+    let model = a.model.load()?;
+    let nodes = plan_nodes(&model);
+    let kernels = kernel_names(&nodes);
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "model": model.path.display().to_string(),
+            "sha256": model.sha256,
+            "optimized": model.optimized,
+            "kernels": kernels,
+            "nodes": nodes,
+        });
+        let bytes = serde_json::to_vec_pretty(&doc)?;
+        edgeslim_runtime::fsutil::write_atomic(path, &bytes)?;
+    }
+    for n in &nodes {
+        println!("{:>5} {:<22} {}", n.id, n.op, n.name);
+        for line in &n.info {
+            println!("        {line}");
+        }
+    }
+    println!(
+        "{} plan nodes; matrix kernels: {}",
+        nodes.len(),
+        if kernels.is_empty() {
+            "none".to_string()
+        } else {
+            kernels.join(", ")
+        }
+    );
+    Ok(())
+}
+
 fn print_summary(r: &edgeslim_runtime::report::BenchReport) {
     let l = &r.latency;
     println!(
@@ -332,6 +380,7 @@ fn main() {
         Command::Bench(a) => cmd_bench(a),
         Command::Inspect(a) => cmd_inspect::run(a),
         Command::Track(a) => cmd_track::run(a),
+        Command::Plan(a) => cmd_plan(a),
     };
     if let Err(e) = result {
         eprintln!(

@@ -107,6 +107,17 @@ pub struct EngineComparison {
     pub outputs: Vec<OutputDiff>,
 }
 
+/// Filled by `edgeslim bench --vs-raw-tract`: the same graph loaded and run by a plain tract
+/// loop (no per-node timing, no checks), timed in interleaved blocks with our runtime's loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawTractComparison {
+    pub raw_latency: LatencyStats,
+    /// Our runtime's p50 / the plain loop's p50 (and the same for the minimum, which a
+    /// noisy machine disturbs least): 1.03 means 3 % overhead.
+    pub overhead_ratio_p50: f64,
+    pub overhead_ratio_min: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub schema_version: u32,
@@ -129,6 +140,9 @@ pub struct BenchReport {
     /// The board profile (targets/*.toml) the run was made for, when one was named.
     pub target_profile: Option<String>,
     pub comparison: Option<EngineComparison>,
+    /// Our runtime against plain tract on the same graph (absent unless asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_tract: Option<RawTractComparison>,
 }
 
 impl BenchReport {

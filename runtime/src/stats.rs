@@ -54,6 +54,24 @@ impl LatencyStats {
     }
 }
 
+/// The ratio of two interleaved contestants (b over a) as the median, over the blocks they
+/// ran in turn, of the ratio of their block medians. Each block's ratio compares runs made
+/// within moments of each other, so drift of a shared machine (other jobs, clocks) cancels;
+/// the median over blocks discards the blocks a burst of noise hit.
+pub fn paired_ratio(a: &[f64], b: &[f64], block: usize) -> f64 {
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|x, y| x.total_cmp(y));
+        percentile(&s, 0.5)
+    };
+    let ratios: Vec<f64> = a
+        .chunks(block.max(1))
+        .zip(b.chunks(block.max(1)))
+        .map(|(x, y)| median(y) / median(x))
+        .collect();
+    median(&ratios)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +86,19 @@ mod tests {
         assert_eq!((s.min_ms, s.max_ms, s.mean_ms), (1.0, 10.0, 4.0));
         assert!((s.std_ms - 10f64.sqrt()).abs() < 1e-12);
         assert_eq!(s.samples_ms[0], 10.0, "samples keep run order");
+    }
+
+    #[test]
+    fn paired_ratio_cancels_drift_between_blocks() {
+        // b is 10 % slower than a in every block, while the machine slows down 3x over time.
+        let a: Vec<f64> = (0..30).map(|i| 1.0 + (i / 10) as f64).collect();
+        let b: Vec<f64> = a.iter().map(|x| x * 1.1).collect();
+        assert!((paired_ratio(&a, &b, 10) - 1.1).abs() < 1e-12);
+        // One block hit by a burst on b only does not move the median.
+        let mut b2 = b.clone();
+        for x in &mut b2[10..20] {
+            *x *= 5.0;
+        }
+        assert!((paired_ratio(&a, &b2, 10) - 1.1).abs() < 1e-12);
     }
 }

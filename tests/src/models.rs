@@ -120,3 +120,90 @@ pub fn constant_weights() -> OnnxModel {
     b.output("y");
     b.finish()
 }
+
+/// The element-wise forms exporters write around convolutions, each of which `optimize`
+/// rewrites for tract: learnable scale/shift after a conv and a depthwise conv (scalar and
+/// per channel), hard-swish spelled `x·Clip(x+3,0,6)/6` (Paddle), `x·(Clip(x+3,0,6)/6)`
+/// (PyTorch) and `x·HardSigmoid(x; 1/6, ½)`, and a squeeze-excite gate with Paddle's
+/// HardSigmoid(α = 0.2) that is *not* a hard-swish and must stay. `softmax_axis` 1 is the
+/// last axis of the [1, C] head (the model may move to opset 14); 0 is not (it must not).
+pub fn exported_activations(opset: i64, softmax_axis: i64) -> OnnxModel {
+    let mut w = Weights::new(5);
+    let mut b = GraphBuilder::new("exported_activations", opset);
+    let c = 8;
+    let x = b.input("x", &[1, 3, 12, 12]);
+    let scalar = |b: &mut GraphBuilder, name: &str, v: f32| b.init(name, &Tensor::scalar_f32(v));
+    let clip = |b: &mut GraphBuilder, x: &str, opset: i64| -> String {
+        if opset >= 11 {
+            let lo = b.init(&format!("{x}.lo"), &Tensor::scalar_f32(0.0));
+            let hi = b.init(&format!("{x}.hi"), &Tensor::scalar_f32(6.0));
+            b.node("Clip", &[x, &lo, &hi], vec![])
+        } else {
+            b.node("Clip", &[x], vec![float("min", 0.0), float("max", 6.0)])
+        }
+    };
+    // conv → ·s (scalar) → +b (per channel) → hard-swish (Paddle order)
+    let w1 = b.init("conv1.w", &w.uniform(&[c, 3, 3, 3], 0.4));
+    let c1 = b.node("Conv", &[&x, &w1], vec![ints("pads", &[1, 1, 1, 1])]);
+    let s1 = scalar(&mut b, "affine1.scale", 1.7);
+    let m1 = b.node("Mul", &[&s1, &c1], vec![]);
+    let b1 = b.init("affine1.bias", &w.uniform(&[1, c, 1, 1], 0.5));
+    let a1 = b.node("Add", &[&m1, &b1], vec![]);
+    let three = scalar(&mut b, "three", 3.0);
+    let six = scalar(&mut b, "six", 6.0);
+    let p1 = b.node("Add", &[&a1, &three], vec![]);
+    let r1 = clip(&mut b, &p1, opset);
+    let x1 = b.node("Mul", &[&a1, &r1], vec![]);
+    let h1 = b.node("Div", &[&x1, &six], vec![]);
+    // depthwise conv → ·s (per channel, rank 3) → −b (scalar) → hard-swish (PyTorch order)
+    let wd = b.init("dw.w", &w.uniform(&[c, 1, 3, 3], 0.5));
+    let d = b.node(
+        "Conv",
+        &[&h1, &wd],
+        vec![ints("pads", &[1, 1, 1, 1]), int("group", c as i64)],
+    );
+    let s2 = b.init("affine2.scale", &w.range(&[c, 1, 1], 0.5, 1.5));
+    let m2 = b.node("Mul", &[&d, &s2], vec![]);
+    let b2 = scalar(&mut b, "affine2.bias", 0.25);
+    let a2 = b.node("Sub", &[&m2, &b2], vec![]);
+    let p2 = b.node("Add", &[&three, &a2], vec![]);
+    let r2 = clip(&mut b, &p2, opset);
+    let sixth = scalar(&mut b, "sixth", 1.0 / 6.0);
+    let q2 = b.node("Mul", &[&r2, &sixth], vec![]);
+    let h2 = b.node("Mul", &[&a2, &q2], vec![]);
+    // 1×1 conv → hard-swish as x·HardSigmoid(x)
+    let w3 = b.init("pw.w", &w.uniform(&[c, c, 1, 1], 0.4));
+    let c3 = b.node("Conv", &[&h2, &w3], vec![]);
+    let hs = b.node(
+        "HardSigmoid",
+        &[&c3],
+        vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+    );
+    let h3 = b.node("Mul", &[&c3, &hs], vec![]);
+    // squeeze-excite with Paddle's HardSigmoid(0.2, 0.5): a gate, not a hard-swish.
+    let gp = b.node("GlobalAveragePool", &[&h3], vec![]);
+    let wse = b.init("se.w", &w.uniform(&[c, c, 1, 1], 0.5));
+    let se = b.node("Conv", &[&gp, &wse], vec![]);
+    let gate = b.node(
+        "HardSigmoid",
+        &[&se],
+        vec![float("alpha", 0.2), float("beta", 0.5)],
+    );
+    let g = b.node("Mul", &[&h3, &gate], vec![]);
+    // head: pooled features → Gemm → ·s → Softmax
+    let gp2 = b.node("GlobalAveragePool", &[&g], vec![]);
+    let fl = b.node("Flatten", &[&gp2], vec![]);
+    let wf = b.init("fc.w", &w.uniform(&[c, 5], 0.5));
+    let fc = b.node("Gemm", &[&fl, &wf], vec![]);
+    let sf = scalar(&mut b, "fc.scale", 2.0);
+    let lf = b.node("Mul", &[&fc, &sf], vec![]);
+    b.node_named(
+        "Softmax",
+        "softmax",
+        &[&lf],
+        &["probs"],
+        vec![int("axis", softmax_axis)],
+    );
+    b.output("probs");
+    b.finish()
+}

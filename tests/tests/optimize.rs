@@ -159,3 +159,65 @@ fn fixed_input_shape_writes_inferred_output_shapes() {
     let loaded = edgeslim_runtime::LoadedModel::load(&out, &Default::default()).unwrap();
     assert_eq!(loaded.outputs[0].shape, vec![1, 1, 320, 320]);
 }
+
+/// The rewrites for tract: scale/shift folded into the convolutions (plain and depthwise)
+/// and the Gemm, every hard-swish spelling made one `HardSwish` (opset moved to 14), the
+/// Paddle squeeze-excite gate left alone; ONNX Runtime and tract agree with the original.
+#[test]
+fn exported_activations_become_tract_friendly() {
+    let dir = tempfile::tempdir().unwrap();
+    for opset in [11, 13] {
+        let src = dir.path().join(format!("act{opset}.onnx"));
+        models::exported_activations(opset, 1)
+            .save(&src, &SaveOptions::default())
+            .unwrap();
+        let out = dir.path().join(format!("act{opset}-opt.onnx"));
+        let stdout = optimize(&src, &out, &["-v"]);
+        let m = OnnxModel::load(&out).unwrap();
+        assert_eq!(m.opset(), 14, "{stdout}");
+        assert_eq!(op_count(&m, "HardSwish"), 3, "{stdout}");
+        assert_eq!(op_count(&m, "Clip") + op_count(&m, "Div"), 0, "{stdout}");
+        assert_eq!(
+            op_count(&m, "HardSigmoid"),
+            1,
+            "the SE gate stays: {stdout}"
+        );
+        assert_eq!(op_count(&m, "Sub") + op_count(&m, "Add"), 0, "{stdout}");
+        // Left: the hard-swish Mul… none; the SE gate's Mul only.
+        assert_eq!(op_count(&m, "Mul"), 1, "{stdout}");
+        assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-5);
+        let input = [(
+            "x",
+            vec![1, 3, 12, 12],
+            edgeslim_e2e::engines::random(432, 3),
+        )];
+        let (tract, ort) = edgeslim_e2e::engines::run_both(&out, &input);
+        let (_, ort_src) = edgeslim_e2e::engines::run_both(&src, &input);
+        assert!(edgeslim_e2e::engines::rel_diff(&tract[0], &ort[0]) < 1e-5);
+        assert!(edgeslim_e2e::engines::rel_diff(&tract[0], &ort_src[0]) < 1e-5);
+    }
+}
+
+/// A Softmax that does not act on the last axis changed meaning at opset 13: the model keeps
+/// its opset, and hard-swish is written in the opset-6 form `Mul(HardSigmoid(x), x)`.
+#[test]
+fn hardswish_keeps_an_opset_that_cannot_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("act.onnx");
+    models::exported_activations(11, 0)
+        .save(&src, &SaveOptions::default())
+        .unwrap();
+    let out = dir.path().join("act-opt.onnx");
+    let stdout = optimize(&src, &out, &["-v"]);
+    assert!(stdout.contains("opset stays 11"), "{stdout}");
+    let m = OnnxModel::load(&out).unwrap();
+    assert_eq!(m.opset(), 11);
+    assert_eq!(op_count(&m, "HardSwish"), 0);
+    assert_eq!(
+        op_count(&m, "HardSigmoid"),
+        4,
+        "two rewritten, the HardSigmoid form and the SE gate kept: {stdout}"
+    );
+    assert_eq!(op_count(&m, "Clip"), 0, "{stdout}");
+    assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-5);
+}

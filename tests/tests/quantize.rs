@@ -164,7 +164,12 @@ fn int8_and_fp16_on_ppocr_cls() {
     // The trap: a quantized Softmax makes tract answer all ones; ours stays float.
     let f = &r["fidelity"];
     assert!(f["top1_agreement"].as_f64().unwrap() > 0.8, "{f}");
-    assert_eq!(r["int8"]["opset_after"], 13);
+    // Per-channel scales need opset 13; the clean-up's HardSwish may already have moved it to 14.
+    assert!(
+        r["int8"]["opset_after"].as_i64().unwrap() >= 13,
+        "{}",
+        r["int8"]
+    );
     assert!(std::fs::read_to_string(rep.join("index.html"))
         .unwrap()
         .contains("What tract runs"));

@@ -1,5 +1,6 @@
 use anyhow::{Context, Result};
-use edgeslim::bench::{host_bench, Backend, HostBenchConfig};
+use edgeslim::bench::{bench_side_by_side, host_bench, Backend, HostBenchConfig, BLOCK_RUNS};
+use edgeslim_runtime::stats::paired_ratio;
 use edgeslim_runtime::InputShape;
 use std::path::PathBuf;
 
@@ -7,11 +8,13 @@ use std::path::PathBuf;
 /// agreement); writes the same JSON report as `edgeslim-rt bench`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  edgeslim bench det.onnx --input-shape x=1,3,640,640 --backend both --threads 2 --runs 20 --json det.json"
+    after_help = "Examples:\n  edgeslim bench det.onnx --input-shape x=1,3,640,640 --backend both --threads 2 --runs 20 --json det.json\n  edgeslim bench cls.onnx cls-opt.onnx --input-shape x=1,3,48,192 --runs 300   # side by side, interleaved"
 )]
 pub struct Args {
-    /// The ONNX model.
-    model: PathBuf,
+    /// The ONNX model; several models are timed side by side (interleaved, tract only) and
+    /// compared with the first.
+    #[arg(required = true, num_args = 1..)]
+    models: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Tract)]
     backend: Backend,
     /// Shape of an input, NAME=D0,D1,... Repeatable.
@@ -35,9 +38,13 @@ pub struct Args {
     /// The board profile this run stands for, recorded in the report.
     #[arg(long)]
     target: Option<String>,
-    /// Write the report here.
+    /// Write the report here (several models: a JSON array of reports).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also time a plain tract loop on the same graph (interleaved) and report our runtime's
+    /// overhead over it.
+    #[arg(long)]
+    vs_raw_tract: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -50,8 +57,23 @@ pub fn run(a: Args) -> Result<()> {
         input_shapes: a.input_shapes,
         label: a.label,
         target_profile: a.target,
+        vs_raw_tract: a.vs_raw_tract,
     };
-    let report = host_bench(&a.model, &cfg)?;
+    if a.models.len() > 1 {
+        let paths: Vec<&std::path::Path> = a.models.iter().map(|p| p.as_path()).collect();
+        let reports = bench_side_by_side(&paths, &cfg)?;
+        if let Some(path) = &a.json {
+            let text = serde_json::to_string_pretty(&reports)?;
+            edgeslim_runtime::fsutil::write_atomic(path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        print!("{}", side_by_side_summary(&reports));
+        if let Some(path) = &a.json {
+            println!("report: {}", path.display());
+        }
+        return Ok(());
+    }
+    let report = host_bench(&a.models[0], &cfg)?;
     // The file first: a closed stdout (piped into `head`) must not lose the report.
     if let Some(path) = &a.json {
         report
@@ -63,6 +85,49 @@ pub fn run(a: Args) -> Result<()> {
         println!("report: {}", path.display());
     }
     Ok(())
+}
+
+/// One line per model with its ratio to the first, after each model's own summary.
+pub fn side_by_side_summary(reports: &[edgeslim_runtime::report::BenchReport]) -> String {
+    use std::fmt::Write;
+    let mut s: String = reports.iter().map(summary).collect();
+    let Some(first) = reports.first() else {
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "side by side ({} interleaved runs each; paired = median over blocks of the ratio of block medians):",
+        first.latency.runs
+    );
+    if let Some(first_ort) = first.comparison.as_ref().map(|c| &c.other_latency) {
+        let _ = writeln!(
+            s,
+            "  each model in tract against the first model in ONNX Runtime (p50 {:.3} ms):",
+            first_ort.p50_ms
+        );
+        for r in reports {
+            let _ = writeln!(
+                s,
+                "    {:<30} tract/ORT(first) p50 {:.3}  paired {:.3}",
+                r.label,
+                r.latency.p50_ms / first_ort.p50_ms,
+                paired_ratio(&first_ort.samples_ms, &r.latency.samples_ms, BLOCK_RUNS)
+            );
+        }
+    }
+    for r in reports {
+        let _ = writeln!(
+            s,
+            "  {:<32} p50 {:>9.3} ms  min {:>9.3} ms  ratio to the first: p50 {:.3}  min {:.3}  paired {:.3}",
+            r.label,
+            r.latency.p50_ms,
+            r.latency.min_ms,
+            r.latency.p50_ms / first.latency.p50_ms,
+            r.latency.min_ms / first.latency.min_ms,
+            paired_ratio(&first.latency.samples_ms, &r.latency.samples_ms, BLOCK_RUNS)
+        );
+    }
+    s
 }
 
 /// A few lines for the terminal; the JSON and HTML hold the rest.
@@ -94,6 +159,16 @@ pub fn summary(r: &edgeslim_runtime::report::BenchReport) -> String {
                 d.name, d.max_abs_diff, d.max_abs_reference
             );
         }
+    }
+    if let Some(raw) = &r.raw_tract {
+        let _ = writeln!(
+            s,
+            "  plain tract loop: p50 {:.3}  min {:.3} ms   runtime overhead p50 {:+.1} %  min {:+.1} %",
+            raw.raw_latency.p50_ms,
+            raw.raw_latency.min_ms,
+            (raw.overhead_ratio_p50 - 1.0) * 100.0,
+            (raw.overhead_ratio_min - 1.0) * 100.0
+        );
     }
     if let Some(p) = &r.profile {
         let top: Vec<String> = p

@@ -3,6 +3,7 @@
 pub mod builder;
 pub mod model;
 pub mod node;
+pub mod opset;
 pub mod tensor;
 
 pub use model::{OnnxModel, SaveOptions};

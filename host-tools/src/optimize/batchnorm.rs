@@ -8,13 +8,14 @@ use crate::onnx::{OnnxModel, Tensor};
 use crate::Result;
 use onnx_protobuf::NodeProto;
 
-struct BnParams {
-    scale: Vec<f64>,
-    shift: Vec<f64>,
+/// A per-channel affine map y = scale·x + shift (a BatchNorm, or a Mul/Add by constants).
+pub(super) struct ChannelAffine {
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
 }
 
 /// The per-channel affine map of a BN node, when all its statistics are constants.
-fn bn_params(model: &OnnxModel, bn: &NodeProto) -> Option<BnParams> {
+fn bn_params(model: &OnnxModel, bn: &NodeProto) -> Option<ChannelAffine> {
     if bn.input.len() != 5 || attr_i(bn, "training_mode").unwrap_or(0) != 0 {
         return None;
     }
@@ -34,12 +35,16 @@ fn bn_params(model: &OnnxModel, bn: &NodeProto) -> Option<BnParams> {
     }
     let scale: Vec<f64> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
     let shift: Vec<f64> = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
-    Some(BnParams { scale, shift })
+    Some(ChannelAffine { scale, shift })
 }
 
-/// The producer's new weight and bias with the BN folded in, or None if its pattern is not
-/// one we fold. A Gemm's output is [M, N], so BN's channel axis 1 is its N outputs.
-fn folded(model: &OnnxModel, p: &NodeProto, bn: &BnParams) -> Option<(Tensor, Tensor)> {
+/// The producer's new weight and bias with the affine map folded in, or None if its pattern
+/// is not one we fold. A Gemm's output is [M, N], so the channel axis 1 is its N outputs.
+pub(super) fn fold_into_producer(
+    model: &OnnxModel,
+    p: &NodeProto,
+    bn: &ChannelAffine,
+) -> Option<(Tensor, Tensor)> {
     let w = model.constant(p.input.get(1)?)?.ok()?;
     let wv = w.to_f32_vec();
     let c = bn.scale.len();
@@ -140,7 +145,7 @@ pub fn fold_batchnorms(model: &mut OnnxModel) -> Result<PassReport> {
                 return None;
             }
             let params = bn_params(model, bn)?;
-            let (w, b) = folded(model, p, &params)?;
+            let (w, b) = fold_into_producer(model, p, &params)?;
             Some((bi, pi, w, b))
         });
         let Some((bi, pi, w, b)) = candidate else {

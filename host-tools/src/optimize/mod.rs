@@ -3,10 +3,17 @@
 //! Each pass is one module with one entry point taking and returning the IR and reporting
 //! what it changed. Order matters: constants first (later passes only read initializers),
 //! BatchNorm folding before dead-code removal (folding orphans the old weights).
+//!
+//! Two passes exist for the board's engine rather than for correctness: `affine` and
+//! `hardswish` rewrite what exporters spell out in several element-wise ops into forms tract
+//! fuses into its kernels or runs in one pass (measured in docs/results/speed.md). They are
+//! as lossless as BatchNorm folding: the arithmetic is reordered, the function is the same.
 
+pub mod affine;
 pub mod batchnorm;
 pub mod constants;
 pub mod dead;
+pub mod hardswish;
 pub mod identity;
 pub mod names;
 pub mod shapes;
@@ -24,10 +31,12 @@ pub struct OptimizeOptions {
 }
 
 /// Pass keys for `--skip`, in the order they run.
-pub const PASSES: [&str; 6] = [
+pub const PASSES: [&str; 8] = [
     "constants",
     "identity",
     "batchnorm",
+    "affine",
+    "hardswish",
     "dead",
     "names",
     "shapes",
@@ -74,6 +83,17 @@ pub fn optimize(model: &mut OnnxModel, opts: &OptimizeOptions) -> Result<Vec<Pas
             "constants" => constants::constants_to_initializers(model)?,
             "identity" => identity::remove_identities(model)?,
             "batchnorm" => batchnorm::fold_batchnorms(model)?,
+            "affine" => affine::fold_channel_affine(model)?,
+            "hardswish" => {
+                // Ranks let a model with Softmax move to opset 14: tract's where it can type
+                // the model, else what the model declares; without either the pass keeps the
+                // opset and writes the opset-6 form.
+                let mut ranks = crate::onnx::opset::declared_ranks(model);
+                if let Ok(typed) = crate::onnx::opset::tensor_ranks(model, &opts.input_shapes) {
+                    ranks.extend(typed);
+                }
+                hardswish::fuse_hardswish(model, Some(&ranks))?
+            }
             "dead" => dead::remove_dead(model)?,
             "names" => names::name_unnamed_nodes(model),
             _ => shapes::fix_shapes(model, &opts.input_shapes)?,

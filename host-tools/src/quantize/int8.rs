@@ -24,7 +24,7 @@
 use super::ranges::Range;
 use crate::error::{Error, Result};
 use crate::onnx::node::{self, attr_i, int};
-use crate::onnx::{OnnxModel, Tensor, TensorData};
+use crate::onnx::{opset, OnnxModel, Tensor, TensorData};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -95,54 +95,6 @@ pub fn targets(model: &OnnxModel) -> Vec<Target> {
     out
 }
 
-/// Ops whose inputs or attributes changed meaning by opset 13, from any opset ≥ 10.
-const CHANGED_BY_13: [&str; 4] = ["Squeeze", "Unsqueeze", "ReduceSum", "Split"];
-/// Further ops that changed at opset 11.
-const CHANGED_BY_11: [&str; 6] = ["Clip", "Pad", "Resize", "Upsample", "TopK", "Scatter"];
-
-/// Can the model's default opset become 13 without changing any op's meaning?
-pub fn can_move_to_opset13(
-    model: &OnnxModel,
-    ranks: &HashMap<String, usize>,
-) -> std::result::Result<(), String> {
-    let from = model.opset();
-    if from >= 13 {
-        return Ok(());
-    }
-    if from < 10 {
-        return Err(format!("opset {from} predates QuantizeLinear (10)"));
-    }
-    for n in &model.graph().node {
-        let op = n.op_type.as_str();
-        if matches!(op, "Softmax" | "LogSoftmax" | "Hardmax") {
-            // Before 13 these flatten to 2-D at `axis` (default 1); from 13 they act on `axis`
-            // (default −1). Same result when the axis is the last one.
-            let rank = n.input.first().and_then(|x| ranks.get(x)).copied();
-            let axis = attr_i(n, "axis").unwrap_or(1);
-            if !rank.is_some_and(|r| axis == r as i64 - 1 || axis == -1) {
-                return Err(format!(
-                    "{op} '{}' does not act on the last axis",
-                    node::display_name(n)
-                ));
-            }
-        } else if CHANGED_BY_13.contains(&op) || (from < 11 && CHANGED_BY_11.contains(&op)) {
-            return Err(format!(
-                "{op} '{}' changed meaning by opset 13",
-                node::display_name(n)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn set_opset(model: &mut OnnxModel, v: i64) {
-    for o in model.proto.opset_import.iter_mut() {
-        if o.domain.is_empty() || o.domain == "ai.onnx" {
-            o.version = v;
-        }
-    }
-}
-
 /// uint8 scale and zero point of an activation range.
 pub fn activation_params(r: Range) -> (f32, u8) {
     let (lo, hi) = (r.min.min(0.0), r.max.max(0.0));
@@ -193,9 +145,9 @@ pub fn insert_qdq(
     let mut notes = Vec::new();
     let mut per_channel = per_channel_wanted;
     if per_channel && opset_before < 13 {
-        match can_move_to_opset13(model, ranks) {
+        match opset::can_move_to(model, Some(ranks), 13) {
             Ok(()) => {
-                set_opset(model, 13);
+                opset::set(model, 13);
                 notes.push(format!(
                     "opset {opset_before} → 13 for per-channel DequantizeLinear (no op of this model changed meaning)"
                 ));

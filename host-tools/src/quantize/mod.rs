@@ -85,26 +85,6 @@ pub struct QuantizeReport {
     pub quantize_seconds: f64,
 }
 
-/// Tensor ranks from tract's type inference (to check Softmax axes before an opset move).
-fn tensor_ranks(model: &OnnxModel, shapes: &[InputShape]) -> Result<HashMap<String, usize>> {
-    let opts = edgeslim_runtime::LoadOptions {
-        input_shapes: shapes.to_vec(),
-        ..Default::default()
-    };
-    let label = model.label();
-    let t = edgeslim_runtime::model::TypedOnnx::from_bytes(
-        model.to_bytes()?,
-        Path::new(&label),
-        None,
-        &opts,
-        Instant::now(),
-    )?;
-    Ok(t.tensor_shapes
-        .iter()
-        .map(|(k, v)| (k.clone(), v.len()))
-        .collect())
-}
-
 fn input_shapes_of(input: Option<&ModelInput>, given: &[InputShape]) -> Vec<InputShape> {
     match input {
         Some(i) => vec![InputShape {
@@ -192,7 +172,7 @@ pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
             let r = ranges::calibrate(&model, input, &acts, &data.calib, method, percentile)?;
             let map: HashMap<String, Range> = acts.iter().cloned().zip(r.iter().copied()).collect();
             range_list = acts.into_iter().zip(r).collect();
-            let ranks = tensor_ranks(&model, &shapes)?;
+            let ranks = crate::onnx::opset::tensor_ranks(&model, &shapes)?;
             let s = int8::insert_qdq(
                 &mut model,
                 &targets,

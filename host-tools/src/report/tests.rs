@@ -152,6 +152,7 @@ fn report(label: &str, samples: Vec<f64>, macs: u64, peak_rss: u64) -> BenchRepo
         device: device(false),
         target_profile: Some("rpi4".into()),
         comparison: None,
+        raw_tract: None,
     }
 }
 
