@@ -444,6 +444,11 @@ impl TypedOnnx {
         }
         if overridden {
             for ix in 0..model.outputs.len() {
+                // An output that is also an input (calibration exposes the input itself) keeps
+                // the input fact just set: clearing it would leave the source untyped.
+                if model.inputs.contains(&model.outputs[ix]) {
+                    continue;
+                }
                 model
                     .set_output_fact(ix, InferenceFact::default())
                     .map_err(|e| RuntimeError::tract(path, "clearing output facts", e))?;

@@ -224,3 +224,59 @@ fn quantize_bad_input() {
     );
     assert_eq!(r.code, 2, "clap: one of --fp16/--int8 is required");
 }
+
+/// `--format qoperator`: the zoo CNN becomes QLinearConv/QLinearMatMul (its Relus folded into
+/// the products' output ranges), passes onnx.checker, runs in ONNX Runtime and tract with
+/// agreeing answers, keeps its accuracy on held-out MNIST, and tract's plan really runs
+/// integer matrix kernels (the QDQ form of the same model runs none).
+#[test]
+fn int8_operator_form_runs_integer_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = edgeslim_e2e::workspace().join("models/mnist-cnn.onnx");
+    let out = dir.path().join("q8.onnx");
+    let common = ["--int8", "--calib", "mnist", "--calib-samples", "200"];
+    let mut args = common.to_vec();
+    args.extend(["--format", "qoperator"]);
+    let r = quantize(&src, &out, &args);
+    let o = ops(&out);
+    assert!(o.iter().any(|x| x == "QLinearConv"), "{o:?}");
+    assert!(o.iter().any(|x| x == "QLinearMatMul"), "{o:?}");
+    assert!(!o.iter().any(|x| x == "Relu"), "Relus folded: {o:?}");
+    assert!(
+        r["qoperator"]["relus_folded"].as_u64().unwrap() >= 1,
+        "{}",
+        r["qoperator"]
+    );
+    assert_eq!(python_check(&out, None, &[]).checker, "ok");
+    let e = &r["engines"];
+    assert!(e["ort_error"].is_null(), "{e}");
+    assert!(
+        e["top1_agreement"].as_f64().unwrap() >= 0.98,
+        "tract vs ORT: {e}"
+    );
+    let f = &r["fidelity"];
+    assert!(
+        f["top1_agreement"].as_f64().unwrap() >= 0.97,
+        "vs float: {f}"
+    );
+    let plan = &r["plan_after"];
+    assert!(
+        plan["integer_matmul_nodes"].as_u64().unwrap() >= 2,
+        "{plan}"
+    );
+    let kernels = plan["kernels"].as_array().unwrap();
+    assert!(
+        kernels
+            .iter()
+            .any(|k| k.as_str().unwrap().contains("_mmm_i32_")),
+        "{plan}"
+    );
+
+    let qdq = dir.path().join("qdq.onnx");
+    let r = quantize(&src, &qdq, &common);
+    assert_eq!(
+        r["plan_after"]["integer_matmul_nodes"], 0,
+        "{}",
+        r["plan_after"]
+    );
+}

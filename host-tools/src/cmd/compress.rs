@@ -166,7 +166,8 @@ fn lowrank(a: LowrankArgs) -> Result<()> {
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
 edgeslim compress quantize cls.onnx --input-shape x=1,3,48,192 --fp16 --calib ppocr-text -o cls-fp16.onnx\n  \
-edgeslim compress quantize cls.onnx --input-shape x=1,3,48,192 --int8 --per-channel --calib ppocr-text -o cls-int8.onnx --report q")]
+edgeslim compress quantize cls.onnx --input-shape x=1,3,48,192 --int8 --per-channel --calib ppocr-text -o cls-int8.onnx --report q\n  \
+edgeslim compress quantize cls.onnx --input-shape x=1,3,48,192 --int8 --format qoperator --calib ppocr-text -o cls-q8.onnx")]
 pub struct QuantizeArgs {
     /// The ONNX model (never overwritten).
     model: PathBuf,
@@ -177,9 +178,14 @@ pub struct QuantizeArgs {
     /// ARMv8.2+ such as Cortex-A55/A76; elsewhere f16 is emulated and slow).
     #[arg(long, requires = "fp16")]
     fp16_compute: bool,
-    /// int8 QDQ around Conv/MatMul/Gemm inputs and weights (needs --calib).
+    /// int8 Conv/MatMul/Gemm with calibrated activation ranges (needs --calib).
     #[arg(long)]
     int8: bool,
+    /// int8 form: `qdq` (Quantize/Dequantize around float ops: ONNX Runtime's form, which
+    /// tract runs in float) or `qoperator` (QLinearConv/QLinearMatMul: tract's integer
+    /// kernels; depthwise and grouped convolutions stay float).
+    #[arg(long, value_enum, default_value = "qdq", requires = "int8")]
+    format: edgeslim::quantize::Int8Format,
     /// Per-output-channel weight scales (int8).
     #[arg(long)]
     per_channel: bool,
@@ -220,6 +226,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     use edgeslim::quantize::{run_quantize, write_report, Precision, QuantizeJob};
     let precision = if a.int8 {
         Precision::Int8 {
+            format: a.format,
             per_channel: a.per_channel,
             reduce_range: a.reduce_range,
             method: a.method,

@@ -9,6 +9,7 @@
 pub mod fp16;
 pub mod int8;
 pub mod plan;
+pub mod qop;
 pub mod ranges;
 
 use crate::calib::fidelity::{argmax, compare, Fidelity};
@@ -29,14 +30,35 @@ use std::time::Instant;
 pub enum Precision {
     /// FLOAT16 weights; `compute` also runs the graph in f16.
     Fp16 { compute: bool },
-    /// int8 QDQ.
+    /// int8, as QDQ or in the operator form.
     Int8 {
+        format: Int8Format,
         per_channel: bool,
         /// 7-bit weights (see `int8`).
         reduce_range: bool,
         method: RangeMethod,
         percentile: f64,
     },
+}
+
+/// How int8 is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Int8Format {
+    /// QuantizeLinear/DequantizeLinear around float Conv/MatMul/Gemm (ONNX Runtime's default
+    /// form; tract runs it in float).
+    Qdq,
+    /// QLinearConv/QLinearMatMul: tract's integer kernels (see `qop`).
+    Qoperator,
+}
+
+impl Int8Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Int8Format::Qdq => "QDQ",
+            Int8Format::Qoperator => "QOperator (QLinearConv/QLinearMatMul)",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +92,7 @@ pub struct QuantizeReport {
     pub precision: Precision,
     pub fp16: Option<fp16::Fp16Summary>,
     pub int8: Option<int8::QdqSummary>,
+    pub qoperator: Option<qop::QopSummary>,
     /// Calibrated activation ranges, by tensor.
     pub ranges: Vec<(String, Range)>,
     pub calib: Option<String>,
@@ -129,6 +152,7 @@ pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
     let mut warnings = Vec::new();
     let mut fp16_summary = None;
     let mut int8_summary = None;
+    let mut qop_summary = None;
     let mut range_list = Vec::new();
     match job.precision {
         Precision::Fp16 { compute } => {
@@ -143,6 +167,7 @@ pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
             fp16_summary = Some(s);
         }
         Precision::Int8 {
+            format,
             per_channel,
             reduce_range,
             method,
@@ -163,26 +188,60 @@ pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
                     job.model.display()
                 )));
             }
+            let (targets, kept_float) = match format {
+                Int8Format::Qdq => (targets, Vec::new()),
+                Int8Format::Qoperator => qop::split_targets(&model, &targets),
+            };
+            // The activations to calibrate: every product's input, and in the operator form
+            // its output (after a Relu it absorbs).
             let mut acts: Vec<String> = Vec::new();
             for t in &targets {
-                if !acts.contains(&t.activation) {
-                    acts.push(t.activation.clone());
+                let mut names = vec![t.activation.clone()];
+                if format == Int8Format::Qoperator {
+                    names.push(qop::output_tensor(&model, t).0);
+                }
+                for n in names {
+                    if !acts.contains(&n) {
+                        acts.push(n);
+                    }
                 }
             }
             let r = ranges::calibrate(&model, input, &acts, &data.calib, method, percentile)?;
             let map: HashMap<String, Range> = acts.iter().cloned().zip(r.iter().copied()).collect();
             range_list = acts.into_iter().zip(r).collect();
-            let ranks = crate::onnx::opset::tensor_ranks(&model, &shapes)?;
-            let s = int8::insert_qdq(
-                &mut model,
-                &targets,
-                &map,
-                per_channel,
-                reduce_range,
-                &ranks,
-            )?;
-            warnings.extend(s.notes.iter().cloned());
-            int8_summary = Some(s);
+            match format {
+                Int8Format::Qdq => {
+                    let ranks = crate::onnx::opset::tensor_ranks(&model, &shapes)?;
+                    let s = int8::insert_qdq(
+                        &mut model,
+                        &targets,
+                        &map,
+                        per_channel,
+                        reduce_range,
+                        &ranks,
+                    )?;
+                    warnings.extend(s.notes.iter().cloned());
+                    int8_summary = Some(s);
+                }
+                Int8Format::Qoperator => {
+                    let s = qop::insert_qoperator(
+                        &mut model,
+                        &targets,
+                        kept_float,
+                        &map,
+                        per_channel,
+                        reduce_range,
+                    )?;
+                    if per_channel {
+                        warnings.push(
+                            "per-channel scales keep tract from fusing the requantisation into its \
+                             integer kernels (a separate pass per product); per-tensor is faster"
+                                .into(),
+                        );
+                    }
+                    qop_summary = Some(s);
+                }
+            }
         }
     }
     model.set_metadata(
@@ -218,6 +277,7 @@ pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
         precision: job.precision,
         fp16: fp16_summary,
         int8: int8_summary,
+        qoperator: qop_summary,
         ranges: range_list,
         calib: job.calib.as_ref().map(|c| c.to_string()),
         calib_samples: calib_data.as_ref().map(|d| d.calib.len()),

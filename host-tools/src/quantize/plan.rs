@@ -28,6 +28,8 @@ pub struct PlanSummary {
     pub product_signatures: Vec<String>,
     /// Plan tensors holding 8-bit integers (quantized activations or weights still in int8).
     pub int8_tensors: usize,
+    /// The matrix-multiply kernels tract picked (`avx2_mmm_i32_8x8` is an integer one).
+    pub kernels: Vec<String>,
     /// One line for the report.
     pub verdict: String,
 }
@@ -107,6 +109,7 @@ pub fn summarize(model: &OnnxModel, input_shapes: &[InputShape]) -> Result<PlanS
         f16_matmul_nodes: half,
         product_signatures: signatures,
         int8_tensors,
+        kernels: edgeslim_runtime::plan::kernel_names(&edgeslim_runtime::plan::plan_nodes(&loaded)),
         verdict,
     })
 }

@@ -631,12 +631,14 @@ pub fn quantize_page(r: &crate::quantize::QuantizeReport) -> String {
             "fp16 weights and compute (ARMv8.2+ boards)".to_string()
         }
         Precision::Int8 {
+            format,
             per_channel,
             reduce_range,
             method,
             percentile,
         } => format!(
-            "int8 QDQ, {}{} weights, activation ranges by {}{}",
+            "int8 {}, {}{} weights, activation ranges by {}{}",
+            format.as_str(),
             if per_channel {
                 "per-channel"
             } else {
