@@ -450,6 +450,8 @@ mod with_ort {
             target_profile: cfg.target_profile.clone(),
             comparison: None,
             raw_tract: None,
+            pipeline: None,
+            tiled: None,
         })
     }
 

@@ -290,6 +290,8 @@ pub fn bench(
         target_profile: cfg.target_profile.clone(),
         comparison: None,
         raw_tract: None,
+        pipeline: None,
+        tiled: None,
     };
     Ok((report, timings.outputs))
 }

@@ -18,6 +18,8 @@ pub mod report;
 pub mod serve;
 pub mod shapes;
 pub mod stats;
+pub mod stream;
+pub mod tile;
 pub mod track;
 
 pub use error::{Result, RuntimeError};

@@ -80,14 +80,17 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<LoadedModel> {
-        let opts = LoadOptions {
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
             input_shapes: self.input_shapes.clone(),
             optimize: !self.no_optimize,
             threads: self.threads.max(1),
             ..Default::default()
-        };
-        Ok(LoadedModel::load(&self.model, &opts)?)
+        }
+    }
+
+    fn load(&self) -> Result<LoadedModel> {
+        Ok(LoadedModel::load(&self.model, &self.options())?)
     }
 }
 
@@ -174,6 +177,14 @@ struct BenchArgs {
     /// The board profile this run stands for (targets/NAME.toml), recorded in the report.
     #[arg(long)]
     target: Option<String>,
+    /// Also stream --runs frames through N single-threaded workers at once (independent
+    /// frames, order kept) and report throughput and per-frame latency.
+    #[arg(long, value_name = "N")]
+    pipeline: Option<usize>,
+    /// Also run the image in N horizontal strips on N cores (fully convolutional models
+    /// only; exact: checked against the whole image) and report their latency.
+    #[arg(long, value_name = "N")]
+    tiles: Option<usize>,
 }
 
 fn is_npy(p: &Path) -> bool {
@@ -274,7 +285,38 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
         label: a.label.clone(),
         target_profile: a.target.clone(),
     };
-    let (report, _) = bench(&model, &inputs, &cfg, before, after)?;
+    let (mut report, whole_outputs) = bench(&model, &inputs, &cfg, before, after)?;
+    if let Some(n) = a.tiles {
+        let tiled =
+            edgeslim_runtime::tile::TiledModel::load(&a.model.model, &a.model.options(), n)?;
+        let [input] = inputs.as_slice() else {
+            bail!("--tiles: strips are cut from a single image input");
+        };
+        report.tiled = Some(edgeslim_runtime::tile::bench_tiled(
+            &tiled,
+            input,
+            &whole_outputs,
+            cfg.warmup,
+            cfg.runs,
+        )?);
+    }
+    if let Some(workers) = a.pipeline {
+        // Each worker runs single-threaded: the parallelism is across frames.
+        let single = LoadedModel::load(
+            &a.model.model,
+            &LoadOptions {
+                threads: 1,
+                ..a.model.options()
+            },
+        )?;
+        let frames = (0..cfg.runs).map(|_| inputs.clone());
+        report.pipeline = Some(edgeslim_runtime::stream::run_stream(
+            &single,
+            workers,
+            frames,
+            |_, _| Ok(()),
+        )?);
+    }
     if let Some(path) = &a.json {
         report
             .write(path)
@@ -344,6 +386,23 @@ fn print_summary(r: &edgeslim_runtime::report::BenchReport) {
         r.memory.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0,
         r.model.total_macs as f64 / 1e9
     );
+    if let Some(t) = &r.tiled {
+        println!(
+            "  in {} strips (window {} rows, halo {}): p50 {:.3} ms ({:.2}x the whole image); max |tiled - whole| {:.3e}",
+            t.spec.tiles,
+            t.spec.window_rows,
+            t.spec.halo_rows,
+            t.latency.p50_ms,
+            t.latency.p50_ms / l.p50_ms,
+            t.max_abs_diff_vs_whole
+        );
+    }
+    if let Some(p) = &r.pipeline {
+        println!(
+            "  pipelined on {} workers: {:.1} frames/s; per-frame latency p50 {:.3}  p90 {:.3} ms ({} frames)",
+            p.workers, p.throughput_per_s, p.latency.p50_ms, p.latency.p90_ms, p.frames
+        );
+    }
     if let Some(p) = &r.profile {
         println!(
             "  per-node sum {:.3} ms = {:.1}% of run time; top ops:",

@@ -143,6 +143,12 @@ pub struct BenchReport {
     /// Our runtime against plain tract on the same graph (absent unless asked for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_tract: Option<RawTractComparison>,
+    /// Frames in flight on several single-threaded workers (`--pipeline N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<crate::stream::PipelineStats>,
+    /// The image in strips on several cores (`--tiles N`), checked against the whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiled: Option<crate::tile::TiledStats>,
 }
 
 impl BenchReport {

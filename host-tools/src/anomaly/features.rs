@@ -144,7 +144,7 @@ impl Trunk {
                     name: Some(x.clone()),
                     dims: vec![1, 3, height, width],
                 }],
-                skip: vec![],
+                ..Default::default()
             },
         )?;
         // Only the layers are outputs now; everything after them is dead.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// shapes fixed.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  edgeslim optimize ch_ppocr_mobile_v2.0_cls_infer.onnx -o cls-opt.onnx"
+    after_help = "Examples:\n  edgeslim optimize ch_ppocr_mobile_v2.0_cls_infer.onnx -o cls-opt.onnx\n  edgeslim optimize ch_PP-OCRv4_det_infer.onnx --outputs p2o.Add.147 -o det-backbone.onnx   # cut"
 )]
 pub struct Args {
     /// The ONNX model (never overwritten).
@@ -23,9 +23,14 @@ pub struct Args {
     /// Store tensors of at least this many bytes in OUTPUT.data (ONNX external data).
     #[arg(long, value_name = "BYTES")]
     external_data: Option<usize>,
-    /// Leave out passes: constants, identity, batchnorm, dead, names, shapes.
+    /// Leave out passes: constants, identity, batchnorm, affine, hardswish, dead, names,
+    /// shapes.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Cut the graph: these tensors become the only outputs (comma-separated), e.g. a
+    /// detector's backbone stages.
+    #[arg(long, value_delimiter = ',', value_name = "TENSORS")]
+    outputs: Vec<String>,
     /// List every change, not only the counts.
     #[arg(short, long)]
     verbose: bool,
@@ -42,6 +47,7 @@ pub fn run(a: Args) -> Result<()> {
         &OptimizeOptions {
             input_shapes: a.input_shapes.clone(),
             skip: a.skip.clone(),
+            outputs: a.outputs.clone(),
         },
     )?;
     model.save(

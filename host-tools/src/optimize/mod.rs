@@ -28,6 +28,9 @@ pub struct OptimizeOptions {
     pub input_shapes: Vec<InputShape>,
     /// Passes to leave out, by key (see [`PASSES`]).
     pub skip: Vec<String>,
+    /// Cut the graph: these tensors become its only outputs and what only the old outputs
+    /// needed is dropped (a backbone taken out of a detector, for instance).
+    pub outputs: Vec<String>,
 }
 
 /// Pass keys for `--skip`, in the order they run.
@@ -75,6 +78,9 @@ pub fn optimize(model: &mut OnnxModel, opts: &OptimizeOptions) -> Result<Vec<Pas
         )));
     }
     let mut reports = Vec::new();
+    if !opts.outputs.is_empty() {
+        reports.push(cut_at(model, &opts.outputs)?);
+    }
     for key in PASSES {
         if opts.skip.iter().any(|s| s == key) {
             continue;
@@ -102,4 +108,43 @@ pub fn optimize(model: &mut OnnxModel, opts: &OptimizeOptions) -> Result<Vec<Pas
     model.topo_sort()?;
     model.validate_references()?;
     Ok(reports)
+}
+
+/// Make `outputs` the graph's only outputs (they must be produced by nodes or be inputs) and
+/// drop everything only the previous outputs needed. Names keep their meaning: later passes
+/// preserve the names of graph outputs.
+pub fn cut_at(model: &mut OnnxModel, outputs: &[String]) -> Result<PassReport> {
+    let mut report = PassReport::new("graph cut at the named tensors");
+    let producers = model.producers();
+    let inputs = model.graph_input_names();
+    for o in outputs {
+        if !producers.contains_key(o) && !inputs.contains(o) {
+            return Err(crate::Error::Usage(format!(
+                "--outputs: '{o}' is not a tensor of {} (names: `edgeslim inspect {}`)",
+                model.label(),
+                model.label()
+            )));
+        }
+    }
+    let g = model.graph_mut();
+    let before = g.output.len();
+    g.output.clear();
+    for o in outputs {
+        g.output.push(crate::onnx::builder::value_info(
+            o,
+            onnx_protobuf::tensor_proto::DataType::FLOAT,
+            None,
+        ));
+    }
+    g.value_info.clear();
+    report.note(format!(
+        "{before} outputs -> {}: {}",
+        outputs.len(),
+        outputs.join(", ")
+    ));
+    let dead = dead::remove_dead(model)?;
+    for d in dead.details {
+        report.note(d);
+    }
+    Ok(report)
 }

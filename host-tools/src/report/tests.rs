@@ -153,6 +153,8 @@ fn report(label: &str, samples: Vec<f64>, macs: u64, peak_rss: u64) -> BenchRepo
         target_profile: Some("rpi4".into()),
         comparison: None,
         raw_tract: None,
+        pipeline: None,
+        tiled: None,
     }
 }
 
