@@ -194,6 +194,8 @@ fn the_ci_toolchain_is_complete_and_builds_stripped_board_binaries() {
         assert_eq!(b["target"], target);
         assert_eq!(b["triple"], rt.profile.triple.as_str());
         assert_eq!(b["stripped"], true);
+        // The build records the opt-levels it compiled with (the qemu profile: 1).
+        assert_eq!(b["opt_levels"]["profile"], "1", "{b}");
         let info = elf::read(&rt.binary).unwrap();
         assert_eq!(info.arch, rt.profile.rust_arch());
         assert!(info.stripped);

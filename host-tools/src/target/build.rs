@@ -43,6 +43,97 @@ pub struct Built {
     pub seconds: f64,
     /// Things that will bite on the board (a C library newer than the board's).
     pub warnings: Vec<String>,
+    /// The cargo profile's opt-levels, as the workspace's Cargo.toml sets them.
+    pub opt_levels: OptLevels,
+}
+
+/// The opt-levels a cargo profile compiles with: its own (after `inherits`), and the
+/// per-package overrides (`"*"`: every dependency not named).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OptLevels {
+    pub profile: String,
+    pub packages: std::collections::BTreeMap<String, String>,
+}
+
+impl OptLevels {
+    /// The opt-level `package` is compiled at (a workspace member takes the profile's own).
+    pub fn of(&self, package: &str, workspace_member: bool) -> &str {
+        if let Some(l) = self.packages.get(package) {
+            return l;
+        }
+        if !workspace_member {
+            if let Some(l) = self.packages.get("*") {
+                return l;
+            }
+        }
+        &self.profile
+    }
+}
+
+/// Read `profile`'s opt-levels from the workspace manifest `source/Cargo.toml`, following
+/// `inherits` to cargo's built-in `release` (3) and `dev` (0). Environment overrides
+/// (`CARGO_PROFILE_<NAME>_OPT_LEVEL`) win, as they do for cargo.
+pub fn profile_opt_levels(source: &Path, profile: &str) -> Result<OptLevels, TargetError> {
+    let path = source.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| TargetError::Build(format!("{}: {e}", path.display())))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| TargetError::Build(format!("{}: {e}", path.display())))?;
+    let profiles = doc.get("profile").and_then(|p| p.as_table());
+    let level = |v: &toml::Value| match v {
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::String(s) => Some(s.clone()),
+        _ => None,
+    };
+    let mut out = OptLevels::default();
+    let mut name = profile.to_string();
+    let mut seen = Vec::new();
+    let own = loop {
+        if seen.contains(&name) {
+            return Err(TargetError::Build(format!(
+                "{}: profile '{name}' inherits from itself",
+                path.display()
+            )));
+        }
+        seen.push(name.clone());
+        let table = profiles
+            .and_then(|p| p.get(&name))
+            .and_then(|t| t.as_table());
+        if let Some(pkgs) = table
+            .and_then(|t| t.get("package"))
+            .and_then(|p| p.as_table())
+        {
+            for (pkg, settings) in pkgs {
+                if let Some(l) = settings.get("opt-level").and_then(level) {
+                    out.packages.entry(pkg.clone()).or_insert(l);
+                }
+            }
+        }
+        if let Some(l) = table.and_then(|t| t.get("opt-level")).and_then(level) {
+            break l;
+        }
+        match table
+            .and_then(|t| t.get("inherits"))
+            .and_then(|v| v.as_str())
+        {
+            Some(parent) => name = parent.to_string(),
+            None if name == "release" || name == "bench" => break "3".into(),
+            None if name == "dev" || name == "test" => break "0".into(),
+            None => {
+                return Err(TargetError::Build(format!(
+                    "{}: profile '{name}' has no opt-level and inherits nothing",
+                    path.display()
+                )))
+            }
+        }
+    };
+    let env = format!(
+        "CARGO_PROFILE_{}_OPT_LEVEL",
+        profile.to_uppercase().replace('-', "_")
+    );
+    out.profile = std::env::var(&env).unwrap_or(own);
+    Ok(out)
 }
 
 /// The workspace to build from: the one given, else the one around the current directory,
@@ -249,6 +340,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions) -> Result<Built, TargetErro
         max_glibc: info.max_glibc.map(|(a, b)| format!("{a}.{b}")),
         seconds,
         warnings: problems.warnings,
+        opt_levels: profile_opt_levels(&opts.source, &opts.cargo_profile)?,
     })
 }
 
@@ -442,5 +534,36 @@ mod tests {
     fn sizes_read_well() {
         assert_eq!(fmt_size(6_421_504), "6.42 MB (6,421,504 bytes)");
         assert_eq!(fmt_size(999), "0.00 MB (999 bytes)");
+    }
+
+    /// The board profile must not regress to size-first speed: the inference path stays at
+    /// opt-level 3 (docs/results/speed.md measured opt "z" there at 1.5-2.4x slower).
+    #[test]
+    fn board_profile_keeps_the_inference_path_at_opt_3() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let o = profile_opt_levels(workspace, "board").unwrap();
+        for hot in [
+            "tract-linalg",
+            "tract-core",
+            "tract-data",
+            "tract-onnx-opl",
+            "ndarray",
+            "rayon-core",
+        ] {
+            assert_eq!(o.of(hot, false), "3", "{hot}: {o:?}");
+        }
+        assert_eq!(o.of("edgeslim-runtime", true), "3", "{o:?}");
+        assert_eq!(
+            o.of("clap_builder", false),
+            "z",
+            "cold crates stay small: {o:?}"
+        );
+        // Inheritance: the qemu profile's own level, release's built-in 3.
+        assert_eq!(profile_opt_levels(workspace, "qemu").unwrap().profile, "1");
+        assert_eq!(
+            profile_opt_levels(workspace, "release").unwrap().profile,
+            "3"
+        );
+        assert!(profile_opt_levels(workspace, "no-such-profile").is_err());
     }
 }
