@@ -4,8 +4,11 @@
 //! model gains little from more threads (and a stream of frames is not one inference). When
 //! frames do not depend on each other (an inspection line, a camera feeding a classifier),
 //! running N frames at once on N single-threaded tract states uses every core fully. Results
-//! come back in the order the frames went in; each frame's latency (queueing included) is
-//! reported next to the throughput, since a deeper pipeline trades one for the other.
+//! come back in the order the frames went in. Two latencies are reported next to the
+//! throughput: a frame's compute time on its worker, and its time from submission to being
+//! handed back in order (waiting for a free worker and for earlier frames included), since a
+//! deeper pipeline trades latency for throughput. A frame is taken from the source only when a
+//! worker is free, so a live source hands over its freshest frame rather than a queued one.
 
 use crate::error::{Result, RuntimeError};
 use crate::model::LoadedModel;
@@ -27,12 +30,15 @@ pub struct PipelineStats {
     pub throughput_per_s: f64,
     /// From a frame's submission to its result being handed back in order.
     pub latency: LatencyStats,
+    /// A frame's inference alone, on its worker (one thread): what pipelining costs each
+    /// frame in memory bandwidth and caches shared with the other workers.
+    pub compute: LatencyStats,
 }
 
 /// Run every frame of `frames` through `model` on `workers` threads, each with its own tract
-/// state, and call `on_output(index, outputs)` in input order. At most `workers` frames wait
-/// in the queue, so memory stays bounded whatever the stream's length. The model should be
-/// loaded with one thread (`LoadOptions::threads = 1`): the parallelism is across frames.
+/// state, and call `on_output(index, outputs)` in input order. One frame is handed over at a
+/// time, and only to a free worker, so memory stays bounded whatever the stream's length. The
+/// model should be loaded with one thread (`LoadOptions::threads = 1`): the parallelism is across frames.
 pub fn run_stream<I, F>(
     model: &LoadedModel,
     workers: usize,
@@ -48,8 +54,9 @@ where
     let plan = model.plan.clone();
     let path = model.path.clone();
     type Job = (usize, Instant, Vec<Tensor>);
-    type Done = (usize, Instant, TractResult<Vec<Tensor>>);
-    let (job_tx, job_rx) = sync_channel::<Job>(workers);
+    type Done = (usize, Instant, f64, TractResult<Vec<Tensor>>);
+    // A rendezvous channel: the feeder's send completes only when a worker takes the frame.
+    let (job_tx, job_rx) = sync_channel::<Job>(0);
     // Only the workers hold the receiver: when they stop (after an error), the feeder's next
     // send fails and it stops too.
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -58,6 +65,7 @@ where
     let frames = frames.into_iter();
     let start = Instant::now();
     let mut latencies = Vec::new();
+    let mut computes = Vec::new();
     let outcome: Result<usize> = std::thread::scope(|scope| {
         for _ in 0..workers {
             let job_rx = job_rx.clone();
@@ -68,7 +76,7 @@ where
                 let mut state = match plan.spawn() {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = done_tx.send((0, Instant::now(), Err(e)));
+                        let _ = done_tx.send((0, Instant::now(), 0.0, Err(e)));
                         return;
                     }
                 };
@@ -79,10 +87,12 @@ where
                         return;
                     };
                     let values = inputs.into_iter().map(|t| t.into_tvalue()).collect();
+                    let began = Instant::now();
                     let out = state
                         .run(values)
                         .map(|o| o.into_iter().map(|v| v.into_tensor()).collect());
-                    if done_tx.send((index, submitted, out)).is_err() {
+                    let compute_ms = began.elapsed().as_secs_f64() * 1e3;
+                    if done_tx.send((index, submitted, compute_ms, out)).is_err() {
                         return;
                     }
                 }
@@ -101,9 +111,10 @@ where
         let mut pending: BTreeMap<usize, (Instant, Vec<Tensor>)> = BTreeMap::new();
         let mut next = 0usize;
         let mut failure: Option<RuntimeError> = None;
-        for (index, submitted, out) in done_rx.iter() {
+        for (index, submitted, compute_ms, out) in done_rx.iter() {
             match out {
                 Ok(o) if failure.is_none() => {
+                    computes.push(compute_ms);
                     pending.insert(index, (submitted, o));
                 }
                 Ok(_) => {}
@@ -133,5 +144,6 @@ where
         frames,
         throughput_per_s: frames as f64 / seconds.max(1e-9),
         latency: LatencyStats::from_samples(latencies, 0),
+        compute: LatencyStats::from_samples(computes, 0),
     })
 }

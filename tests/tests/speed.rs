@@ -101,6 +101,14 @@ fn bench_pipeline_side_by_side_raw_loop_and_plan() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["pipeline"]["frames"], 12);
     assert_eq!(r["pipeline"]["workers"], 2);
+    // Each frame's compute time is part of its submitted-to-handed-back time.
+    let compute = r["pipeline"]["compute"]["p50_ms"].as_f64().unwrap();
+    let latency = r["pipeline"]["latency"]["p50_ms"].as_f64().unwrap();
+    assert!(
+        compute > 0.0 && compute <= latency,
+        "{compute} vs {latency}"
+    );
+    assert_eq!(r["pipeline"]["compute"]["runs"], 12);
 
     // Two models side by side: a JSON array, each with every interleaved sample.
     let zoo = workspace().join("models/mnist-cnn.onnx");
