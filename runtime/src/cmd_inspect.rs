@@ -28,6 +28,10 @@ pub struct InspectArgs {
     /// Live view: PORT, 127.0.0.1:PORT, or 0.0.0.0:PORT to allow other machines.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
+    /// A secret the live view's actions must carry (open the page as /?token=SECRET); use it
+    /// whenever --serve binds beyond 127.0.0.1.
+    #[arg(long, value_name = "SECRET", requires = "serve")]
+    token: Option<String>,
     /// Pulse this GPIO line on every failure: CHIP:LINE, e.g. gpiochip0:17.
     #[arg(long, value_name = "CHIP:LINE")]
     reject_pin: Option<String>,
@@ -80,6 +84,7 @@ fn reject_worker(a: &InspectArgs) -> Result<Option<RejectWorker>> {
 fn start_view(
     a: &InspectArgs,
     threshold: f64,
+    range: (f64, f64),
 ) -> Result<Option<edgeslim_runtime::serve::LiveServer>> {
     use edgeslim_runtime::serve::{parse_addr, LiveServer, ServeConfig};
     let Some(spec) = &a.serve else {
@@ -91,6 +96,10 @@ fn start_view(
         r#"<p>threshold <input id="thr" type="number" step="any" value="{threshold}">
 <button onclick="postAction('threshold', {{value: parseFloat(document.getElementById('thr').value)}})">set</button></p>"#
     );
+    cfg.token = a.token.clone();
+    cfg.validate = Some(edgeslim_runtime::serve::validate::threshold_in(
+        range.0, range.1,
+    ));
     let srv = LiveServer::start(cfg)?;
     eprintln!("live view: http://{}/", srv.local_addr());
     Ok(Some(srv))
@@ -113,7 +122,17 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         ..Default::default()
     };
     #[cfg(feature = "serve")]
-    let server = start_view(a, threshold)?;
+    let server = {
+        // Thresholds the live view accepts: from the detector's lower normalisation anchor
+        // (below it every part fails) to 100 times the stored threshold.
+        let m = &inspector.meta.image;
+        let low = m.norm_lo.min(m.threshold);
+        start_view(
+            a,
+            threshold,
+            (low, 100.0 * m.threshold.abs().max(threshold.abs())),
+        )?
+    };
     #[cfg(feature = "serve")]
     let view: Option<&dyn inspect::pipeline_view::View> = server
         .as_ref()

@@ -39,6 +39,10 @@ pub struct TrackArgs {
     /// Live view: PORT, 127.0.0.1:PORT, or 0.0.0.0:PORT to allow other machines.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
+    /// A secret the live view's actions must carry (open the page as /?token=SECRET); use it
+    /// whenever --serve binds beyond 127.0.0.1.
+    #[arg(long, value_name = "SECRET", requires = "serve")]
+    token: Option<String>,
     /// Save annotated frames (img/NNNN.jpg) and the boxes (OTB format) into this folder.
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
@@ -290,9 +294,21 @@ fn start_view(a: &TrackArgs) -> Result<Option<Server>> {
     cfg.page = Some(edgeslim_runtime::track::page::tracker_page(
         "edgeslim track",
     ));
+    cfg.token = a.token.clone();
+    cfg.validate = Some(edgeslim_runtime::serve::validate::tracker_init(
+        view_frame_size().clone(),
+    ));
     let srv = LiveServer::start(cfg)?;
     eprintln!("live view: http://{}/", srv.local_addr());
     Ok(Some(srv))
+}
+
+/// The size of the frame the live view shows, for the `init` validator.
+#[cfg(feature = "serve")]
+fn view_frame_size() -> &'static std::sync::Arc<edgeslim_runtime::serve::validate::FrameSize> {
+    static SIZE: std::sync::OnceLock<std::sync::Arc<edgeslim_runtime::serve::validate::FrameSize>> =
+        std::sync::OnceLock::new();
+    SIZE.get_or_init(Default::default)
 }
 
 #[cfg(not(feature = "serve"))]
@@ -430,6 +446,8 @@ pub fn run(a: &TrackArgs) -> Result<()> {
             eprintln!("edgeslim-rt: {} is back", source.describe());
         }
         let img = frame.image;
+        #[cfg(feature = "serve")]
+        view_frame_size().set(img.width(), img.height());
         if let Some(r) = next_init(&server) {
             pending = Some(r);
             sum.reinits += 1;

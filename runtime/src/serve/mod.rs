@@ -12,20 +12,24 @@
 //!   drains when it likes; when the queue is full the client gets 503 instead of the pipeline
 //!   getting a backlog.
 //!
-//! tiny_http parses requests; the MJPEG stream is written through its raw response writer
-//! (`Request::into_writer`) because its own body encoders buffer (chunked) or read the whole
-//! body first (HTTP/1.0), neither of which works for an endless stream that must flush each
-//! frame.
+//! - Requests are read by [`http`], a small parser bounded in every dimension (head size,
+//!   body size from its declared length, an overall deadline), so no request can make the
+//!   board allocate or wait without limit. Actions are checked against cross-site requests
+//!   (JSON content type, Origin = Host), an optional `--token`, and the pipeline's own
+//!   validator ([`ServeConfig::validate`]: a box inside the frame, a threshold in range)
+//!   before they are queued; a refused action gets 4xx and never reaches the pipeline.
 
+pub mod http;
 mod page;
+pub mod validate;
 mod viewer;
 
 pub use page::default_page;
 
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -40,7 +44,7 @@ pub enum ServeError {
     Bind { addr: String, reason: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     /// Where to listen. Callers default to 127.0.0.1; 0.0.0.0 exposes the view to the LAN.
     pub addr: SocketAddr,
@@ -56,6 +60,27 @@ pub struct ServeConfig {
     pub write_timeout: Duration,
     /// Queued actions the pipeline has not taken yet; more get 503.
     pub action_queue: usize,
+    /// A secret every action must carry (`X-Edgeslim-Token`); for binds beyond loopback.
+    pub token: Option<String>,
+    /// The pipeline's check of an action's values (400 with its message when it fails).
+    pub validate: Option<Validator>,
+}
+
+/// Checks an action before it is queued: `Err(why)` answers 400 with `why`.
+pub type Validator = Arc<dyn Fn(&Action) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("addr", &self.addr)
+            .field("title", &self.title)
+            .field("max_viewers", &self.max_viewers)
+            .field("write_timeout", &self.write_timeout)
+            .field("action_queue", &self.action_queue)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("validate", &self.validate.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServeConfig {
@@ -68,6 +93,8 @@ impl ServeConfig {
             max_viewers: 16,
             write_timeout: Duration::from_secs(10),
             action_queue: 64,
+            token: None,
+            validate: None,
         }
     }
 }
@@ -159,7 +186,6 @@ struct Shared {
 /// A running server. Dropping it stops accepting and ends every stream.
 pub struct LiveServer {
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
     addr: SocketAddr,
     actions: Mutex<Receiver<Action>>,
     accept: Option<JoinHandle<()>>,
@@ -172,12 +198,15 @@ impl LiveServer {
             addr: addr_text.clone(),
             reason,
         };
+        if !config.addr.ip().is_loopback() && config.token.is_none() {
+            log::warn!(
+                "--serve {}: the live view's actions are open to anyone on this network; \
+                 pass --token to require a secret",
+                config.addr
+            );
+        }
         let listener = TcpListener::bind(config.addr).map_err(|e| bind_err(e.to_string()))?;
-        set_send_timeout(&listener, config.write_timeout).map_err(|e| bind_err(e.to_string()))?;
         let addr = listener.local_addr().map_err(|e| bind_err(e.to_string()))?;
-        let server = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| bind_err(e.to_string()))?;
-        let server = Arc::new(server);
         let (tx, rx) = sync_channel(config.action_queue.max(1));
         let shared = Arc::new(Shared {
             config,
@@ -193,16 +222,14 @@ impl LiveServer {
         });
         let accept = {
             let shared = shared.clone();
-            let server = server.clone();
             std::thread::Builder::new()
                 .name("serve-accept".into())
-                .spawn(move || accept_loop(&server, &shared))
+                .spawn(move || accept_loop(&listener, &shared))
                 .map_err(|e| bind_err(e.to_string()))?
         };
         log::info!("live view on http://{addr}/");
         Ok(LiveServer {
             shared,
-            server,
             addr,
             actions: Mutex::new(rx),
             accept: Some(accept),
@@ -266,89 +293,66 @@ impl Drop for LiveServer {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.registry.close_all();
-        self.server.unblock();
+        // Wake the blocking accept with a connection of our own.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
     }
 }
 
-/// Set SO_SNDTIMEO on the listening socket: Linux copies it to every accepted socket, which
-/// is the only way to bound writes to a stalled viewer through tiny_http (it does not expose
-/// the accepted streams).
-fn set_send_timeout(listener: &TcpListener, timeout: Duration) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: a valid socket descriptor and a properly sized timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
+/// Connections being read or answered (streams excluded, they count as viewers): a flood of
+/// clients gets 503 instead of a thread each.
+const MAX_BUSY: usize = 32;
+/// Each read of a request waits at most this long (the whole request has a deadline too).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Requests other than streams are cheap, but each gets a thread so a client that sends a
-/// slow body cannot hold up the others; at most this many at once.
-const MAX_BUSY: usize = 16;
-
-fn accept_loop(server: &tiny_http::Server, shared: &Arc<Shared>) {
-    loop {
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    for conn in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let request = match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
+        let mut conn = match conn {
+            Ok(c) => c,
             Err(e) => {
-                log::debug!("serve: {e}");
-                if shared.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
+                // Out of descriptors or a reset before accept: wait a little, go on.
+                log::debug!("serve: accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
-        let path = request.url().split('?').next().unwrap_or("").to_string();
-        let is_stream = request.method() == &tiny_http::Method::Get && path == "/stream.mjpg";
-        if is_stream {
-            match shared.registry.join(shared.config.max_viewers) {
-                Some(mailbox) => {
-                    let shared = shared.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("serve-viewer".into())
-                        .spawn(move || stream(request, mailbox, &shared));
-                    if let Err(e) = spawned {
-                        log::warn!("serve: no thread for a viewer: {e}");
-                    }
-                }
-                None => {
-                    shared.refused.fetch_add(1, Ordering::Relaxed);
-                    let _ = request.respond(text(503, "too many viewers"));
-                }
-            }
+        let configured = conn
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .and_then(|_| conn.set_write_timeout(Some(shared.config.write_timeout)));
+        if configured.is_err() {
             continue;
         }
+        let _ = conn.set_nodelay(true);
         if shared.busy.fetch_add(1, Ordering::SeqCst) >= MAX_BUSY {
             shared.busy.fetch_sub(1, Ordering::SeqCst);
-            let _ = request.respond(text(503, "busy"));
+            let _ = http::respond(&mut conn, 503, TEXT, &[], b"busy");
             continue;
         }
         let shared2 = shared.clone();
         let spawned = std::thread::Builder::new()
-            .name("serve-request".into())
+            .name("serve-conn".into())
             .spawn(move || {
-                handle(request, &path, &shared2);
-                shared2.busy.fetch_sub(1, Ordering::SeqCst);
+                // The last line of defence: a bug in a handler ends its connection, not the
+                // process (the binaries are built with panic=unwind for the host, abort for
+                // boards, where this is moot and the parser is panic-free by construction).
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    connection(conn, &shared2)
+                }));
+                if outcome.is_err() {
+                    log::warn!("serve: a connection handler panicked");
+                }
             });
         if spawned.is_err() {
             shared.busy.fetch_sub(1, Ordering::SeqCst);
@@ -356,40 +360,138 @@ fn accept_loop(server: &tiny_http::Server, shared: &Arc<Shared>) {
     }
 }
 
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header names and values are valid")
+/// Read one request and answer it; a stream leaves the busy count once its head is sent.
+fn connection(mut conn: TcpStream, shared: &Arc<Shared>) {
+    let limits = http::Limits {
+        max_body: MAX_ACTION_BYTES,
+        ..http::Limits::default()
+    };
+    let request = match http::read_request(&mut conn, &limits) {
+        Ok(r) => r,
+        Err(http::HttpError::Gone) => {
+            shared.busy.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        Err(http::HttpError::Refuse(code, msg)) => {
+            let _ = http::respond(&mut conn, code, TEXT, &[], msg.as_bytes());
+            linger(&mut conn);
+            shared.busy.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+    };
+    if request.method == "GET" && request.path == "/stream.mjpg" {
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+        match shared.registry.join(shared.config.max_viewers) {
+            Some(mailbox) => stream(conn, mailbox, shared),
+            None => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = http::respond(&mut conn, 503, TEXT, &[], b"too many viewers");
+            }
+        }
+        return;
+    }
+    let (code, content_type, body) = handle(&request, shared);
+    let headers: &[(&str, &str)] = &[("Cache-Control", "no-store")];
+    let _ = http::respond(&mut conn, code, content_type, headers, &body);
+    shared.busy.fetch_sub(1, Ordering::SeqCst);
 }
 
-fn text(code: u16, body: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    tiny_http::Response::from_string(body)
-        .with_status_code(code)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+/// After refusing a request whose rest is unread: stop writing, then read and discard a
+/// bounded amount for a moment, so the kernel does not answer the unread bytes with a reset
+/// that would destroy our answer before the client reads it. Bounded in bytes and time,
+/// never the declared length.
+fn linger(conn: &mut TcpStream) {
+    use std::io::Read;
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let start = Instant::now();
+    let mut left = 256usize * 1024;
+    let mut buf = [0u8; 4096];
+    while left > 0 && start.elapsed() < Duration::from_secs(1) {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
-fn json(code: u16, v: &serde_json::Value) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    tiny_http::Response::from_string(v.to_string())
-        .with_status_code(code)
-        .with_header(header("Content-Type", "application/json"))
-        .with_header(header("Cache-Control", "no-store"))
-}
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 /// Largest action body accepted.
-const MAX_ACTION_BYTES: u64 = 64 * 1024;
+const MAX_ACTION_BYTES: usize = 64 * 1024;
 
-fn handle(mut request: tiny_http::Request, path: &str, shared: &Shared) {
-    use tiny_http::Method;
-    let method = request.method().clone();
-    let response = match (&method, path) {
-        (Method::Get, "/") | (Method::Get, "/index.html") => {
+/// The header a page sends with the `--token` secret.
+pub const TOKEN_HEADER: &str = "x-edgeslim-token";
+
+/// Why a state-changing request is refused, if it is: cross-site requests and missing tokens.
+///
+/// A browser page from another site can POST to a LAN address, but only "simple" requests
+/// without a preflight: requiring `Content-Type: application/json` (which forces a CORS
+/// preflight this server never approves) stops those; an `Origin` header, when the browser
+/// sends one, must name this server's own `Host`. With `--token`, the secret must come in the
+/// `X-Edgeslim-Token` header (the page reads it from its own URL, `/?token=...`).
+fn refuse_action(request: &http::Request, shared: &Shared) -> Option<(u16, String)> {
+    let content_type = request.header("content-type").unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case(JSON) {
+        return Some((
+            415,
+            "actions are JSON: send Content-Type: application/json".into(),
+        ));
+    }
+    if let Some(origin) = request.header("origin") {
+        let host = request.header("host").unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+        if !same {
+            return Some((
+                403,
+                format!("cross-origin action refused (Origin {origin})"),
+            ));
+        }
+    }
+    if let Some(token) = &shared.config.token {
+        let given = request.header(TOKEN_HEADER).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Some((
+                403,
+                "missing or wrong token (open the page as /?token=...)".into(),
+            ));
+        }
+    }
+    None
+}
+
+/// Compare secrets without an early exit that would leak their common prefix through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(code: u16, msg: &str) -> (u16, &'static str, Vec<u8>) {
+    (code, TEXT, msg.as_bytes().to_vec())
+}
+
+fn json(code: u16, v: &serde_json::Value) -> (u16, &'static str, Vec<u8>) {
+    (code, JSON, v.to_string().into_bytes())
+}
+
+fn handle(request: &http::Request, shared: &Shared) -> (u16, &'static str, Vec<u8>) {
+    let path = request.path.as_str();
+    match (request.method.as_str(), path) {
+        ("GET", "/") | ("GET", "/index.html") => {
             let html = match &shared.config.page {
                 Some(p) => p.clone(),
                 None => default_page(&shared.config.title, &shared.config.controls_html),
             };
-            tiny_http::Response::from_string(html)
-                .with_header(header("Content-Type", "text/html; charset=utf-8"))
+            (200, "text/html; charset=utf-8", html.into_bytes())
         }
-        (Method::Get, "/state.json") => {
+        ("GET", "/state.json") => {
             let state = shared
                 .state
                 .lock()
@@ -397,55 +499,56 @@ fn handle(mut request: tiny_http::Request, path: &str, shared: &Shared) {
                 .unwrap_or(serde_json::Value::Null);
             json(200, &state)
         }
-        (Method::Get, "/frame.jpg") => {
+        ("GET", "/frame.jpg") => {
             let latest = shared.latest.lock().ok().and_then(|l| l.clone());
             match latest {
-                Some(f) => tiny_http::Response::from_data(f.jpeg.clone())
-                    .with_header(header("Content-Type", "image/jpeg"))
-                    .with_header(header("Cache-Control", "no-store")),
+                Some(f) => (200, "image/jpeg", f.jpeg.clone()),
                 None => text(503, "no frame yet"),
             }
         }
-        (Method::Post, p) if p.starts_with("/action/") => {
+        ("POST", p) if p.starts_with("/action/") => {
             let name = &p["/action/".len()..];
-            let mut body = String::new();
-            let read = request
-                .as_reader()
-                .take(MAX_ACTION_BYTES + 1)
-                .read_to_string(&mut body);
             if name.is_empty()
+                || name.len() > 64
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                text(400, "action names are letters, digits, - and _")
-            } else if read.is_err() || body.len() as u64 > MAX_ACTION_BYTES {
-                text(413, "action body too large or unreadable")
-            } else {
-                let body = if body.trim().is_empty() {
-                    Ok(serde_json::Value::Null)
-                } else {
-                    serde_json::from_str(&body)
-                };
-                match body {
-                    Err(e) => text(400, &format!("action body is not JSON: {e}")),
-                    Ok(body) => match shared.actions.try_send(Action {
-                        name: name.to_string(),
-                        body,
-                    }) {
-                        Ok(()) => json(202, &serde_json::json!({"queued": name})),
-                        Err(TrySendError::Full(_)) => text(503, "action queue full"),
-                        Err(TrySendError::Disconnected(_)) => text(503, "pipeline stopped"),
-                    },
+                return text(400, "action names are letters, digits, - and _");
+            }
+            if let Some((code, why)) = refuse_action(request, shared) {
+                return text(code, &why);
+            }
+            let body = match std::str::from_utf8(&request.body) {
+                Ok(b) if b.trim().is_empty() => Ok(serde_json::Value::Null),
+                Ok(b) => serde_json::from_str(b).map_err(|e| e.to_string()),
+                Err(_) => Err("not UTF-8".to_string()),
+            };
+            let body = match body {
+                Err(e) => return text(400, &format!("action body is not JSON: {e}")),
+                Ok(b) => b,
+            };
+            let action = Action {
+                name: name.to_string(),
+                body,
+            };
+            if let Some(validate) = &shared.config.validate {
+                if let Err(why) = validate(&action) {
+                    return text(400, &format!("action '{name}' refused: {why}"));
                 }
             }
+            match shared.actions.try_send(action) {
+                Ok(()) => json(202, &serde_json::json!({"queued": name})),
+                Err(TrySendError::Full(_)) => text(503, "action queue full"),
+                Err(TrySendError::Disconnected(_)) => text(503, "pipeline stopped"),
+            }
         }
-        _ => text(
+        ("GET", _) | ("POST", _) => text(
             404,
             "not found: try / , /stream.mjpg, /frame.jpg, /state.json",
         ),
-    };
-    let _ = request.respond(response);
+        _ => text(405, "only GET and POST"),
+    }
 }
 
 /// Boundary of the multipart stream.
@@ -453,8 +556,8 @@ const BOUNDARY: &str = "edgeslimframe";
 
 /// Write the stream head, then each frame the mailbox hands over, flushing per frame, until
 /// the viewer goes away, a write times out, or the server stops.
-fn stream(request: tiny_http::Request, mailbox: Arc<Mailbox>, shared: &Shared) {
-    let mut w = request.into_writer();
+fn stream(conn: TcpStream, mailbox: Arc<Mailbox>, shared: &Shared) {
+    let mut w = std::io::BufWriter::new(conn);
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\
          Cache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"

@@ -22,9 +22,12 @@ td {{ padding: .1em .8em; border-bottom: 1px solid #333; font-family: monospace;
 <div id="controls">{controls}</div>
 <table id="state"></table>
 <script>
+// With --token, the page is opened as /?token=SECRET and every action carries the secret.
+const TOKEN = new URLSearchParams(location.search).get('token');
 function postAction(name, body) {{
-  return fetch('/action/' + name, {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
-    body: JSON.stringify(body)}});
+  const headers = {{'Content-Type': 'application/json'}};
+  if (TOKEN) headers['X-Edgeslim-Token'] = TOKEN;
+  return fetch('/action/' + name, {{method: 'POST', headers: headers, body: JSON.stringify(body)}});
 }}
 function cell(v) {{
   if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(4);

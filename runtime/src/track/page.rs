@@ -52,9 +52,12 @@ function draw(a, b) {{
   sel.style.left = (img.clientLeft + Math.min(a[0], b[0])) + 'px'; sel.style.top = (img.clientTop + Math.min(a[1], b[1])) + 'px';
   sel.style.width = Math.abs(b[0] - a[0]) + 'px'; sel.style.height = Math.abs(b[1] - a[1]) + 'px';
 }}
+// With --token, the page is opened as /?token=SECRET and every action carries the secret.
+const TOKEN = new URLSearchParams(location.search).get('token');
 function postAction(name, body) {{
-  return fetch('/action/' + name, {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
-    body: JSON.stringify(body)}});
+  const headers = {{'Content-Type': 'application/json'}};
+  if (TOKEN) headers['X-Edgeslim-Token'] = TOKEN;
+  return fetch('/action/' + name, {{method: 'POST', headers: headers, body: JSON.stringify(body)}});
 }}
 async function refresh() {{
   try {{
