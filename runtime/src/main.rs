@@ -437,6 +437,8 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
+    // Ctrl-C or SIGTERM during a write removes the temporary file before exiting (130).
+    edgeslim_runtime::fsutil::install_interrupt_cleanup();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match &cli.command {

@@ -65,6 +65,17 @@ fn constant_node_weights_become_initializers() {
     assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-6);
 }
 
+/// Run, insist on failure with exit code 1, and return stderr.
+fn run_err(name: &str, args: &[&str]) -> String {
+    let r = edgeslim_e2e::run(name, args);
+    assert_eq!(
+        r.code, 1,
+        "{name} {args:?} should fail:\n{}\n{}",
+        r.stdout, r.stderr
+    );
+    r.stderr
+}
+
 #[test]
 fn external_data_in_and_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,6 +109,62 @@ fn external_data_in_and_out() {
     optimize(&src, &out, &["--external-data", "64"]);
     assert!(dir.path().join("opt.onnx.data").exists());
     assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-5);
+
+    // The input's external-data file is an input too: never overwritten, whichever output
+    // (the model or its data file) would land on it.
+    let data = dir.path().join("ext.onnx.data");
+    let before = std::fs::read(&data).unwrap();
+    let ext_out = dir.path().join("ext.onnx.data");
+    let err = run_err(
+        "edgeslim",
+        &[
+            "optimize",
+            src.to_str().unwrap(),
+            "-o",
+            ext_out.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("refusing to overwrite the input"), "{err}");
+    // `-o ext.onnx.data` with external data would write ext.onnx.data.data; `-o ext.onnx`
+    // with external data would rewrite ext.onnx.data beside it.
+    let err = run_err(
+        "edgeslim",
+        &[
+            "optimize",
+            src.to_str().unwrap(),
+            "-o",
+            dir.path().join("ext.onnx").to_str().unwrap(),
+            "--external-data",
+            "64",
+        ],
+    );
+    assert!(err.contains("refusing to overwrite the input"), "{err}");
+    assert_eq!(
+        std::fs::read(&data).unwrap(),
+        before,
+        "the input's data is untouched"
+    );
+    // Outputs never replace what is not a regular file (a device node, a folder).
+    let err = run_err(
+        "edgeslim",
+        &["optimize", src.to_str().unwrap(), "-o", "/dev/null"],
+    );
+    assert!(err.contains("is a device"), "{err}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let err = run_err(
+        "edgeslim",
+        &[
+            "optimize",
+            src.to_str().unwrap(),
+            "-o",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("is a folder"), "{err}");
 }
 
 /// Real exports: PP-OCR cls (weights in Constant nodes, 35 BNs) and PP-OCRv4 det

@@ -22,6 +22,8 @@ pub struct OnnxModel {
     pub proto: ModelProto,
     /// Where it was read from (for messages and relative external data).
     pub path: Option<PathBuf>,
+    /// The external-data files its tensors were read from: inputs too, never overwritten.
+    pub external_files: Vec<PathBuf>,
 }
 
 /// How to write a model.
@@ -33,7 +35,11 @@ pub struct SaveOptions {
 
 impl OnnxModel {
     pub fn new(proto: ModelProto) -> OnnxModel {
-        OnnxModel { proto, path: None }
+        OnnxModel {
+            proto,
+            path: None,
+            external_files: Vec::new(),
+        }
     }
 
     /// Read a model, pulling any external tensor data into memory.
@@ -67,6 +73,7 @@ impl OnnxModel {
         Ok(OnnxModel {
             proto,
             path: Some(label.to_path_buf()),
+            external_files: Vec::new(),
         })
     }
 
@@ -105,9 +112,14 @@ impl OnnxModel {
     /// Write the model atomically (temporary file + rename), never over a file it was read
     /// from. With an external-data threshold, large tensors go to `<file>.data`.
     pub fn save(&self, path: &Path, opts: &SaveOptions) -> Result<()> {
-        if let Some(src) = &self.path {
-            fsutil::ensure_not_input(path, &[src])?;
-        }
+        // The input is the model file and every external-data file it was read with.
+        let inputs: Vec<&Path> = self
+            .path
+            .iter()
+            .chain(self.external_files.iter())
+            .map(|p| p.as_path())
+            .collect();
+        fsutil::ensure_not_input(path, &inputs)?;
         match opts.external_data_threshold {
             None => {
                 let bytes = self.to_bytes()?;
@@ -119,6 +131,7 @@ impl OnnxModel {
                     .map(|n| format!("{}.data", n.to_string_lossy()))
                     .ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
                 let data_path = path.with_file_name(&file_name);
+                fsutil::ensure_not_input(&data_path, &inputs)?;
                 let mut copy = self.clone();
                 let mut blob: Vec<u8> = Vec::new();
                 for t in copy.all_tensor_protos_mut() {
@@ -165,6 +178,7 @@ impl OnnxModel {
     fn resolve_external_data(&mut self, base: &Path) -> Result<()> {
         let label = self.label();
         let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut read_from = Vec::new();
         for t in self.all_tensor_protos_mut() {
             if t.data_location.enum_value() != Ok(DataLocation::EXTERNAL) {
                 continue;
@@ -191,6 +205,7 @@ impl OnnxModel {
                 let p = base.join(&location);
                 let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
                 files.insert(location.clone(), bytes);
+                read_from.push(p);
             }
             let data = &files[&location];
             let parse = |k: &str| -> Result<Option<usize>> {
@@ -220,6 +235,7 @@ impl OnnxModel {
             t.external_data.clear();
             t.data_location = EnumOrUnknown::new(DataLocation::DEFAULT);
         }
+        self.external_files = read_from;
         Ok(())
     }
 

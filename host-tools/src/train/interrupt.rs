@@ -8,6 +8,7 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int) {
     if REQUESTED.swap(true, Ordering::SeqCst) {
+        edgeslim_runtime::fsutil::remove_temp_files_now();
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(130) };
     }
