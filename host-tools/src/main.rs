@@ -17,6 +17,8 @@ fn main() {
     restore_sigpipe();
     // Ctrl-C or SIGTERM during a write removes the temporary file before exiting (130).
     edgeslim_runtime::fsutil::install_interrupt_cleanup();
+    // tract's panics on invalid graphs become one-line errors, without a backtrace dump.
+    edgeslim_runtime::model::install_quiet_panic_hook();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = cmd::Cli::parse();
     if let Err(e) = cmd::run(cli) {

@@ -77,6 +77,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     if !bytes.starts_with(b"\x93NUMPY") {
         return Err(bad("not a .npy file (missing the \\x93NUMPY magic)".into()));
     }
+    check_npy_size(&bytes).map_err(bad)?;
     macro_rules! try_type {
         ($t:ty) => {
             if let Ok(a) = ArrayD::<$t>::read_npy(bytes.as_slice()) {
@@ -94,6 +95,59 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
         .map(|e| e.to_string())
         .unwrap_or_default();
     Err(bad(format!("unsupported .npy content: {err}")))
+}
+
+/// The data a .npy header declares must be in the file: a 193-byte file declaring 10¹⁰
+/// elements would otherwise make the reader allocate 40 GB before noticing.
+fn check_npy_size(bytes: &[u8]) -> std::result::Result<(), String> {
+    let (header_len, start): (usize, usize) = match bytes.get(6) {
+        Some(1) if bytes.len() >= 10 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        Some(2) | Some(3) if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err("truncated or unknown .npy version".into()),
+    };
+    let header = bytes
+        .get(start..start.saturating_add(header_len))
+        .ok_or("the .npy header is longer than the file")?;
+    let header = String::from_utf8_lossy(header);
+    let shape = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .ok_or("the .npy header has no shape")?;
+    let item = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.split('\'').nth(1))
+        .map(|d| d.trim_start_matches(['<', '>', '|', '=']).to_string())
+        .ok_or("the .npy header has no descr")?;
+    let item_bytes: u64 = item
+        .get(1..)
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("unsupported .npy element type '{item}'"))?;
+    let mut elements: u64 = 1;
+    for d in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: u64 = d
+            .parse()
+            .map_err(|_| format!("the .npy shape ({shape}) is not a list of sizes"))?;
+        elements = elements
+            .checked_mul(d)
+            .ok_or_else(|| format!("the .npy shape ({shape}) overflows"))?;
+    }
+    let need = elements
+        .checked_mul(item_bytes)
+        .ok_or_else(|| format!("the .npy shape ({shape}) overflows"))?;
+    let have = (bytes.len() - (start + header_len)) as u64;
+    if need > have {
+        return Err(format!(
+            "the header declares shape ({shape}) of '{item}' = {need} bytes, the file holds {have}"
+        ));
+    }
+    Ok(())
 }
 
 /// Write a float or integer tensor as .npy (through a temporary file).
@@ -208,6 +262,16 @@ mod tests {
             vec![1.5, -2.0, 3.25, 4.0]
         );
         std::fs::write(&p, b"garbage").unwrap();
+        // A header declaring 10^10 elements in a tiny file: refused before any allocation.
+        let liar = p.with_file_name("liar.npy");
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000), }";
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        b.extend_from_slice(dict.as_bytes());
+        b.extend_from_slice(&[0u8; 16]);
+        std::fs::write(&liar, &b).unwrap();
+        let e = read_npy(&liar).unwrap_err().to_string();
+        assert!(e.contains("declares shape (100000, 100000)"), "{e}");
         assert!(read_npy(&p)
             .unwrap_err()
             .to_string()

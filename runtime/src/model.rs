@@ -356,6 +356,47 @@ pub struct TypedOnnx {
     pub timings: LoadTimings,
 }
 
+thread_local! {
+    /// Set while [`guarded`] runs a stage: its panics become errors, so the hook stays quiet.
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keep the default panic message (and backtrace) for real bugs, but stay quiet for panics
+/// that [`guarded`] turns into a one-line error. Binaries call this once at start.
+pub fn install_quiet_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_GUARD.with(|g| g.get()) {
+            previous(info);
+        }
+    }));
+}
+
+/// Run one of tract's stages with a panic turned into an error naming the model and stage:
+/// the last line of defence for semantically invalid graphs that tract's analysis does not
+/// expect (a zero stride, a pad list of the wrong length). With `panic = "abort"` (the board
+/// profile) a panic still ends the process; the host builds unwind and report it.
+fn guarded<T>(path: &Path, stage: &'static str, f: impl FnOnce() -> TractResult<T>) -> Result<T> {
+    IN_GUARD.with(|g| g.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_GUARD.with(|g| g.set(false));
+    match outcome {
+        Ok(r) => r.map_err(|e| RuntimeError::tract(path, stage, e)),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(RuntimeError::Tract {
+                path: path.into(),
+                stage,
+                reason: format!("tract cannot analyse this model (invalid attributes?): {what}"),
+            })
+        }
+    }
+}
+
 impl TypedOnnx {
     /// Parse and type a model file.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<TypedOnnx> {
@@ -416,9 +457,7 @@ impl TypedOnnx {
 
         let framework = framework.with_ignore_value_info(overridden);
         let dir = dir.and_then(|p| p.to_str());
-        let parsed = framework
-            .parse(&proto, dir)
-            .map_err(|e| RuntimeError::tract(path, "parsing", e))?;
+        let parsed = guarded(path, "parsing", || framework.parse(&proto, dir))?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(RuntimeError::NotOnnx {
                 path: path.into(),
@@ -457,9 +496,7 @@ impl TypedOnnx {
         let load_ms = ms_since(t_load);
 
         let t_typing = Instant::now();
-        let typed = model
-            .into_typed()
-            .map_err(|e| RuntimeError::tract(path, "type inference", e))?;
+        let typed = guarded(path, "type inference", || model.into_typed())?;
         let mut tensor_shapes = HashMap::new();
         for node in typed.nodes() {
             for (slot, out) in node.outputs.iter().enumerate() {
@@ -545,21 +582,17 @@ impl LoadedModel {
         let typed = t.typed;
         let t_opt = Instant::now();
         let typed = if opts.optimize {
-            typed
-                .into_optimized()
-                .map_err(|e| RuntimeError::tract(path, "optimisation", e))?
+            guarded(path, "optimisation", || typed.into_optimized())?
         } else {
-            typed
-                .into_decluttered()
-                .map_err(|e| RuntimeError::tract(path, "decluttering", e))?
+            guarded(path, "decluttering", || typed.into_decluttered())?
         };
         let run_options = RunOptions {
             executor: Some(executor_for(opts.threads)),
             ..Default::default()
         };
-        let plan = typed
-            .into_runnable_with_options(&run_options)
-            .map_err(|e| RuntimeError::tract(path, "planning", e))?;
+        let plan = guarded(path, "planning", || {
+            typed.into_runnable_with_options(&run_options)
+        })?;
         let optimize_ms = ms_since(t_opt);
 
         Ok(LoadedModel {

@@ -129,3 +129,72 @@ fn never_overwrites_the_input() {
     assert_clean_error(&r, "refusing to overwrite the input model");
     assert_eq!(std::fs::read(&p).unwrap(), before);
 }
+
+/// Semantically invalid attributes on which tract's analysis panics (a zero stride or kernel,
+/// a pad list of the wrong length, a zero slice step): one line naming the model and the
+/// stage, exit code 1, for every such class.
+#[test]
+fn invalid_attributes_are_errors_not_panics() {
+    use edgeslim::onnx::node::ints;
+    use edgeslim::onnx::Tensor;
+    let dir = tempfile::tempdir().unwrap();
+    let conv = |attrs: Vec<_>| {
+        let mut b = GraphBuilder::new("bad", 13);
+        let x = b.input("x", &[1, 3, 8, 8]);
+        let w = b.init("w", &Tensor::f32(vec![4, 3, 3, 3], vec![0.1; 108]).unwrap());
+        b.node_named("Conv", "bad_conv", &[&x, &w], &["y"], attrs);
+        b.output("y");
+        b.finish()
+    };
+    let pool = |attrs: Vec<_>| {
+        let mut b = GraphBuilder::new("bad", 13);
+        let x = b.input("x", &[1, 3, 8, 8]);
+        b.node_named("MaxPool", "bad_pool", &[&x], &["y"], attrs);
+        b.output("y");
+        b.finish()
+    };
+    let slice_step0 = {
+        let mut b = GraphBuilder::new("bad", 13);
+        let x = b.input("x", &[1, 8]);
+        let i = |b: &mut GraphBuilder, n: &str, v: i64| {
+            b.init(n, &Tensor::i64(vec![1], vec![v]).unwrap())
+        };
+        let (s0, e, a, st) = (
+            i(&mut b, "s", 0),
+            i(&mut b, "e", 4),
+            i(&mut b, "a", 1),
+            i(&mut b, "st", 0),
+        );
+        b.node_named(
+            "Slice",
+            "bad_slice",
+            &[&x, &s0, &e, &a, &st],
+            &["y"],
+            vec![],
+        );
+        b.output("y");
+        b.finish()
+    };
+    let cases = [
+        ("conv_stride0", conv(vec![ints("strides", &[0, 0])])),
+        ("conv_pads3", conv(vec![ints("pads", &[1, 1, 1])])),
+        ("pool_kernel0", pool(vec![ints("kernel_shape", &[0, 0])])),
+        (
+            "pool_stride0",
+            pool(vec![
+                ints("kernel_shape", &[2, 2]),
+                ints("strides", &[0, 0]),
+            ]),
+        ),
+        ("slice_step0", slice_step0),
+    ];
+    for (name, model) in cases {
+        let p = dir.path().join(format!("{name}.onnx"));
+        model.save(&p, &SaveOptions::default()).unwrap();
+        let r = run(
+            "edgeslim-rt",
+            &["bench", s(&p), "--runs", "1", "--warmup", "0"],
+        );
+        assert_clean_error(&r, &format!("{name}.onnx"));
+    }
+}
