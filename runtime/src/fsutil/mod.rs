@@ -144,7 +144,8 @@ mod tests {
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
         let e = write_atomic(dir.path(), b"x").unwrap_err().to_string();
         assert!(e.contains("is a folder"), "{e}");
-        let e = write_atomic(Path::new("/dev/null"), b"x")
+        // Only the check, never a write: a regression must not replace the real /dev/null.
+        let e = ensure_replaceable(Path::new("/dev/null"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("is a device"), "{e}");
