@@ -132,6 +132,8 @@ pub fn inspect(model: &OnnxModel, input_shapes: &[InputShape]) -> Result<Inspect
         std::time::Instant::now(),
     ) {
         Ok(t) => (t.tensor_shapes, None),
+        // A broken operator rule is the model's fault, not a missing input shape: refuse.
+        Err(e @ edgeslim_runtime::RuntimeError::Invalid { .. }) => return Err(e.into()),
         Err(e) => (HashMap::new(), Some(e.to_string())),
     };
     // Constant shapes are known without inference.

@@ -46,6 +46,14 @@ pub enum RuntimeError {
     },
     #[error("{path}: {reason}")]
     Data { path: PathBuf, reason: String },
+    /// The model breaks a rule of the ONNX operator it uses (a zero stride, an axis outside
+    /// the rank): refused before tract sees it.
+    #[error("{path}: {node}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        node: String,
+        reason: String,
+    },
     /// The device behind a live source went away (a camera unplugged); not a bad frame.
     #[error("{0}")]
     SourceLost(String),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod device;
 pub mod error;
 pub mod fsutil;
+pub mod graph_check;
 pub mod input;
 pub mod inspect;
 pub mod io;

@@ -431,6 +431,8 @@ impl TypedOnnx {
             }
         }
 
+        crate::graph_check::check_graph(path, graph, opts.max_tensor_bytes)?;
+
         let declared_inputs: Vec<(String, i32, Vec<Dim>)> = true_inputs(graph)
             .into_iter()
             .map(|vi| {
@@ -515,6 +517,7 @@ impl TypedOnnx {
                 tensor_shapes.insert(label, dims.to_vec());
             }
         }
+        crate::graph_check::check_shapes(path, graph, &tensor_shapes)?;
         let outputs = graph
             .output
             .iter()

@@ -190,11 +190,131 @@ fn invalid_attributes_are_errors_not_panics() {
     ];
     for (name, model) in cases {
         let p = dir.path().join(format!("{name}.onnx"));
-        model.save(&p, &SaveOptions::default()).unwrap();
+        // Written raw: our own writer refuses to produce an invalid model.
+        std::fs::write(&p, model.to_bytes().unwrap()).unwrap();
         let r = run(
             "edgeslim-rt",
             &["bench", s(&p), "--runs", "1", "--warmup", "0"],
         );
         assert_clean_error(&r, &format!("{name}.onnx"));
+    }
+}
+
+/// The semantic rules checked before tract (or a host pass) sees a model: each broken model
+/// is refused by the runtime, by `inspect` and by `optimize` with one line naming the node and
+/// the rule, and `optimize` writes nothing. These are the "wrong successes" and allocation
+/// aborts of the reliability probe: each ran before, giving an answer or taking the machine.
+#[test]
+fn semantic_rules_are_checked_before_the_engine() {
+    use edgeslim::onnx::node::{float, int, ints};
+    use edgeslim::onnx::Tensor;
+    let dir = tempfile::tempdir().unwrap();
+    let single = |dims: &[i64], op: &str, extra: &[(&str, Tensor)], attrs: Vec<_>| {
+        let mut b = GraphBuilder::new("bad", 13);
+        let x = b.input("x", dims);
+        let mut inputs = vec![x];
+        for (n, t) in extra {
+            inputs.push(b.init(n, t));
+        }
+        let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
+        b.node_named(op, "the_node", &refs, &["y"], attrs);
+        b.output("y");
+        b.finish()
+    };
+    let f32s = |dims: Vec<usize>, v: f32| {
+        let n = dims.iter().product();
+        Tensor::f32(dims, vec![v; n]).unwrap()
+    };
+    let i64s = |v: Vec<i64>| Tensor::i64(vec![v.len()], v).unwrap();
+    let bn = |var: f32, eps: f32| {
+        single(
+            &[1, 2, 4, 4],
+            "BatchNormalization",
+            &[
+                ("scale", f32s(vec![2], 1.0)),
+                ("bias", f32s(vec![2], 0.0)),
+                ("mean", f32s(vec![2], 0.0)),
+                ("var", f32s(vec![2], var)),
+            ],
+            vec![float("epsilon", eps)],
+        )
+    };
+    let mut no_outputs = single(&[1, 4], "Relu", &[], vec![]);
+    no_outputs.graph_mut().output.clear();
+    let mut unproduced = single(&[1, 4], "Relu", &[], vec![]);
+    unproduced.graph_mut().output[0].name = "nowhere".into();
+    let mut string_raw = single(&[1, 4], "Relu", &[("w", f32s(vec![4], 1.0))], vec![]);
+    string_raw.graph_mut().node[0].input.truncate(1);
+    string_raw.graph_mut().initializer[0].data_type = 8; // STRING, bytes left in raw_data
+    let mut raw_short = single(&[1, 4], "Add", &[("w", f32s(vec![4], 1.0))], vec![]);
+    raw_short.graph_mut().initializer[0].raw_data.truncate(10);
+    let cases: Vec<(&str, _, &str)> = vec![
+        (
+            "softmax_axis100",
+            single(&[1, 10], "Softmax", &[], vec![int("axis", 100)]),
+            "axis = 100 is outside [-2, 1]",
+        ),
+        (
+            "pool_larger_than_input",
+            single(&[1, 3, 4, 4], "MaxPool", &[], vec![ints("kernel_shape", &[8, 8])]),
+            "larger than the padded input",
+        ),
+        (
+            "pool_pads_not_smaller",
+            single(
+                &[1, 3, 8, 8],
+                "MaxPool",
+                &[],
+                vec![ints("kernel_shape", &[2, 2]), ints("pads", &[2, 2, 2, 2])],
+            ),
+            "not smaller than the window",
+        ),
+        (
+            "transpose_not_a_permutation",
+            single(&[1, 3, 8], "Transpose", &[], vec![ints("perm", &[0, 0, 1])]),
+            "not a permutation",
+        ),
+        ("no_outputs", no_outputs, "declares no outputs"),
+        ("unproduced_output", unproduced, "'nowhere' is produced by no node"),
+        ("bn_negative_variance", bn(-1.0, 1e-5), "variance[0] = -1"),
+        ("bn_nan_epsilon", bn(1.0, f32::NAN), "epsilon = NaN"),
+        ("string_raw", string_raw, "STRING tensor stored as raw bytes"),
+        ("raw_too_short", raw_short, "holds 10 raw bytes"),
+        (
+            "constant_of_shape_80gb",
+            single(&[1, 4], "Add", &[], vec![]),
+            "over the limit",
+        ),
+        (
+            "tile_2_31",
+            single(&[1], "Tile", &[("r", i64s(vec![1 << 31]))], vec![]),
+            "over the limit",
+        ),
+    ];
+    for (name, mut model, needle) in cases {
+        if name == "constant_of_shape_80gb" {
+            // y = x + ConstantOfShape([20e9]): 80 GB of float zeros declared by one constant.
+            let shape = i64s(vec![20_000_000_000]).to_proto("shape");
+            let g = model.graph_mut();
+            g.initializer.push(shape);
+            let cos = edgeslim::onnx::node::make("ConstantOfShape", &["shape"], &["big"], "cos", vec![]);
+            g.node.insert(0, cos);
+            g.node[1].input.push("big".into());
+        }
+        let p = dir.path().join(format!("{name}.onnx"));
+        std::fs::write(&p, model.to_bytes().unwrap()).unwrap();
+        let out = dir.path().join(format!("{name}.out.onnx"));
+        eprintln!("case {name}");
+        for args in [
+            vec!["edgeslim-rt", "bench", s(&p), "--runs", "1", "--warmup", "0"],
+            vec!["edgeslim", "inspect", s(&p)],
+            vec!["edgeslim", "optimize", s(&p), "-o", s(&out)],
+        ] {
+            eprintln!("  {args:?}");
+            let r = run(args[0], &args[1..]);
+            assert_clean_error(&r, needle);
+            assert!(r.stderr.contains(&format!("{name}.onnx")), "{name}: {}", r.stderr);
+        }
+        assert!(!out.exists(), "{name}: optimize wrote an output");
     }
 }

@@ -46,6 +46,8 @@ impl OnnxModel {
     pub fn load(path: &Path) -> Result<OnnxModel> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let mut m = Self::from_bytes(&bytes, path)?;
+        // The rules tract and our passes rely on, before any pass runs.
+        check_semantics(&bytes, path)?;
         m.resolve_external_data(path.parent().unwrap_or(Path::new(".")))?;
         m.path = Some(path.to_path_buf());
         Ok(m)
@@ -123,6 +125,7 @@ impl OnnxModel {
         match opts.external_data_threshold {
             None => {
                 let bytes = self.to_bytes()?;
+                check_semantics(&bytes, path)?;
                 fsutil::write_atomic(path, &bytes)?;
             }
             Some(threshold) => {
@@ -152,9 +155,10 @@ impl OnnxModel {
                         t.raw_data.clear();
                     }
                 }
+                let bytes = copy.to_bytes()?;
+                check_semantics(&bytes, path)?;
                 // Data first: a model file never points at data that is not there yet.
                 fsutil::write_atomic(&data_path, &blob)?;
-                let bytes = copy.to_bytes()?;
                 fsutil::write_atomic(path, &bytes)?;
             }
         }
@@ -568,4 +572,19 @@ pub fn constant_node_value(node: &NodeProto) -> Result<Tensor> {
         }
     };
     Ok(t)
+}
+
+/// The runtime's semantic checks (operator rules, stored tensors, declared sizes) on encoded
+/// model bytes: what a file must pass to be read, and what we check before writing one, so an
+/// invalid model is refused on the way in and never produced on the way out.
+fn check_semantics(bytes: &[u8], label: &Path) -> Result<()> {
+    let proto = edgeslim_runtime::model::decode_proto(label, bytes)?;
+    if let Some(graph) = &proto.graph {
+        edgeslim_runtime::graph_check::check_graph(
+            label,
+            graph,
+            edgeslim_runtime::model::DEFAULT_MAX_TENSOR_BYTES,
+        )?;
+    }
+    Ok(())
 }

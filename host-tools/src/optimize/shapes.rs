@@ -89,6 +89,10 @@ pub fn fix_shapes(model: &mut OnnxModel, user: &[InputShape]) -> Result<PassRepo
     };
     let inferred = match inferred {
         Ok(s) => s,
+        // A broken operator rule (an axis outside the rank) is refused, not cleaned around.
+        Err(e @ crate::Error::Runtime(edgeslim_runtime::RuntimeError::Invalid { .. })) => {
+            return Err(e)
+        }
         Err(e) => {
             log::warn!("shape inference failed, clearing free symbols only: {e}");
             HashMap::new()

@@ -1,0 +1,159 @@
+//! Attribute rules of the operators tract would otherwise trust: window sizes, strides,
+//! dilations, pads, groups, slice steps, BatchNorm statistics.
+
+use super::tensors::float_values;
+use super::Scope;
+use crate::Result;
+use tract_onnx::pb;
+
+fn ints<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a [i64]> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.as_slice())
+}
+
+fn int(node: &pb::NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn float(node: &pb::NodeProto, name: &str) -> Option<f32> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
+}
+
+pub(super) fn check_node(scope: &Scope, label: &str, node: &pb::NodeProto) -> Result<()> {
+    match node.op_type.as_str() {
+        "Conv" | "ConvTranspose" | "ConvInteger" | "QLinearConv" => {
+            check_window(scope, label, node, false)?;
+            if let Some(g) = int(node, "group").filter(|&g| g < 1) {
+                return Err(scope.invalid(label, format!("group = {g}; it must be at least 1")));
+            }
+        }
+        "MaxPool" | "AveragePool" | "LpPool" => {
+            if ints(node, "kernel_shape").is_none_or(|k| k.is_empty()) {
+                return Err(scope.invalid(label, "has no kernel_shape (it is required)"));
+            }
+            check_window(scope, label, node, true)?;
+        }
+        "Slice" => {
+            // steps is the fifth input (opset 10+); older opsets have no steps.
+            if let Some(steps) = node.input.get(4).and_then(|s| scope.const_ints(s)) {
+                if steps.contains(&0) {
+                    return Err(scope.invalid(label, format!("steps {steps:?} contain 0")));
+                }
+            }
+        }
+        "BatchNormalization" => check_batchnorm(scope, label, node)?,
+        "Transpose" => {
+            // tract loops allocating on a repeated axis (perm [0, 0, 1]).
+            if let Some(perm) = ints(node, "perm") {
+                let mut sorted = perm.to_vec();
+                sorted.sort_unstable();
+                if sorted != (0..perm.len() as i64).collect::<Vec<_>>() {
+                    return Err(scope.invalid(
+                        label,
+                        format!("perm {perm:?} is not a permutation of 0..{}", perm.len()),
+                    ));
+                }
+            }
+        }
+        "LRN" => {
+            if let Some(s) = int(node, "size").filter(|&s| s < 1) {
+                return Err(scope.invalid(label, format!("size = {s}; it must be at least 1")));
+            }
+        }
+        "DepthToSpace" | "SpaceToDepth" => {
+            if let Some(b) = int(node, "blocksize").filter(|&b| b < 1) {
+                return Err(scope.invalid(label, format!("blocksize = {b}; it must be at least 1")));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// kernel_shape, strides and dilations positive and of one length; pads non-negative with two
+/// entries per spatial axis. Pooling windows must also be larger than their padding.
+fn check_window(scope: &Scope, label: &str, node: &pb::NodeProto, pool: bool) -> Result<()> {
+    let kernel = ints(node, "kernel_shape");
+    let mut spatial: Option<usize> = kernel.map(|k| k.len());
+    for name in ["kernel_shape", "strides", "dilations"] {
+        let Some(v) = ints(node, name) else { continue };
+        if let Some(bad) = v.iter().find(|&&x| x < 1) {
+            return Err(scope.invalid(
+                label,
+                format!("{name} {v:?} holds {bad}; every entry must be at least 1"),
+            ));
+        }
+        match spatial {
+            Some(n) if n != v.len() && !v.is_empty() => {
+                return Err(scope.invalid(
+                    label,
+                    format!("{name} has {} entries for {n} spatial axes", v.len()),
+                ))
+            }
+            None if !v.is_empty() => spatial = Some(v.len()),
+            _ => {}
+        }
+    }
+    if let Some(pads) = ints(node, "pads").filter(|p| !p.is_empty()) {
+        if let Some(bad) = pads.iter().find(|&&p| p < 0) {
+            return Err(scope.invalid(label, format!("pads {pads:?} hold {bad}; pads are >= 0")));
+        }
+        let ok_len = match spatial {
+            Some(n) => pads.len() == 2 * n,
+            None => pads.len() % 2 == 0,
+        };
+        if !ok_len {
+            return Err(scope.invalid(
+                label,
+                format!(
+                    "pads has {} entries; it needs two per spatial axis ({})",
+                    pads.len(),
+                    spatial.map_or("an even count".to_string(), |n| format!("{}", 2 * n))
+                ),
+            ));
+        }
+        if let (true, Some(k)) = (pool, kernel) {
+            let n = k.len();
+            for (axis, &kk) in k.iter().enumerate() {
+                let (begin, end) = (pads[axis], pads[axis + n]);
+                if begin >= kk || end >= kk {
+                    return Err(scope.invalid(
+                        label,
+                        format!(
+                            "pads {pads:?} are not smaller than the window {k:?} on axis {axis}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// epsilon finite and non-negative, variance finite and non-negative: otherwise the square
+/// root is NaN, which engines disagree about (tract folds it into finite numbers).
+fn check_batchnorm(scope: &Scope, label: &str, node: &pb::NodeProto) -> Result<()> {
+    if let Some(eps) = float(node, "epsilon").filter(|e| !e.is_finite() || *e < 0.0) {
+        return Err(scope.invalid(label, format!("epsilon = {eps}; it must be finite and >= 0")));
+    }
+    if let Some(var) = node
+        .input
+        .get(4)
+        .and_then(|v| scope.constants.get(v.as_str()))
+        .and_then(|t| float_values(t))
+    {
+        if let Some((i, v)) = var
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite() || **v < 0.0)
+        {
+            return Err(scope.invalid(
+                label,
+                format!("variance[{i}] = {v}; a variance must be finite and >= 0"),
+            ));
+        }
+    }
+    Ok(())
+}
