@@ -6,6 +6,9 @@ use super::Scope;
 use crate::Result;
 use tract_onnx::pb;
 
+/// The largest window, step or pad accepted along one axis.
+pub const MAX_EXTENT: i64 = 1 << 24;
+
 fn ints<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a [i64]> {
     node.attribute
         .iter()
@@ -85,6 +88,14 @@ fn check_window(scope: &Scope, label: &str, node: &pb::NodeProto, pool: bool) ->
                 format!("{name} {v:?} holds {bad}; every entry must be at least 1"),
             ));
         }
+        // tract walks a window's extent while typing: a dilation of 2^31 spins for minutes.
+        // No board image is 2^24 pixels along one axis, so no window or step may be either.
+        if let Some(big) = v.iter().find(|&&x| x > MAX_EXTENT) {
+            return Err(scope.invalid(
+                label,
+                format!("{name} {v:?} holds {big}, over the largest extent {MAX_EXTENT}"),
+            ));
+        }
         match spatial {
             Some(n) if n != v.len() && !v.is_empty() => {
                 return Err(scope.invalid(
@@ -96,7 +107,29 @@ fn check_window(scope: &Scope, label: &str, node: &pb::NodeProto, pool: bool) ->
             _ => {}
         }
     }
+    // The dilated window, with the kernel from the weights when the attribute is absent.
+    let kernel_dims: Option<Vec<i64>> = kernel.map(|k| k.to_vec()).or_else(|| {
+        let (_, w) = scope.known(node.input.get(1)?)?;
+        (w.len() > 2).then(|| w[2..].iter().map(|&d| d as i64).collect())
+    });
+    if let (Some(k), Some(d)) = (kernel_dims, ints(node, "dilations")) {
+        for (kk, dd) in k.iter().zip(d) {
+            let extent = (*kk as i128 - 1) * *dd as i128 + 1;
+            if extent > MAX_EXTENT as i128 {
+                return Err(scope.invalid(
+                    label,
+                    format!("the dilated window ({kk} taps, dilation {dd}) spans {extent}, over the largest extent {MAX_EXTENT}"),
+                ));
+            }
+        }
+    }
     if let Some(pads) = ints(node, "pads").filter(|p| !p.is_empty()) {
+        if let Some(big) = pads.iter().find(|&&p| p > MAX_EXTENT) {
+            return Err(scope.invalid(
+                label,
+                format!("pads {pads:?} hold {big}, over the largest extent {MAX_EXTENT}"),
+            ));
+        }
         if let Some(bad) = pads.iter().find(|&&p| p < 0) {
             return Err(scope.invalid(label, format!("pads {pads:?} hold {bad}; pads are >= 0")));
         }
@@ -136,7 +169,10 @@ fn check_window(scope: &Scope, label: &str, node: &pb::NodeProto, pool: bool) ->
 /// root is NaN, which engines disagree about (tract folds it into finite numbers).
 fn check_batchnorm(scope: &Scope, label: &str, node: &pb::NodeProto) -> Result<()> {
     if let Some(eps) = float(node, "epsilon").filter(|e| !e.is_finite() || *e < 0.0) {
-        return Err(scope.invalid(label, format!("epsilon = {eps}; it must be finite and >= 0")));
+        return Err(scope.invalid(
+            label,
+            format!("epsilon = {eps}; it must be finite and >= 0"),
+        ));
     }
     if let Some(var) = node
         .input

@@ -45,13 +45,18 @@ impl Scope<'_> {
 
     /// The integer values of a constant input (shape, repeats, steps), if it is one.
     pub fn const_ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.constants.get(name).and_then(|t| tensors::int_values(t))
+        self.constants
+            .get(name)
+            .and_then(|t| tensors::int_values(t))
     }
 
     /// Element type and dims of a tensor known without typing: a constant or a declared input.
     pub fn known(&self, name: &str) -> Option<(i32, Vec<u64>)> {
         if let Some(t) = self.constants.get(name) {
-            return Some((t.data_type, t.dims.iter().map(|&d| d.max(0) as u64).collect()));
+            return Some((
+                t.data_type,
+                t.dims.iter().map(|&d| d.max(0) as u64).collect(),
+            ));
         }
         self.inputs.get(name).cloned()
     }
@@ -102,7 +107,10 @@ fn scope_of<'a>(path: &'a Path, graph: &'a pb::GraphProto, budget: u64) -> Scope
         if n.op_type == "Constant" {
             if let (Some(out), Some(t)) = (
                 n.output.first(),
-                n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref()),
+                n.attribute
+                    .iter()
+                    .find(|a| a.name == "value")
+                    .and_then(|a| a.t.as_ref()),
             ) {
                 constants.insert(out.as_str(), t);
             }
@@ -159,7 +167,10 @@ fn check_structure(scope: &Scope, graph: &pb::GraphProto) -> Result<()> {
         if !produced.contains(out.name.as_str()) {
             return Err(scope.invalid(
                 "graph",
-                format!("output '{}' is produced by no node, input or initializer", out.name),
+                format!(
+                    "output '{}' is produced by no node, input or initializer",
+                    out.name
+                ),
             ));
         }
     }

@@ -33,7 +33,11 @@ pub fn check_shapes(
             let Some(extra) = rule else { continue };
             let Some(r) = rank_of(0) else { continue };
             let hi = r - 1 + extra;
-            let values: Vec<i64> = if a.name == "axis" { vec![a.i] } else { a.ints.clone() };
+            let values: Vec<i64> = if a.name == "axis" {
+                vec![a.i]
+            } else {
+                a.ints.clone()
+            };
             if let Some(v) = values.iter().find(|&&v| v < -r - extra || v > hi) {
                 return Err(fail(format!(
                     "{} = {v} is outside [{}, {hi}] for an input of rank {r}",
@@ -44,10 +48,9 @@ pub fn check_shapes(
         }
         if node.op_type == "Transpose" {
             // The values were checked before typing; here only the length against the rank.
-            if let (Some(perm), Some(r)) = (
-                node.attribute.iter().find(|a| a.name == "perm"),
-                rank_of(0),
-            ) {
+            if let (Some(perm), Some(r)) =
+                (node.attribute.iter().find(|a| a.name == "perm"), rank_of(0))
+            {
                 if perm.ints.len() as i64 != r {
                     return Err(fail(format!(
                         "perm {:?} has {} entries for an input of rank {r}",
@@ -56,6 +59,9 @@ pub fn check_shapes(
                     )));
                 }
             }
+        }
+        if node.op_type == "Conv" {
+            check_conv_groups(node, shapes).map_err(fail)?;
         }
         if matches!(
             node.op_type.as_str(),
@@ -73,8 +79,8 @@ fn axis_rule(op: &str, attr: &str) -> Option<i64> {
     match (op, attr) {
         ("Flatten", "axis") => Some(1),
         (
-            "Softmax" | "LogSoftmax" | "Hardmax" | "Concat" | "Gather" | "GatherElements"
-            | "Split" | "ArgMax" | "ArgMin" | "LayerNormalization" | "Compress",
+            "Softmax" | "LogSoftmax" | "Hardmax" | "Concat" | "Gather" | "GatherElements" | "Split"
+            | "ArgMax" | "ArgMin" | "LayerNormalization" | "Compress",
             "axis",
         ) => Some(0),
         (
@@ -116,7 +122,9 @@ fn check_window_fits(
         ));
     }
     let pads = attr("pads").map(|a| a.ints.clone()).unwrap_or_default();
-    let dil = attr("dilations").map(|a| a.ints.clone()).unwrap_or_default();
+    let dil = attr("dilations")
+        .map(|a| a.ints.clone())
+        .unwrap_or_default();
     for axis in 0..n {
         let size = input[axis + 2] as i64;
         let padded = size + pads.get(axis).unwrap_or(&0) + pads.get(axis + n).unwrap_or(&0);
@@ -127,6 +135,35 @@ fn check_window_fits(
                  ({size} + pads = {padded})"
             ));
         }
+    }
+    Ok(())
+}
+
+/// A grouped convolution's weights `[M, C/group, k...]` must divide the input's `C` channels
+/// and the `M` outputs into `group` equal parts.
+fn check_conv_groups(
+    node: &pb::NodeProto,
+    shapes: &HashMap<String, Vec<usize>>,
+) -> std::result::Result<(), String> {
+    let group = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "group")
+        .map_or(1, |a| a.i.max(1) as usize);
+    let (Some(x), Some(w)) = (
+        node.input.first().and_then(|n| shapes.get(n.as_str())),
+        node.input.get(1).and_then(|n| shapes.get(n.as_str())),
+    ) else {
+        return Ok(());
+    };
+    if x.len() < 2 || w.len() < 2 {
+        return Ok(());
+    }
+    if w[1] * group != x[1] || w[0] % group != 0 {
+        return Err(format!(
+            "group = {group} does not fit: the input has {} channels, the weights are {w:?}",
+            x[1]
+        ));
     }
     Ok(())
 }

@@ -22,9 +22,7 @@ pub fn element_size(data_type: i32) -> Option<u64> {
 }
 
 pub(super) fn check_tensor(scope: &Scope, owner: &str, t: &pb::TensorProto) -> Result<()> {
-    let what = if t.name.is_empty() {
-        owner.to_string()
-    } else if owner.starts_with("initializer") {
+    let what = if t.name.is_empty() || owner.starts_with("initializer") {
         owner.to_string()
     } else {
         format!("{owner}: tensor '{}'", t.name)
@@ -77,7 +75,10 @@ pub(super) fn check_tensor(scope: &Scope, owner: &str, t: &pb::TensorProto) -> R
         if stored != elements {
             return Err(scope.invalid(
                 &what,
-                format!("holds {stored} values, its dims {:?} need {elements}", t.dims),
+                format!(
+                    "holds {stored} values, its dims {:?} need {elements}",
+                    t.dims
+                ),
             ));
         }
     }
