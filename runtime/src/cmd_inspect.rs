@@ -161,6 +161,14 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             );
         }
     })?;
+    // What the folder walk left out is reported next to the frames that did not decode.
+    let listed = source
+        .skipped
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()));
+    let room =
+        edgeslim_runtime::inspect::MAX_UNREADABLE_LISTED.saturating_sub(summary.unreadable.len());
+    summary.unreadable.extend(listed.take(room));
     // Let queued pulses finish before counting them.
     if let Some(w) = reject {
         let counts = w.counts.clone();
@@ -174,11 +182,12 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     println!(
-        "{} frames: {} pass, {} fail, {} unreadable; inference p50 {:.1} ms, p90 {:.1} ms{}",
+        "{} frames: {} pass, {} fail, {} unreadable, {} left out of the folder; inference p50 {:.1} ms, p90 {:.1} ms{}",
         summary.frames,
         summary.passed,
         summary.failed,
         summary.bad_frames,
+        source.skipped.len(),
         summary.infer_ms_p50,
         summary.infer_ms_p90,
         if a.reject_pin.is_some() {

@@ -85,8 +85,24 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
             }
         };
     }
-    try_type!(f32);
-    try_type!(f64);
+    // Float inputs must be finite: tract's Relu/Max/pooling turn NaN into numbers where ONNX
+    // Runtime propagates it, so a NaN input would get a confident, engine-dependent answer.
+    macro_rules! try_float {
+        ($t:ty) => {
+            if let Ok(a) = ArrayD::<$t>::read_npy(bytes.as_slice()) {
+                let bad_values = a.iter().filter(|v| !v.is_finite()).count();
+                if bad_values > 0 {
+                    return Err(bad(format!(
+                        "holds {bad_values} NaN or infinite values of {}; inputs must be finite",
+                        a.len()
+                    )));
+                }
+                return Ok(a.into());
+            }
+        };
+    }
+    try_float!(f32);
+    try_float!(f64);
     try_type!(i64);
     try_type!(i32);
     try_type!(u8);
@@ -194,17 +210,50 @@ impl Default for ImagePrep {
     }
 }
 
-/// Decode an image file.
+/// The most memory one image's decoder may allocate: a 4K RGBA frame takes 33 MB and a
+/// 8K one 133 MB; a small PNG that declares 12000x12000 pixels (576 MB as RGBA) is refused
+/// before its pixels are allocated instead of costing the board its memory.
+pub const MAX_IMAGE_DECODE_BYTES: u64 = 256 << 20;
+
+/// Decode an image file, refusing truncated JPEGs and images over the decode budget.
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
-    image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| RuntimeError::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| RuntimeError::io(path, e))?
+        .map_err(|e| RuntimeError::io(path, e))?;
+    let bad = |reason: String| RuntimeError::Data {
+        path: path.into(),
+        reason,
+    };
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(path).map_err(bad)?;
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
+    reader.limits(limits);
+    reader
         .decode()
-        .map_err(|e| RuntimeError::Data {
-            path: path.into(),
-            reason: format!("image does not decode: {e}"),
-        })
+        .map_err(|e| bad(format!("image does not decode: {e}")))
+}
+
+/// JPEG decoders fill a cut-off scan with grey and report success, so a half-copied camera
+/// frame would be scored as a real part. A complete JPEG ends with the end-of-image marker
+/// (FF D9), possibly followed by zero padding; files with vendor data after it are refused too.
+fn check_jpeg_complete(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let tail_len = len.min(4096);
+    f.seek(SeekFrom::Start(len - tail_len))
+        .map_err(|e| e.to_string())?;
+    let mut tail = Vec::with_capacity(tail_len as usize);
+    f.read_to_end(&mut tail).map_err(|e| e.to_string())?;
+    let end = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if end >= 2 && tail[end - 2..end] == [0xFF, 0xD9] {
+        Ok(())
+    } else {
+        Err("truncated JPEG: no end-of-image marker at the end of the file".into())
+    }
 }
 
 /// Resize (bilinear) to the spec's H×W and lay out as [1, C, H, W] with C = 1 or 3.
@@ -246,6 +295,69 @@ pub fn image_to_tensor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn non_finite_npy_inputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nan.npy");
+        let t: Tensor = tract_ndarray::arr1(&[1.0f32, f32::NAN, f32::INFINITY, 2.0])
+            .into_dyn()
+            .into();
+        write_npy(&p, &t).unwrap();
+        let e = read_npy(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("nan.npy") && e.contains("holds 2 NaN or infinite values of 4"),
+            "{e}"
+        );
+    }
+
+    /// Cut-off JPEGs and images declaring more pixels than the decode budget are refused
+    /// with a reason; a whole JPEG still decodes.
+    #[test]
+    fn truncated_and_oversized_images_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 7]));
+        let whole = dir.path().join("whole.jpg");
+        img.save(&whole).unwrap();
+        assert_eq!(open_image(&whole).unwrap().width(), 64);
+        let bytes = std::fs::read(&whole).unwrap();
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let e = open_image(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.jpg") && e.contains("truncated JPEG"), "{e}");
+
+        // A 4x4 PNG whose header is rewritten to declare 12000x12000 RGBA (576 MB).
+        let small = dir.path().join("small.png");
+        image::RgbaImage::new(4, 4).save(&small).unwrap();
+        let mut png = std::fs::read(&small).unwrap();
+        png[16..20].copy_from_slice(&12000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&12000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let huge = dir.path().join("huge.png");
+        std::fs::write(&huge, &png).unwrap();
+        let e = open_image(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.png") && e.contains("does not decode"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn npy_round_trip_keeps_values() {

@@ -7,7 +7,7 @@ mod pipeline;
 
 pub use meta::DetectorMeta;
 pub use overlay::{heat_colour, overlay};
-pub use pipeline::{run, InspectConfig, InspectSummary, Record, View};
+pub use pipeline::{run, InspectConfig, InspectSummary, Record, View, MAX_UNREADABLE_LISTED};
 /// The trait the loop publishes through, under a stable path for the binaries.
 pub mod pipeline_view {
     pub use super::pipeline::View;

@@ -69,6 +69,9 @@ pub struct Record {
     pub infer_ms: f64,
 }
 
+/// A looped line over a folder of broken files would otherwise grow this list forever.
+pub const MAX_UNREADABLE_LISTED: usize = 1000;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectSummary {
     pub detector: String,
@@ -79,6 +82,9 @@ pub struct InspectSummary {
     pub passed: u64,
     /// Frames that could not be read or decoded (skipped).
     pub bad_frames: u64,
+    /// Why, one line per file (the first 1,000): unreadable, truncated, too large, or left
+    /// out of the folder walk (not a regular file, folder not readable).
+    pub unreadable: Vec<String>,
     pub infer_ms_p50: f64,
     pub infer_ms_p90: f64,
     pub rejects_pulsed: u64,
@@ -107,6 +113,7 @@ pub fn run(
     let mut threshold = cfg.threshold.unwrap_or(inspector.meta.image.threshold);
     let mut records = Vec::new();
     let mut bad = 0u64;
+    let mut unreadable = Vec::new();
     let mut times = Vec::new();
     let started = Instant::now();
     if let Some(dir) = &cfg.save_overlays {
@@ -136,6 +143,9 @@ pub fn run(
             Some(Err(e)) => {
                 log::warn!("skipping a frame: {e}");
                 bad += 1;
+                if unreadable.len() < MAX_UNREADABLE_LISTED {
+                    unreadable.push(e.to_string());
+                }
                 continue;
             }
             Some(Ok(f)) => f,
@@ -220,6 +230,7 @@ pub fn run(
         failed,
         passed: records.len() as u64 - failed,
         bad_frames: bad,
+        unreadable,
         infer_ms_p50: percentile(&sorted, 0.5),
         infer_ms_p90: percentile(&sorted, 0.9),
         rejects_pulsed: pulsed,
