@@ -334,7 +334,7 @@ pub fn resolve_input_shapes(
     Ok(out)
 }
 
-fn file_sha256(bytes: &[u8]) -> String {
+pub fn file_sha256(bytes: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(bytes);
     format!("{:x}", h.finalize())

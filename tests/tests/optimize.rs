@@ -88,7 +88,23 @@ fn external_data_in_and_out() {
             },
         )
         .unwrap();
-    assert!(dir.path().join("ext.onnx.data").exists());
+    let data_of = |model: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().to_string();
+                n.starts_with(&format!("{model}.")) && n.ends_with(".data")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        data_of("ext.onnx").len(),
+        1,
+        "one data file named by its content"
+    );
     let raw = std::fs::read(&src).unwrap();
     assert!(
         raw.len() < 4000,
@@ -107,14 +123,26 @@ fn external_data_in_and_out() {
     // optimize reads external data and writes it back out.
     let out = dir.path().join("opt.onnx");
     optimize(&src, &out, &["--external-data", "64"]);
-    assert!(dir.path().join("opt.onnx.data").exists());
+    assert_eq!(data_of("opt.onnx").len(), 1);
     assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-5);
+
+    // Replacing a model with external data switches the pair at once: the new model names
+    // a new data file, and the replaced model's data file is removed after the switch.
+    optimize(&src, &out, &["--external-data", "1000000000"]);
+    assert_eq!(
+        data_of("opt.onnx"),
+        Vec::<std::path::PathBuf>::new(),
+        "old data removed"
+    );
+    assert_equivalent(&python_check(&out, Some(&src), &[]), 1e-5);
+    optimize(&src, &out, &["--external-data", "64"]);
+    assert_eq!(data_of("opt.onnx").len(), 1);
 
     // The input's external-data file is an input too: never overwritten, whichever output
     // (the model or its data file) would land on it.
-    let data = dir.path().join("ext.onnx.data");
+    let data = data_of("ext.onnx").remove(0);
     let before = std::fs::read(&data).unwrap();
-    let ext_out = dir.path().join("ext.onnx.data");
+    let ext_out = data.clone();
     let err = run_err(
         "edgeslim",
         &[
@@ -125,8 +153,7 @@ fn external_data_in_and_out() {
         ],
     );
     assert!(err.contains("refusing to overwrite the input"), "{err}");
-    // `-o ext.onnx.data` with external data would write ext.onnx.data.data; `-o ext.onnx`
-    // with external data would rewrite ext.onnx.data beside it.
+    // `-o ext.onnx` with external data would replace the input and its data beside it.
     let err = run_err(
         "edgeslim",
         &[

@@ -130,8 +130,11 @@ pub fn run(a: &PruneArgs) -> Result<()> {
     let (template, search, cfg, summary) = tracker::prune_pair(&pair, &opts)?;
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
+    // The pair record goes first and comes back last: a reader never trusts half a rewrite.
+    edgeslim_runtime::track::pair_manifest::begin_write(&a.output)?;
     template.save(&a.output.join("template.onnx"), &SaveOptions::default())?;
     search.save(&a.output.join("search.onnx"), &SaveOptions::default())?;
+    edgeslim_runtime::track::pair_manifest::finish_write(&a.output)?;
 
     let finetune = match finetune_seed {
         None => None,

@@ -112,7 +112,7 @@ impl OnnxModel {
     }
 
     /// Write the model atomically (temporary file + rename), never over a file it was read
-    /// from. With an external-data threshold, large tensors go to `<file>.data`.
+    /// from. With an external-data threshold, large tensors go to `<file>.<content hash>.data`.
     pub fn save(&self, path: &Path, opts: &SaveOptions) -> Result<()> {
         // The input is the model file and every external-data file it was read with.
         let inputs: Vec<&Path> = self
@@ -131,35 +131,56 @@ impl OnnxModel {
             Some(threshold) => {
                 let file_name = path
                     .file_name()
-                    .map(|n| format!("{}.data", n.to_string_lossy()))
+                    .map(|n| n.to_string_lossy().to_string())
                     .ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
-                let data_path = path.with_file_name(&file_name);
-                fsutil::ensure_not_input(&data_path, &inputs)?;
                 let mut copy = self.clone();
                 let mut blob: Vec<u8> = Vec::new();
-                for t in copy.all_tensor_protos_mut() {
+                let mut placed = Vec::new(); // (tensor index, offset, length)
+                for (i, t) in copy.all_tensor_protos_mut().into_iter().enumerate() {
                     if t.raw_data.len() >= threshold {
                         // Align each tensor to 64 bytes, as onnx's own writer may, so a
                         // reader can map it directly.
                         while blob.len() % 64 != 0 {
                             blob.push(0);
                         }
-                        let offset = blob.len();
+                        placed.push((i, blob.len(), t.raw_data.len()));
                         blob.extend_from_slice(&t.raw_data);
-                        t.external_data = vec![
-                            entry("location", &file_name),
-                            entry("offset", &offset.to_string()),
-                            entry("length", &t.raw_data.len().to_string()),
-                        ];
-                        t.data_location = EnumOrUnknown::new(DataLocation::EXTERNAL);
-                        t.raw_data.clear();
                     }
+                }
+                // The data file is named by its content: a new model never shares a name
+                // with the data the old one still points at, so the pair switches with the
+                // model's rename alone (atomic as a set), and readers of the old model keep
+                // their data until the switch.
+                let hash = edgeslim_runtime::model::file_sha256(&blob);
+                let data_name = format!("{file_name}.{}.data", &hash[..12]);
+                let data_path = path.with_file_name(&data_name);
+                fsutil::ensure_not_input(&data_path, &inputs)?;
+                let mut tensors = copy.all_tensor_protos_mut();
+                for &(i, offset, length) in &placed {
+                    let t = &mut tensors[i];
+                    t.external_data = vec![
+                        entry("location", &data_name),
+                        entry("offset", &offset.to_string()),
+                        entry("length", &length.to_string()),
+                    ];
+                    t.data_location = EnumOrUnknown::new(DataLocation::EXTERNAL);
+                    t.raw_data.clear();
                 }
                 let bytes = copy.to_bytes()?;
                 check_semantics(&bytes, path)?;
+                let previous = data_files_of(path, &file_name);
                 // Data first: a model file never points at data that is not there yet.
-                fsutil::write_atomic(&data_path, &blob)?;
+                if !placed.is_empty() {
+                    fsutil::write_atomic(&data_path, &blob)?;
+                }
                 fsutil::write_atomic(path, &bytes)?;
+                // The replaced model's own data files are garbage now (never an input's).
+                for old in previous {
+                    let old = path.with_file_name(old);
+                    if old != data_path && !inputs.contains(&old.as_path()) {
+                        let _ = std::fs::remove_file(&old);
+                    }
+                }
             }
         }
         Ok(())
@@ -587,4 +608,32 @@ fn check_semantics(bytes: &[u8], label: &Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The external-data files a model already at `path` uses that belong to it by name
+/// (`<file>.*.data` or `<file>.data` beside it): what replacing it leaves unused.
+fn data_files_of(path: &Path, file_name: &str) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Ok(old) = OnnxModel::from_bytes(&bytes, path) else {
+        return Vec::new();
+    };
+    let mut old = old;
+    let mut names: Vec<String> = old
+        .all_tensor_protos_mut()
+        .iter()
+        .flat_map(|t| t.external_data.iter())
+        .filter(|e| e.key == "location")
+        .map(|e| e.value.clone())
+        .filter(|l| {
+            !l.contains('/')
+                && !l.contains('\\')
+                && l.starts_with(&format!("{file_name}."))
+                && l.ends_with(".data")
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }

@@ -421,8 +421,12 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
                     m.set_metadata("edgeslim.pruned", v);
                 }
             }
+            // The pair record is dropped before and written after the two graphs, so a
+            // kill between them never leaves a pair a loader would trust.
+            edgeslim_runtime::track::pair_manifest::begin_write(&recipe.output)?;
             save_model(&template, &template_path)?;
             save_model(&search, &search_path)?;
+            edgeslim_runtime::track::pair_manifest::finish_write(&recipe.output)?;
         }
         let hist = serde_json::to_vec_pretty(&history)
             .map_err(|e| Error::Other(format!("history: {e}")))?;

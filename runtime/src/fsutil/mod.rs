@@ -66,8 +66,11 @@ pub fn write_atomic_with(
 ) -> Result<()> {
     ensure_replaceable(path)?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(dir) = dir {
+    if let Some(dir) = dir.filter(|d| !d.exists()) {
+        // Outputs may name a new folder (`-o results/run1/model.onnx`, a report folder):
+        // it is created, and said so, so a typo in a path does not go unnoticed.
         std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+        eprintln!("note: created the folder {}", dir.display());
     }
     let tmp = temp_path_for(path);
     let guard = temps::register(&tmp);

@@ -16,6 +16,7 @@ pub mod draw;
 pub mod metrics;
 pub mod otb;
 pub mod page;
+pub mod pair_manifest;
 pub mod pantilt;
 pub mod synthetic;
 pub mod tracker;

@@ -197,6 +197,11 @@ impl TrackerModel {
                 ..LoadOptions::default()
             },
         )?;
+        super::pair_manifest::check(
+            tp.parent().unwrap_or(Path::new(".")),
+            &template.sha256,
+            &search.sha256,
+        )?;
         let m = match search.outputs.first().map(|o| o.shape.as_slice()) {
             Some([n, 1, a, b]) if *n == batch && a == b && *a > 1 => *a,
             other => {
