@@ -162,6 +162,41 @@ fn resnet_residual_adds_tie_the_trunk_and_pruning_is_exact() {
         .any(|g| g.excluded.iter().any(|r| r.contains("graph output"))));
 }
 
+/// PyTorch's exporter routes shared and de-duplicated weights through `Identity` nodes. A raw
+/// export must prune as its cleaned form does: same groups, exact, no manual `optimize`.
+#[test]
+fn identity_routed_weights_of_torch_exports_prune_like_clean_ones() {
+    let clean = models::resnet();
+    let mut routed = clean.clone();
+    let g = routed.graph_mut();
+    let names: Vec<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+    for t in g.initializer.iter_mut() {
+        t.name = format!("onnx::{}", t.name);
+    }
+    for n in &names {
+        let src = format!("onnx::{n}");
+        let id =
+            edgeslim::onnx::node::make("Identity", &[&src], &[n], &format!("Identity_{n}"), vec![]);
+        g.node.insert(0, id);
+    }
+    let reference = prune::analyze(&clean, &[]).unwrap();
+    let e = exactness("resnet-identity", &routed, None);
+    assert_eq!(
+        e.analysis.groups.prunable().count(),
+        reference.groups.prunable().count(),
+        "{}",
+        prune::render_groups(&e.analysis.groups)
+    );
+    assert!(
+        e.analysis
+            .notes
+            .iter()
+            .any(|n| n.contains("Identity/Dropout nodes removed")),
+        "{:?}",
+        e.analysis.notes
+    );
+}
+
 #[test]
 fn extreme_ratios_never_empty_a_group() {
     for (global, min) in [(false, 1), (true, 1), (true, 3)] {

@@ -1,12 +1,13 @@
 //! Put a real export into the form the channel rules read, without changing what it
 //! computes: weights as initializers, reshapes of constants folded, flatten-reshapes whose
 //! target is computed from `Shape` written as `[0, -1]`, initializers used by several nodes
-//! split into one copy per use (so slicing one never slices another), dead nodes dropped,
-//! every node named.
+//! split into one copy per use (so slicing one never slices another), Identity and inference
+//! Dropout removed (the exporter's weight sharing), dead nodes dropped, every node named: the
+//! lossless clean-up of `edgeslim optimize` that the channel rules need, on the in-memory copy.
 
 use crate::onnx::model::OnnxModel;
 use crate::onnx::tensor::Tensor;
-use crate::optimize::{constants, dead, names};
+use crate::optimize::{constants, dead, identity, names};
 use crate::Result;
 use edgeslim_runtime::model::{LoadOptions, TypedOnnx};
 use edgeslim_runtime::InputShape;
@@ -49,6 +50,13 @@ pub fn prepare(
     let r = constants::constants_to_initializers(model)?;
     if r.count > 0 {
         notes.push(format!("{} Constant nodes became initializers", r.count));
+    }
+    // PyTorch's exporter routes shared and de-duplicated weights through Identity nodes; a
+    // weight behind one is not an initializer to the channel rules, and every group it is in
+    // would be kept whole ("nothing to prune" on a raw resnet18 export).
+    let r = identity::remove_identities(model)?;
+    if r.count > 0 {
+        notes.push(format!("{} Identity/Dropout nodes removed", r.count));
     }
     model.topo_sort()?;
     let shapes = infer_shapes(model, input_shapes)?;
