@@ -252,7 +252,10 @@ fn inception_branches_and_pruning_is_exact() {
 fn shuffle_depthwise_and_grouped_convs_are_handled_or_kept_with_a_reason() {
     let e = exactness("shuffle", &models::shuffle(), None);
     let text = prune::render_groups(&e.analysis.groups);
-    assert!(text.contains("grouped convolution (group=2)"), "{text}");
+    assert!(
+        !text.contains("grouped convolution"),
+        "grouped convs are followed: {text}"
+    );
     // The shuffle is followed: the first conv's 8 channels are pruned in whole shuffle groups
     // (2 units of 4 channels, through both reshapes); the depthwise conv with channel
     // multiplier 2 makes each unit 8 positions wide.
@@ -268,6 +271,54 @@ fn shuffle_depthwise_and_grouped_convs_are_handled_or_kept_with_a_reason() {
             assert_eq!(w.dims[1], 1, "{}: depthwise weight", n.name);
         }
     }
+}
+
+/// Grouped convolutions of group width 2 and 8 (ResNeXt, RegNet): channels go consistently
+/// inside every group, the group count stays, and pruning is exact.
+#[test]
+fn grouped_convs_prune_inside_every_group_and_pruning_is_exact() {
+    let e = exactness("resnext", &models::resnext(), None);
+    let text = prune::render_groups(&e.analysis.groups);
+    assert!(!text.contains("grouped convolution"), "{text}");
+    let convs: Vec<_> = e
+        .pruned
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv")
+        .collect();
+    let mut grouped = 0;
+    for n in &convs {
+        let g = edgeslim::onnx::node::attr_i(n, "group").unwrap_or(1);
+        if g == 1 {
+            continue;
+        }
+        grouped += 1;
+        let w = e.pruned.constant(&n.input[1]).unwrap().unwrap();
+        assert_eq!(
+            w.dims[0] % g as usize,
+            0,
+            "{}: outputs divide into groups",
+            n.name
+        );
+        assert!(
+            w.dims[0] < if g == 16 { 32 } else { 64 },
+            "{}: pruned: {:?}",
+            n.name,
+            w.dims
+        );
+    }
+    assert_eq!(grouped, 2, "both grouped convs stay grouped");
+    // The analysis ties input position j of every group: the 1x1 conv feeding the width-8
+    // grouped conv is pruned in sets of 4 channels (one per group).
+    assert!(
+        e.analysis
+            .groups
+            .groups
+            .iter()
+            .any(|g| g.prunable() && g.width == 4),
+        "{text}"
+    );
 }
 
 #[test]

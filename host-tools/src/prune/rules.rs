@@ -574,16 +574,33 @@ impl<'a> Ctx<'a> {
                     u
                 }
             }
+        } else if cin % g == 0 && m % g == 0 && wd[1] * g == cin {
+            // Grouped (ResNeXt, RegNet): channels go consistently inside every group, so the
+            // group count stays and each group keeps the same width. Input position j of
+            // every group is one unit (weight axis 1 holds the per-group positions), and
+            // output position j of every group is one unit.
+            let (per_in, per_out) = (cin / g, m / g);
+            if let Some(l) = &l {
+                for j in 0..per_in {
+                    for grp in 1..g {
+                        self.g.units.union(l.units[j], l.units[grp * per_in + j]);
+                    }
+                }
+                self.weight(i, &w, 1, &l.units[..per_in], Role::In);
+            }
+            let base = self.g.units.fresh(per_out);
+            (0..m).map(|o| base[o % per_out]).collect()
         } else {
             let reason = why(&format!(
-                "grouped convolution (group={g}); pruning whole groups is not implemented, so its channels are kept"
+                "grouped convolution (group={g}) whose weights do not divide its channels; its channels are kept"
             ));
             self.pin_tensor(x, &reason);
             let u = self.g.units.fresh(m);
             self.g.units.pin_all(&u, &reason);
             u
         };
-        let role = if g == 1 { Role::Out } else { Role::Param };
+        let depthwise = g > 1 && g == cin && wd[1] == 1;
+        let role = if depthwise { Role::Param } else { Role::Out };
         self.weight(i, &w, 0, &out, role);
         if let Some(b) = b {
             self.weight(i, &b, 0, &out, role);

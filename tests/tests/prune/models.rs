@@ -199,6 +199,29 @@ pub fn shuffle() -> OnnxModel {
     n.head(&out, 8, 10)
 }
 
+/// ResNeXt/RegNet-style blocks: 1x1 → grouped 3x3 (group width 2, then 8) → 1x1, with a
+/// residual Add around the first block.
+pub fn resnext() -> OnnxModel {
+    let mut n = Net::new("resnext", 13, 15);
+    let x = n.b.input("x", &[1, 3, 16, 16]);
+    let stem = n.cbr(&x, 3, 16, 3, 1);
+    // Block 1: group width 2 (16 groups of 2 channels), residual.
+    let a = n.cbr(&stem, 16, 32, 1, 1);
+    let g1 = n.conv(&a, 32, 32, 3, 1, 16);
+    let g1 = n.bn(&g1, 32);
+    let g1 = n.relu(&g1);
+    let c = n.conv(&g1, 32, 16, 1, 1, 1);
+    let c = n.bn(&c, 16);
+    let sum = n.b.node("Add", &[&c, &stem], vec![]);
+    let r = n.relu(&sum);
+    // Block 2: group width 8 (4 groups of 8 channels), widening 32 -> 64.
+    let d = n.cbr(&r, 16, 32, 1, 1);
+    let g2 = n.conv(&d, 32, 64, 3, 1, 4);
+    let g2 = n.relu(&g2);
+    let out = n.cbr(&g2, 64, 24, 1, 1);
+    n.head(&out, 24, 10)
+}
+
 /// An MLP: Gemm (transB) → BN → Relu → Gemm → Relu → MatMul + bias.
 pub fn mlp() -> OnnxModel {
     let mut n = Net::new("mlp", 13, 15);
