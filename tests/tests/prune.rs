@@ -321,6 +321,19 @@ fn grouped_convs_prune_inside_every_group_and_pruning_is_exact() {
     );
 }
 
+/// ConvNeXt's channels-last LayerNorm and SiLU MLP: the 64 hidden units are pruned (SiLU's
+/// two operands are one channel set), the trunk through the LayerNorm and the residual is one
+/// group, and pruning is exact.
+#[test]
+fn convnext_channels_layernorm_and_silu_mlp_prune_exactly() {
+    let e = exactness("convnext", &models::convnext(), None);
+    let text = prune::render_groups(&e.analysis.groups);
+    assert!(
+        group_with(&e.analysis, |g| g.prunable() && g.channels == 64).len() == 1,
+        "{text}"
+    );
+}
+
 #[test]
 fn mlp_gemm_and_matmul_neurons_and_pruning_is_exact() {
     let e = exactness("mlp", &models::mlp(), Some("x=2,16"));
@@ -352,6 +365,28 @@ fn vit_heads_are_pruned_whole_in_q_k_v_and_the_projection() {
     // The residual stream is normalised by LayerNorm: kept, with the reason.
     assert!(text.contains("normalises over the tracked axis"), "{text}");
     // Two of four heads remain: reshape targets follow.
+    let check = python_check(&e.pruned_path, None, &[]);
+    assert_eq!(check.checker, "ok");
+}
+
+/// Packed q/k/v (one `d -> 3d` projection and a Split): each head is still pruned whole, in
+/// its q, k and v thirds of the one weight, and pruning is exact.
+#[test]
+fn vit_fused_qkv_heads_are_pruned_whole_and_pruning_is_exact() {
+    let e = exactness("vit-fused", &models::vit_fused_qkv(), None);
+    let text = prune::render_groups(&e.analysis.groups);
+    // One unit per head, 12 positions wide: its 4 dimensions in each of the q, k, v thirds.
+    let heads = group_with(&e.analysis, |g| {
+        g.prunable() && g.channels == 4 && g.width == 12
+    });
+    assert_eq!(heads.len(), 1, "{text}");
+    assert_eq!(
+        outs(heads[0], "MatMul"),
+        1,
+        "the one fused projection: {text}"
+    );
+    let mlp = group_with(&e.analysis, |g| g.prunable() && g.channels == 32);
+    assert_eq!(mlp.len(), 1, "MLP hidden units: {text}");
     let check = python_check(&e.pruned_path, None, &[]);
     assert_eq!(check.checker, "ok");
 }

@@ -222,6 +222,33 @@ pub fn resnext() -> OnnxModel {
     n.head(&out, 24, 10)
 }
 
+/// A ConvNeXt block as PyTorch exports it (opset 17): patchify conv, depthwise 7x7, permute
+/// to NHWC, LayerNormalization over channels, MLP 16 -> 64 -> 16 with SiLU (x * Sigmoid(x)),
+/// permute back, residual Add.
+pub fn convnext() -> OnnxModel {
+    let mut n = Net::new("convnext", 17, 16);
+    let x = n.b.input("x", &[1, 3, 16, 16]);
+    let stem = n.conv(&x, 3, 16, 2, 2, 1);
+    let dw = n.conv(&stem, 16, 16, 7, 1, 16);
+    let nhwc =
+        n.b.node("Transpose", &[&dw], vec![ints("perm", &[0, 2, 3, 1])]);
+    let scale = n.b.init("ln.scale", &n.w.uniform(&[16], 1.0));
+    let shift = n.b.init("ln.bias", &n.w.uniform(&[16], 0.1));
+    let ln = n.b.node(
+        "LayerNormalization",
+        &[&nhwc, &scale, &shift],
+        vec![int("axis", -1), float("epsilon", 1e-6)],
+    );
+    let h = n.linear(&ln, 16, 64);
+    let gate = n.b.node("Sigmoid", &[&h], vec![]);
+    let h = n.b.node("Mul", &[&h, &gate], vec![]);
+    let h = n.linear(&h, 64, 16);
+    let nchw =
+        n.b.node("Transpose", &[&h], vec![ints("perm", &[0, 3, 1, 2])]);
+    let sum = n.b.node("Add", &[&nchw, &stem], vec![]);
+    n.head(&sum, 16, 10)
+}
+
 /// An MLP: Gemm (transB) → BN → Relu → Gemm → Relu → MatMul + bias.
 pub fn mlp() -> OnnxModel {
     let mut n = Net::new("mlp", 13, 15);
@@ -257,6 +284,16 @@ fn layernorm(n: &mut Net, x: &str, d: usize) -> String {
 /// A ViT-style block: patch embedding, pre-norm multi-head attention (4 heads of 4) with a
 /// residual, pre-norm MLP (GELU written with Erf) with a residual, token mean, classifier.
 pub fn vit() -> OnnxModel {
+    vit_with(false)
+}
+
+/// The same block with q, k and v from one fused projection `d -> 3d` and a Split, as
+/// exporters of packed `in_proj` weights write it.
+pub fn vit_fused_qkv() -> OnnxModel {
+    vit_with(true)
+}
+
+fn vit_with(fused: bool) -> OnnxModel {
     let (d, heads, hd, t, hidden) = (16usize, 4usize, 4usize, 16usize, 32usize);
     let mut n = Net::new("vit", 17, 16);
     let x = n.b.input("x", &[1, 3, 16, 16]);
@@ -269,15 +306,36 @@ pub fn vit() -> OnnxModel {
     let h = n.b.node("Add", &[&tok, &pos], vec![]);
     // Attention.
     let a = layernorm(&mut n, &h, d);
-    let split = |n: &mut Net, x: &str| {
-        let y = n.linear(x, d, d);
+    let heads_of = |n: &mut Net, y: &str| {
         let s = n.shape(&[1, t as i64, heads as i64, hd as i64]);
-        let r = n.b.node("Reshape", &[&y, &s], vec![]);
+        let r = n.b.node("Reshape", &[y, &s], vec![]);
         n.b.node("Transpose", &[&r], vec![ints("perm", &[0, 2, 1, 3])])
     };
-    let q = split(&mut n, &a);
-    let k = split(&mut n, &a);
-    let v = split(&mut n, &a);
+    let (q, k, v) = if fused {
+        let qkv = n.linear(&a, d, 3 * d);
+        let sizes = n.shape(&[d as i64, d as i64, d as i64]);
+        n.b.node_named(
+            "Split",
+            "qkv_split",
+            &[&qkv, &sizes],
+            &["q_flat", "k_flat", "v_flat"],
+            vec![int("axis", -1)],
+        );
+        (
+            heads_of(&mut n, "q_flat"),
+            heads_of(&mut n, "k_flat"),
+            heads_of(&mut n, "v_flat"),
+        )
+    } else {
+        let q = n.linear(&a, d, d);
+        let k = n.linear(&a, d, d);
+        let v = n.linear(&a, d, d);
+        (
+            heads_of(&mut n, &q),
+            heads_of(&mut n, &k),
+            heads_of(&mut n, &v),
+        )
+    };
     let kt =
         n.b.node("Transpose", &[&k], vec![ints("perm", &[0, 1, 3, 2])]);
     let sc = n.b.node("MatMul", &[&q, &kt], vec![]);
