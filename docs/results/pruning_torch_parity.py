@@ -146,6 +146,18 @@ def main():
                 row["ort_p50_ms"] = {"original": lat[0], "torch_pruning": lat[1], "edgeslim": lat[2]}
                 if "tp_error" not in row:
                     row["edgeslim_vs_tp_params"] = row["params"]["edgeslim"] / row["params"]["torch_pruning"]
+                if arch.startswith("convnext"):
+                    # Torch-Pruning prunes channels a LayerNorm normalises over; edgeslim does
+                    # only when asked (not exact).
+                    ln = os.path.join(work, "edgeslim-ln.onnx")
+                    subprocess.run([os.path.join(bins, "edgeslim"), "compress", "prune", orig,
+                                    "--ratio", "0.5", "--prune-layernorm", "-o", ln],
+                                   check=True, capture_output=True)
+                    onnx.checker.check_model(onnx.load(ln), full_check=True)
+                    row["params"]["edgeslim_prune_layernorm"] = params(ln)
+                    row["tract_vs_ort_rel_prune_layernorm"] = tract_vs_ort(bins, ln, size, work)
+                    lat = p50_interleaved([tpp, ln], size)
+                    row["ort_p50_ms_prune_layernorm"] = {"torch_pruning": lat[0], "edgeslim": lat[1]}
         except Exception as e:  # one architecture failing must not hide the others
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         print(json.dumps(row), flush=True)

@@ -334,6 +334,40 @@ fn convnext_channels_layernorm_and_silu_mlp_prune_exactly() {
     );
 }
 
+/// `--prune-layernorm`: the ConvNeXt trunk a LayerNorm normalises over becomes prunable (its
+/// scale and bias follow). Not exact by design, so the check is that the model is valid, runs
+/// the same in tract and ONNX Runtime, and is smaller than the exact prune.
+#[test]
+fn prune_layernorm_opt_in_prunes_the_normalised_trunk() {
+    let model = models::convnext();
+    let exact = prune::prune(&model, &prune::PruneOptions::default(), &[], None).unwrap();
+    let opts = prune::PruneOptions {
+        prune_layernorm: true,
+        ..Default::default()
+    };
+    let approx = prune::prune(&model, &opts, &[], None).unwrap();
+    let text = prune::render_groups(&approx.analysis.groups);
+    assert!(
+        group_with(&approx.analysis, |g| g.prunable() && g.channels == 16).len() == 1,
+        "the 16-channel trunk: {text}"
+    );
+    assert!(
+        approx.model.float_constant_elements().unwrap()
+            < exact.model.float_constant_elements().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("convnext-ln.onnx");
+    approx.model.save(&p, &SaveOptions::default()).unwrap();
+    assert_eq!(python_check(&p, None, &[]).checker, "ok");
+    let d = tract_vs_ort(&approx.model, None);
+    assert!(d < 1e-4, "tract and ORT disagree by {d}");
+    assert!(approx
+        .notes
+        .iter()
+        .chain(&approx.analysis.notes)
+        .any(|n| n.contains("not exact")));
+}
+
 #[test]
 fn mlp_gemm_and_matmul_neurons_and_pruning_is_exact() {
     let e = exactness("mlp", &models::mlp(), Some("x=2,16"));

@@ -65,6 +65,11 @@ pub struct PruneArgs {
     /// Keep whole every group with a layer or tensor name matching this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub(super) exclude: Option<String>,
+    /// Also prune channels a LayerNorm normalises over (ConvNeXt's channels-last LayerNorm,
+    /// a ViT's residual stream), as Torch-Pruning does. Not exact: the kept channels are
+    /// normalised with new statistics; check the report's fidelity and use --finetune.
+    #[arg(long)]
+    pub(super) prune_layernorm: bool,
     /// Calibration data: a SPEC (ppocr-text, mnist, images:DIR, npy:FILE) or image/.npy
     /// files and directories (repeatable). Used by --criterion activation and for fidelity.
     #[arg(long, value_name = "SPEC")]
@@ -264,6 +269,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         round_to: a.round_to,
         min_channels: a.min_channels,
         exclude: a.exclude.clone(),
+        prune_layernorm: a.prune_layernorm,
         input_shapes: a.input_shapes.clone(),
     };
     let mut taylor = None;

@@ -49,9 +49,25 @@ pub struct Analysis {
 /// Prepare `model` and build its dependency groups at the given input shapes (declared
 /// shapes where none are given; a symbolic batch runs as 1).
 pub fn analyze(model: &OnnxModel, input_shapes: &[InputShape]) -> Result<Analysis> {
+    analyze_with(model, input_shapes, rules::RuleOptions::default())
+}
+
+/// [`analyze`] with the approximate choices of [`rules::RuleOptions`].
+pub fn analyze_with(
+    model: &OnnxModel,
+    input_shapes: &[InputShape],
+    rule_opts: rules::RuleOptions,
+) -> Result<Analysis> {
     let mut m = model.clone();
-    let (shapes, notes) = prepare::prepare(&mut m, input_shapes)?;
-    let graph = rules::analyze(&m, shapes)?;
+    let (shapes, mut notes) = prepare::prepare(&mut m, input_shapes)?;
+    if rule_opts.prune_layernorm {
+        notes.push(
+            "--prune-layernorm: channels a LayerNorm normalises over are pruned too; not exact \
+             (fewer channels give new statistics), fine-tune to recover"
+                .into(),
+        );
+    }
+    let graph = rules::analyze_with(&m, shapes, rule_opts)?;
     Ok(Analysis {
         model: m,
         groups: Groups::build(graph),
@@ -69,6 +85,8 @@ pub struct PruneOptions {
     pub min_channels: usize,
     pub exclude: Option<String>,
     pub input_shapes: Vec<InputShape>,
+    /// See [`rules::RuleOptions::prune_layernorm`].
+    pub prune_layernorm: bool,
 }
 
 impl Default for PruneOptions {
@@ -81,6 +99,7 @@ impl Default for PruneOptions {
             min_channels: 1,
             exclude: None,
             input_shapes: Vec::new(),
+            prune_layernorm: false,
         }
     }
 }
@@ -109,7 +128,10 @@ pub fn prune(
         .as_deref()
         .map(|p| regex::Regex::new(p).map_err(|e| Error::Usage(format!("--exclude '{p}': {e}"))))
         .transpose()?;
-    let analysis = analyze(model, &opts.input_shapes)?;
+    let rule_opts = rules::RuleOptions {
+        prune_layernorm: opts.prune_layernorm,
+    };
+    let analysis = analyze_with(model, &opts.input_shapes, rule_opts)?;
     let groups = &analysis.groups;
     if groups.prunable().next().is_none() {
         return Err(Error::Usage(format!(

@@ -91,11 +91,30 @@ struct Ctx<'a> {
     g: DepGraph,
     /// Initializers that are true constants (not overridable graph inputs): their dims.
     consts: HashMap<String, Vec<usize>>,
+    opts: RuleOptions,
+}
+
+/// Choices that trade exactness for size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuleOptions {
+    /// Prune channels a LayerNormalization normalises over (its scale and bias follow).
+    /// Not exact: the remaining channels are normalised with the statistics of fewer
+    /// channels. Torch-Pruning does this by default (ConvNeXt's channels-last LayerNorm).
+    pub prune_layernorm: bool,
 }
 
 /// Build the dependency graph of a prepared model (constants as initializers, topologically
 /// sorted) from the tensor shapes inferred at fixed input shapes.
 pub fn analyze(model: &OnnxModel, shapes: HashMap<String, Vec<usize>>) -> Result<DepGraph> {
+    analyze_with(model, shapes, RuleOptions::default())
+}
+
+/// [`analyze`] with the choices of [`RuleOptions`].
+pub fn analyze_with(
+    model: &OnnxModel,
+    shapes: HashMap<String, Vec<usize>>,
+    opts: RuleOptions,
+) -> Result<DepGraph> {
     let inputs = model.graph_input_names();
     let mut consts = HashMap::new();
     for t in &model.graph().initializer {
@@ -110,6 +129,7 @@ pub fn analyze(model: &OnnxModel, shapes: HashMap<String, Vec<usize>>) -> Result
             ..Default::default()
         },
         consts,
+        opts,
     };
     for (i, n) in model.graph().node.iter().enumerate() {
         ctx.g.nodes.push((display_name(n), n.op_type.clone()));
@@ -377,7 +397,21 @@ impl<'a> Ctx<'a> {
                 };
                 let rank = self.shape(x).map(|s| s.len()).unwrap_or(0);
                 let axis = norm_axis(attr_i(n, "axis").unwrap_or(-1), rank).unwrap_or(0);
-                if l.axis >= axis {
+                let per_channel = |t: Option<&String>| {
+                    t.filter(|t| !t.is_empty())
+                        .is_none_or(|t| self.consts.get(t) == Some(&vec![l.units.len()]))
+                };
+                let approximate = self.opts.prune_layernorm
+                    && l.axis == axis
+                    && axis + 1 == rank
+                    && n.input.get(1).is_some_and(|t| !t.is_empty())
+                    && per_channel(n.input.get(1))
+                    && per_channel(n.input.get(2));
+                if approximate {
+                    for t in n.input.iter().skip(1).filter(|t| !t.is_empty()) {
+                        self.weight(i, t, 0, &l.units, Role::Param);
+                    }
+                } else if l.axis >= axis {
                     self.pin_tensor(x, &why("normalises over the tracked axis"));
                 }
                 self.set(y, l);
