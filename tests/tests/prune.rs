@@ -197,6 +197,36 @@ fn identity_routed_weights_of_torch_exports_prune_like_clean_ones() {
     );
 }
 
+/// Identical constants (BatchNorm statistics of a fresh export, split one per use by the
+/// pruner's preparation) are stored once in the written model, and it computes the same.
+#[test]
+fn identical_constants_are_stored_once() {
+    use edgeslim::onnx::builder::GraphBuilder;
+    use edgeslim::onnx::Tensor;
+    let mut b = GraphBuilder::new("dups", 13);
+    let x = b.input("x", &[1, 4]);
+    let same = || Tensor::f32(vec![4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    let c1 = b.init("c1", &same());
+    let c2 = b.init("c2", &same());
+    let c3 = b.init(
+        "c3",
+        &Tensor::f32(vec![4], vec![1.0, 2.0, 3.0, 5.0]).unwrap(),
+    );
+    let h = b.node("Add", &[&x, &c1], vec![]);
+    let h = b.node("Mul", &[&h, &c2], vec![]);
+    b.node_named("Sub", "out", &[&h, &c3], &["y"], vec![]);
+    b.output("y");
+    let original = b.finish();
+    let mut shared = original.clone();
+    assert_eq!(shared.share_identical_initializers(), 1);
+    assert_eq!(shared.graph().initializer.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (po, ps) = (dir.path().join("o.onnx"), dir.path().join("s.onnx"));
+    original.save(&po, &SaveOptions::default()).unwrap();
+    shared.save(&ps, &SaveOptions::default()).unwrap();
+    assert_equivalent(&python_check(&ps, Some(&po), &[]), 0.0);
+}
+
 #[test]
 fn extreme_ratios_never_empty_a_group() {
     for (global, min) in [(false, 1), (true, 1), (true, 3)] {

@@ -317,6 +317,14 @@ pub fn run(a: PruneArgs) -> Result<()> {
         }
         None => None,
     };
+    // The preparation stored one copy of each shared constant per use (so each use could be
+    // sliced on its own); the written model stores identical constants once again.
+    let shared = outcome.model.share_identical_initializers();
+    if shared > 0 {
+        outcome
+            .notes
+            .push(format!("{shared} identical constants stored once"));
+    }
     outcome.model.save(&a.output, &SaveOptions::default())?;
     let report = match &a.report {
         Some(dir) => {

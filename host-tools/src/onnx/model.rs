@@ -374,6 +374,56 @@ impl OnnxModel {
         }
     }
 
+    /// Store each distinct constant once: initializers with the same element type, dims and
+    /// values become one, used by every node that used a copy (exporters share them through
+    /// `Identity`; the pruner unshares them to slice each use on its own). Overridable
+    /// initializers (also graph inputs), graph outputs, external data and models with
+    /// subgraphs (which may name outer initializers) are left alone. Returns the number merged.
+    pub fn share_identical_initializers(&mut self) -> usize {
+        use sha2::{Digest, Sha256};
+        let has_subgraphs = self.graph().node.iter().any(|n| {
+            n.attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+        });
+        if has_subgraphs {
+            return 0;
+        }
+        let inputs = self.graph_input_names();
+        let outputs = self.graph_output_names();
+        let mut first: HashMap<[u8; 32], String> = HashMap::new();
+        let mut merged: Vec<(String, String)> = Vec::new();
+        for t in &self.graph().initializer {
+            if inputs.contains(&t.name)
+                || outputs.contains(&t.name)
+                || t.data_location.enum_value() == Ok(DataLocation::EXTERNAL)
+            {
+                continue;
+            }
+            let mut key = t.clone();
+            key.name.clear();
+            key.doc_string.clear();
+            let Ok(bytes) = key.write_to_bytes() else {
+                continue;
+            };
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            match first.get(&digest) {
+                Some(keep) => merged.push((t.name.clone(), keep.clone())),
+                None => {
+                    first.insert(digest, t.name.clone());
+                }
+            }
+        }
+        for (from, to) in &merged {
+            self.replace_uses(from, to);
+        }
+        let dropped: HashSet<&str> = merged.iter().map(|(f, _)| f.as_str()).collect();
+        self.graph_mut()
+            .initializer
+            .retain(|t| !dropped.contains(t.name.as_str()));
+        merged.len()
+    }
+
     /// Replace every use of tensor `from` (node inputs, graph outputs, value_info) by `to`.
     pub fn replace_uses(&mut self, from: &str, to: &str) {
         let g = self.graph_mut();
