@@ -1,8 +1,9 @@
 //! Helpers for the board tests: the cross-built runtimes and qemu-user to run them, a model
 //! that exercises the ARM matrix kernels, and a throwaway sshd on 127.0.0.1.
 //!
-//! The ARM runtimes come from `edgeslim build --profile qemu --target-dir target/cross`, the
-//! same command `.ci/run` runs before `cargo test`, so here it is a no-op; on a developer's
+//! The ARM runtimes come from `edgeslim build --profile qemu --target-dir <target>/cross`
+//! (`<target>` is `$CARGO_TARGET_DIR`, or `target/` in the workspace), the same command
+//! `.ci/run` runs before `cargo test`, so here it is a no-op; on a developer's
 //! machine it builds them the first time. Without the cross toolchain the tests fail with the
 //! commands that install it. Only an explicit EDGESLIM_SKIP_CROSS=1 (or EDGESLIM_SKIP_SSHD=1
 //! for the ssh tests) skips them, and says so; `.ci/run` never sets either.
@@ -63,6 +64,22 @@ impl CrossRuntime {
     }
 }
 
+/// Where the ARM runtimes are built: beside the host build, so a persistent
+/// `CARGO_TARGET_DIR` (as `.ci/run` uses) keeps them too.
+pub fn cross_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir.join("cross")
+            } else {
+                workspace().join(dir).join("cross")
+            }
+        }
+        _ => workspace().join("target/cross"),
+    }
+}
+
 /// The runtime for `target` built for the qemu tests; `None` only when EDGESLIM_SKIP_CROSS=1.
 pub fn cross_runtime(target: &str) -> Option<CrossRuntime> {
     static BUILT: Mutex<Option<HashMap<String, CrossRuntime>>> = Mutex::new(None);
@@ -79,7 +96,7 @@ pub fn cross_runtime(target: &str) -> Option<CrossRuntime> {
         return Some(rt.clone());
     }
     let profile = builtin_named(target).expect("a built-in profile");
-    let target_dir = workspace().join("target/cross");
+    let target_dir = cross_target_dir();
     let out = Command::new(bin("edgeslim"))
         .args(["build", "--target", target, "--profile", CROSS_PROFILE])
         .arg("--target-dir")
