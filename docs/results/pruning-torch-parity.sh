@@ -19,4 +19,4 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q torch torchvision torch-pruning==1.6.1 onnx onnxruntime
 fi
 cargo build --release --workspace
-"$venv/bin/python" docs/results/pruning_torch_parity.py target/release "$out" "${archs[@]}"
+"$venv/bin/python" docs/results/pruning_torch_parity.py "${CARGO_TARGET_DIR:-target}/release" "$out" "${archs[@]}"

@@ -396,6 +396,43 @@ fn prune_layernorm_opt_in_prunes_the_normalised_trunk() {
         .iter()
         .chain(&approx.analysis.notes)
         .any(|n| n.contains("not exact")));
+    // The exactness check (`--verify-exact`) tells the two apart: the exact prune agrees
+    // with its zeroed reference, the LayerNorm prune does not.
+    let ok = prune::report::verify_exact(&exact, &[], &[]).unwrap();
+    assert!(ok.passed(), "exact prune: {ok:?}");
+    let off = prune::report::verify_exact(&approx, &[], &[]).unwrap();
+    assert!(!off.passed(), "LayerNorm prune called exact: {off:?}");
+}
+
+/// The exactness check fails on a pruned model with one weight changed, and passes on the
+/// model as pruned: it can tell a correct rewrite from a wrong one.
+#[test]
+fn verify_exact_catches_a_changed_weight() {
+    let mut out = prune::prune(
+        &models::resnet(),
+        &prune::PruneOptions::default(),
+        &[],
+        None,
+    )
+    .unwrap();
+    let ok = prune::report::verify_exact(&out, &[], &[]).unwrap();
+    assert!(ok.passed() && ok.max_abs_output > 0.0, "{ok:?}");
+    assert_eq!(ok.samples, 8);
+    let name = out
+        .model
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.dims.len() == 4 && t.data_type == 1)
+        .map(|t| t.name.clone())
+        .unwrap();
+    let t = out.model.constant(&name).unwrap().unwrap();
+    let mut v = t.to_f32_vec();
+    v[0] += 0.5;
+    let t = edgeslim::onnx::Tensor::f32(t.dims.clone(), v).unwrap();
+    out.model.set_initializer(&name, &t);
+    let bad = prune::report::verify_exact(&out, &[], &[]).unwrap();
+    assert!(!bad.passed(), "{bad:?}");
 }
 
 #[test]
@@ -523,7 +560,7 @@ fn ppocr_det_half_ratio_report_measures_latency_and_fidelity() {
     let macs = t["macs_after"].as_f64().unwrap() / t["macs_before"].as_f64().unwrap();
     assert!(macs < 0.45, "MACs kept {macs}");
     let speedup = json["latency"]["speedup"].as_f64().unwrap();
-    // Measured, not asserted (design.md §8: no wall-clock bounds in tests); docs record it.
+    // Measured, not asserted (CONTRIBUTING.md: no wall-clock bounds in tests); docs record it.
     println!("PP-OCR det ratio 0.5: MACs kept {macs:.3}, tract speed-up {speedup:.2}x");
     assert!(speedup > 0.0);
     let cos = json["fidelity"]["outputs"][0]["cosine_mean"]
@@ -552,7 +589,7 @@ fn cls_pruning_by_every_criterion_checks_and_runs() {
     let text = text.to_str().unwrap();
     for (crit, calib, extra) in [
         ("l1", text, vec!["--global", "--round-to", "8"]),
-        ("l2", text, vec![]),
+        ("l2", text, vec!["--verify-exact"]),
         ("bn", text, vec!["--min-channels", "4"]),
         (
             "activation",
@@ -578,8 +615,16 @@ fn cls_pruning_by_every_criterion_checks_and_runs() {
             "-o",
             out.to_str().unwrap(),
         ];
+        let verify = extra.contains(&"--verify-exact");
         args.extend(extra);
-        run_ok("edgeslim", &args);
+        let r = run_ok("edgeslim", &args);
+        if verify {
+            assert!(
+                r.stdout.contains("exact: pruned == original"),
+                "{}",
+                r.stdout
+            );
+        }
         let check = python_check(&out, None, &["--input-shape", "x=1,3,48,192"]);
         assert_eq!(check.checker, "ok", "{crit}");
         let m = OnnxModel::load(&out).unwrap();

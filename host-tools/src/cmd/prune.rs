@@ -70,6 +70,12 @@ pub struct PruneArgs {
     /// normalised with new statistics; check the report's fidelity and use --finetune.
     #[arg(long)]
     pub(super) prune_layernorm: bool,
+    /// Prove the rewrite on this model before writing it: run the pruned model and the
+    /// original with the removed channels' consumer weights zeroed (which must agree) in
+    /// tract on up to 8 inputs, refuse to write if they differ beyond float rounding, and
+    /// record the figures in the report. Not with --prune-layernorm (not exact by design).
+    #[arg(long, conflicts_with = "prune_layernorm")]
+    pub(super) verify_exact: bool,
     /// Calibration data: a SPEC (ppocr-text, mnist, images:DIR, npy:FILE) or image/.npy
     /// files and directories (repeatable). Used by --criterion activation and for fidelity.
     #[arg(long, value_name = "SPEC")]
@@ -296,6 +302,22 @@ pub fn run(a: PruneArgs) -> Result<()> {
     }
     let grads = taylor.as_mut().map(|t| t as &mut dyn prune::GradientSource);
     let mut outcome = prune::prune(&model, &opts, &inputs.calib, grads)?;
+    let exactness = if a.verify_exact {
+        step("verifying: pruned model vs the original with the removed channels zeroed");
+        let e = prune::report::verify_exact(&outcome, &inputs.eval, &opts.input_shapes)?;
+        if !e.passed() {
+            bail!(
+                "{}: pruning is not exact on this model: the pruned model differs from the original with the removed channels zeroed by {:.3e} ({:.3e} of the largest output, tolerance {:.0e}); nothing written. Please report this model.",
+                a.model.display(),
+                e.max_abs_diff,
+                e.relative,
+                e.tolerance
+            );
+        }
+        Some(e)
+    } else {
+        None
+    };
     let recovery = match &a.finetune {
         Some(data) => {
             let epochs = a.epochs.unwrap_or(3);
@@ -338,6 +360,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             let out = a.output.display().to_string();
             let mut r = prune::report::build(&outcome, &opts, Some(&out), &measure, &step)?;
             r.recovery = recovery.clone();
+            r.exactness = exactness.clone();
             prune::report::write(&r, dir)?;
             Some(r)
         }
@@ -368,6 +391,12 @@ pub fn run(a: PruneArgs) -> Result<()> {
         outcome.plan.removed.len(),
         outcome.plan.removed_count()
     );
+    if let Some(e) = &exactness {
+        println!(
+            "  exact: pruned == original with the removed channels zeroed, max |diff| {:.3e} ({:.3e} of the largest output, tolerance {:.0e}) on {}",
+            e.max_abs_diff, e.relative, e.tolerance, e.inputs
+        );
+    }
     if let Some(r) = report {
         let t = &r.totals;
         println!(

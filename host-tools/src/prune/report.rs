@@ -103,7 +103,113 @@ pub struct PruneReport {
     pub fidelity: Option<Fidelity>,
     /// Recovery fine-tuning, when `--finetune` ran (fidelity is then of the fine-tuned model).
     pub recovery: Option<super::recovery::RecoveryReport>,
+    /// The exactness check, when `--verify-exact` ran (before any fine-tuning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exactness: Option<Exactness>,
     pub notes: Vec<String>,
+}
+
+/// The pruned model against the original with the removed channels' consumer weights
+/// zeroed: the two compute the same function when the dependency groups are right, so any
+/// difference beyond float rounding is a bug in the analysis or the rewrite.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exactness {
+    pub engine: String,
+    pub inputs: String,
+    pub samples: usize,
+    /// Largest |pruned - zeroed reference| over every output element of every sample.
+    pub max_abs_diff: f64,
+    /// Largest |zeroed reference| over the same elements.
+    pub max_abs_output: f64,
+    /// max_abs_diff / max_abs_output.
+    pub relative: f64,
+    pub tolerance: f64,
+}
+
+impl Exactness {
+    pub fn passed(&self) -> bool {
+        self.relative <= self.tolerance
+    }
+}
+
+/// Relative tolerance of the exactness check: tract sums a pruned layer's products in a
+/// different order (fewer, differently blocked terms), which moves the last bits only.
+pub const EXACTNESS_TOLERANCE: f64 = 1e-4;
+
+/// At most this many inputs for the exactness check (two full runs each).
+const EXACTNESS_SAMPLES: usize = 8;
+
+/// Run the exactness check of an outcome on `inputs` (the first 8) or, without any, on 8
+/// seeded random inputs.
+pub fn verify_exact(
+    outcome: &super::Outcome,
+    inputs: &[Vec<TractTensor>],
+    input_shapes: &[InputShape],
+) -> Result<Exactness> {
+    let reference = super::zero_consumers(&outcome.analysis, &outcome.plan)?;
+    let (inputs, description) = if inputs.is_empty() {
+        (
+            seeded_random_inputs(&reference, input_shapes, EXACTNESS_SAMPLES)?,
+            format!("{EXACTNESS_SAMPLES} seeded random inputs"),
+        )
+    } else {
+        let n = inputs.len().min(EXACTNESS_SAMPLES);
+        (inputs[..n].to_vec(), format!("{n} calibration inputs"))
+    };
+    let want = run_outputs(&reference, &inputs, input_shapes)?;
+    let got = run_outputs(&outcome.model, &inputs, input_shapes)?;
+    let (mut diff, mut scale) = (0.0f64, 0.0f64);
+    for (w, g) in want.iter().zip(&got) {
+        for (x, y) in w.iter().zip(g) {
+            if x.shape() != y.shape() {
+                return Err(crate::Error::Other(format!(
+                    "exactness check: an output of shape {:?} became {:?}",
+                    x.shape(),
+                    y.shape()
+                )));
+            }
+            for (&p, &q) in x.iter().zip(y.iter()) {
+                // A NaN on either side is a difference, never silently skipped.
+                let d = (p as f64 - q as f64).abs();
+                diff = if d.is_nan() {
+                    f64::INFINITY
+                } else {
+                    diff.max(d)
+                };
+                scale = scale.max((p as f64).abs());
+            }
+        }
+    }
+    Ok(Exactness {
+        engine: "tract".into(),
+        inputs: description,
+        samples: inputs.len(),
+        max_abs_diff: diff,
+        max_abs_output: scale,
+        relative: diff / scale.max(1e-30),
+        tolerance: EXACTNESS_TOLERANCE,
+    })
+}
+
+/// `n` seeded random inputs of the shapes tract infers for `model` (with `input_shapes`).
+fn seeded_random_inputs(
+    model: &OnnxModel,
+    input_shapes: &[InputShape],
+    n: usize,
+) -> Result<Vec<Vec<TractTensor>>> {
+    let specs = LoadedModel::from_bytes(
+        model.to_bytes()?,
+        &PathBuf::from(model.label()),
+        None,
+        &LoadOptions {
+            input_shapes: input_shapes.to_vec(),
+            optimize: false,
+            ignore_declared_facts: true,
+            ..LoadOptions::default()
+        },
+    )?
+    .inputs;
+    Ok((0..n as u64).map(|s| random_inputs(&specs, s)).collect())
 }
 
 fn channels_of(op: &str, shape: Option<&Vec<usize>>) -> Option<usize> {
@@ -370,21 +476,8 @@ pub fn build(
     };
     progress("comparing outputs");
     let (inputs, desc, labels) = if measure.inputs.is_empty() {
-        let specs = LoadedModel::from_bytes(
-            before.to_bytes()?,
-            &PathBuf::from(before.label()),
-            None,
-            &LoadOptions {
-                input_shapes: shapes.to_vec(),
-                optimize: false,
-                ignore_declared_facts: true,
-                ..LoadOptions::default()
-            },
-        )?
-        .inputs;
-        let v: Vec<Vec<TractTensor>> = (0..8).map(|s| random_inputs(&specs, s)).collect();
         (
-            v,
+            seeded_random_inputs(before, shapes, 8)?,
             "8 seeded random inputs (no --calib given)".to_string(),
             None,
         )
@@ -449,6 +542,7 @@ pub fn build(
         latency,
         fidelity: Some(fid),
         recovery: None,
+        exactness: None,
         notes,
     })
 }

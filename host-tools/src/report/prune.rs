@@ -164,6 +164,17 @@ pub fn render_prune_html(r: &PruneReport) -> String {
             );
         }
     }
+    if let Some(e) = &r.exactness {
+        let _ = write!(
+            b,
+            "<h2>Exactness</h2><p>The pruned model against the original with the removed channels' consumer weights zeroed ({}, {}): max |Δ| {} = {} of the largest output (tolerance {}).</p>",
+            esc(&e.engine),
+            esc(&e.inputs),
+            fmt_sci(e.max_abs_diff),
+            fmt_sci(e.relative),
+            fmt_sci(e.tolerance)
+        );
+    }
     if let Some(r) = &r.recovery {
         let losses: Vec<String> = r.train_losses.iter().map(|l| fmt_f(*l, 4)).collect();
         let _ = write!(
