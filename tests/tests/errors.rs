@@ -254,6 +254,26 @@ fn semantic_rules_are_checked_before_the_engine() {
             single(&[1, 10], "Softmax", &[], vec![int("axis", 100)]),
             "axis = 100 is outside [-2, 1]",
         ),
+        // Found by `cargo fuzz` (fuzz/run.sh): tract's Flatten rule slices the shape with the
+        // axis while typing, before any check after typing could run; the rank is known
+        // before typing here (declared input -> Relu -> Flatten).
+        (
+            "flatten_axis65_after_a_relu",
+            {
+                let mut b = GraphBuilder::new("bad", 13);
+                let x = b.input("x", &[1, 3, 4, 4]);
+                let r = b.node("Relu", &[&x], vec![]);
+                b.node_named("Flatten", "the_node", &[&r], &["y"], vec![int("axis", 65)]);
+                b.output("y");
+                b.finish()
+            },
+            "axis = 65 is outside [-4, 4] for an input of rank 4",
+        ),
+        (
+            "flatten_axis_minus5",
+            single(&[1, 3, 4, 4], "Flatten", &[], vec![int("axis", -5)]),
+            "axis = -5 is outside [-4, 4]",
+        ),
         (
             "pool_larger_than_input",
             single(

@@ -4,14 +4,16 @@
 //! wrong length indexes out of bounds, a `ConstantOfShape` of 80 GB is allocated while the
 //! graph is being typed. The host build turns tract's panics into errors, but the board build
 //! aborts on a panic, so the rules are checked here first and a broken model is refused with
-//! one line naming the node and the rule. Checks that need shapes (an axis against a rank, a
-//! pooling window against its input) run after typing, in [`shapes`].
+//! one line naming the node and the rule. Axes are checked against the ranks known before
+//! typing ([`ranks`]); checks that need shapes (a pooling window against its input) and
+//! axes whose rank only typing reveals run after typing, in [`shapes`].
 //!
 //! The main graph is checked; the bodies of `If`/`Loop`/`Scan` get the attribute checks only
 //! (their constants may come from the outer scope).
 
 mod attributes;
 mod budget;
+mod ranks;
 mod shapes;
 mod tensors;
 
@@ -85,7 +87,7 @@ pub fn check_graph(path: &Path, graph: &pb::GraphProto, budget: u64) -> Result<(
             }
         }
     }
-    Ok(())
+    ranks::check_axes_before_typing(&scope, graph)
 }
 
 /// `node 'conv1' (Conv)`, or the node's index when it has no name.

@@ -28,23 +28,8 @@ pub fn check_shapes(
             node: node_label(node, i),
             reason,
         };
-        for a in &node.attribute {
-            let rule = axis_rule(&node.op_type, &a.name);
-            let Some(extra) = rule else { continue };
-            let Some(r) = rank_of(0) else { continue };
-            let hi = r - 1 + extra;
-            let values: Vec<i64> = if a.name == "axis" {
-                vec![a.i]
-            } else {
-                a.ints.clone()
-            };
-            if let Some(v) = values.iter().find(|&&v| v < -r - extra || v > hi) {
-                return Err(fail(format!(
-                    "{} = {v} is outside [{}, {hi}] for an input of rank {r}",
-                    a.name,
-                    -r - extra
-                )));
-            }
+        if let Some(r) = rank_of(0) {
+            check_axes(node, r).map_err(fail)?;
         }
         if node.op_type == "Transpose" {
             // The values were checked before typing; here only the length against the rank.
@@ -68,6 +53,31 @@ pub fn check_shapes(
             "MaxPool" | "AveragePool" | "LpPool" | "Conv"
         ) {
             check_window_fits(node, shapes).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every axis attribute of `node` inside the rank `r` of its input 0 (before typing, from
+/// [`super::ranks`], and after).
+pub(super) fn check_axes(node: &pb::NodeProto, r: i64) -> std::result::Result<(), String> {
+    for a in &node.attribute {
+        let Some(extra) = axis_rule(&node.op_type, &a.name) else {
+            continue;
+        };
+        let hi = r - 1 + extra;
+        let values: Vec<i64> = if a.name == "axis" {
+            vec![a.i]
+        } else {
+            a.ints.clone()
+        };
+        // Flatten may split after the last axis (axis = r) but counts from the end like
+        // the others (axis = -r is the first).
+        if let Some(v) = values.iter().find(|&&v| v < -r || v > hi) {
+            return Err(format!(
+                "{} = {v} is outside [{}, {hi}] for an input of rank {r}",
+                a.name, -r
+            ));
         }
     }
     Ok(())
