@@ -70,6 +70,12 @@ pub fn tensor_to_f32_vec(t: &Tensor) -> Result<Vec<f32>> {
 /// Read a .npy file of f32, f64, i64, i32 or u8 into a tensor.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| RuntimeError::io(path, e))?;
+    parse_npy(path, &bytes)
+}
+
+/// Parse the bytes of a .npy file (`path` names it in messages): the reader behind
+/// [`read_npy`], and the entry point of the `npy` fuzz target.
+pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Tensor> {
     let bad = |reason: String| RuntimeError::Data {
         path: path.into(),
         reason,
@@ -77,10 +83,10 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     if !bytes.starts_with(b"\x93NUMPY") {
         return Err(bad("not a .npy file (missing the \\x93NUMPY magic)".into()));
     }
-    check_npy_size(&bytes).map_err(bad)?;
+    check_npy_size(bytes).map_err(bad)?;
     macro_rules! try_type {
         ($t:ty) => {
-            if let Ok(a) = ArrayD::<$t>::read_npy(bytes.as_slice()) {
+            if let Ok(a) = ArrayD::<$t>::read_npy(bytes) {
                 return Ok(a.into());
             }
         };
@@ -89,7 +95,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     // Runtime propagates it, so a NaN input would get a confident, engine-dependent answer.
     macro_rules! try_float {
         ($t:ty) => {
-            if let Ok(a) = ArrayD::<$t>::read_npy(bytes.as_slice()) {
+            if let Ok(a) = ArrayD::<$t>::read_npy(bytes) {
                 let bad_values = a.iter().filter(|v| !v.is_finite()).count();
                 if bad_values > 0 {
                     return Err(bad(format!(
@@ -106,7 +112,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     try_type!(i64);
     try_type!(i32);
     try_type!(u8);
-    let err = ArrayD::<f32>::read_npy(bytes.as_slice())
+    let err = ArrayD::<f32>::read_npy(bytes)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -217,8 +223,26 @@ pub const MAX_IMAGE_DECODE_BYTES: u64 = 256 << 20;
 
 /// Decode an image file, refusing truncated JPEGs and images over the decode budget.
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
-    let mut reader = image::ImageReader::open(path)
+    // A compressed file is smaller than its pixels, so the decode budget bounds the read too.
+    let len = std::fs::metadata(path)
         .map_err(|e| RuntimeError::io(path, e))?
+        .len();
+    if len > MAX_IMAGE_DECODE_BYTES {
+        return Err(RuntimeError::Data {
+            path: path.into(),
+            reason: format!(
+                "{len} bytes is above the image budget of {MAX_IMAGE_DECODE_BYTES} bytes"
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| RuntimeError::io(path, e))?;
+    decode_image(path, &bytes)
+}
+
+/// Decode the bytes of an image file (`path` names it in messages): the decoder behind
+/// [`open_image`], and the entry point of the `image` fuzz target.
+pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| RuntimeError::io(path, e))?;
     let bad = |reason: String| RuntimeError::Data {
@@ -226,7 +250,14 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
         reason,
     };
     if reader.format() == Some(image::ImageFormat::Jpeg) {
-        check_jpeg_complete(path).map_err(bad)?;
+        check_jpeg_complete(bytes).map_err(bad)?;
+        let (w, h) = image::ImageReader::with_format(
+            std::io::Cursor::new(bytes),
+            image::ImageFormat::Jpeg,
+        )
+        .into_dimensions()
+        .map_err(|e| bad(format!("image does not decode: {e}")))?;
+        check_jpeg_scan_size(w, h, bytes.len()).map_err(bad)?;
     }
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
@@ -236,18 +267,26 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
         .map_err(|e| bad(format!("image does not decode: {e}")))
 }
 
+/// Every 8x8 block of a JPEG's first component costs at least one bit of scan data (its DC
+/// difference has a Huffman code of one bit or more, in baseline and progressive files
+/// alike), so a file smaller than blocks/8 bytes cannot hold its pixels. The decoder would
+/// fill the rest with grey after an early end-of-image marker: a 637-byte file declaring
+/// 54792x248 pixels (found by `cargo fuzz`) decoded to 40 MB of grey and was scored.
+fn check_jpeg_scan_size(w: u32, h: u32, len: usize) -> std::result::Result<(), String> {
+    let blocks = u64::from(w.div_ceil(8)) * u64::from(h.div_ceil(8));
+    if (len as u64).saturating_mul(8) < blocks {
+        return Err(format!(
+            "truncated or crafted JPEG: {w}x{h} pixels ({blocks} blocks) cannot fit in {len} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// JPEG decoders fill a cut-off scan with grey and report success, so a half-copied camera
 /// frame would be scored as a real part. A complete JPEG ends with the end-of-image marker
 /// (FF D9), possibly followed by zero padding; files with vendor data after it are refused too.
-fn check_jpeg_complete(path: &Path) -> std::result::Result<(), String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let tail_len = len.min(4096);
-    f.seek(SeekFrom::Start(len - tail_len))
-        .map_err(|e| e.to_string())?;
-    let mut tail = Vec::with_capacity(tail_len as usize);
-    f.read_to_end(&mut tail).map_err(|e| e.to_string())?;
+fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), String> {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
     let end = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     if end >= 2 && tail[end - 2..end] == [0xFF, 0xD9] {
         Ok(())
@@ -341,6 +380,20 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
         let e = open_image(&cut).unwrap_err().to_string();
         assert!(e.contains("cut.jpg") && e.contains("truncated JPEG"), "{e}");
+
+        // A whole JPEG (end-of-image marker kept) whose frame header is rewritten to declare
+        // 54792 pixels across: its scan data cannot hold them and the decoder would fill
+        // them with grey.
+        let mut wide = bytes.clone();
+        let sof = wide
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("a baseline frame header");
+        wide[sof + 7..sof + 9].copy_from_slice(&54792u16.to_be_bytes());
+        let e = decode_image(Path::new("wide.jpg"), &wide)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wide.jpg") && e.contains("cannot fit"), "{e}");
 
         // A 4x4 PNG whose header is rewritten to declare 12000x12000 RGBA (576 MB).
         let small = dir.path().join("small.png");
