@@ -517,6 +517,15 @@ impl TypedOnnx {
                 tensor_shapes.insert(label, dims.to_vec());
             }
         }
+        // Initializers by their ONNX names, as the file states them: tract names the typed
+        // constant of an unlabelled initializer `NAME.0` when typing folds it, which left the
+        // weights of an optimised model (BatchNorm folded into `Conv@0.weight_bnfold`) without
+        // a shape and its MACs at 0.
+        for t in &graph.initializer {
+            if let Ok(dims) = t.dims.iter().map(|&d| usize::try_from(d)).collect() {
+                tensor_shapes.insert(t.name.clone(), dims);
+            }
+        }
         crate::graph_check::check_shapes(path, graph, &tensor_shapes)?;
         let outputs = graph
             .output

@@ -114,3 +114,85 @@ fn ppocr_params_match_an_independent_count() {
     let j = inspect_json(&a.ppocr_det(), &[]);
     assert!(j["shape_note"].as_str().unwrap().contains("--input-shape"));
 }
+
+/// One MAC count for host and board: `edgeslim inspect` and `edgeslim-rt bench` agree on the
+/// original, optimised, pruned and low-rank PP-OCR classifier and detector (the runtime used
+/// to report 400 MACs for the optimised classifier: its folded weights had no shape).
+#[test]
+fn inspect_and_runtime_bench_count_the_same_macs() {
+    let a = assets();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, model, shape) in [
+        ("cls", a.ppocr_cls(), "x=1,3,48,192"),
+        ("det", a.ppocr_det(), "x=1,3,256,256"),
+    ] {
+        let m = model.to_str().unwrap();
+        let opt = dir.path().join(format!("{name}-opt.onnx"));
+        let pruned = dir.path().join(format!("{name}-p50.onnx"));
+        let lowrank = dir.path().join(format!("{name}-lr.onnx"));
+        let o = |p: &Path| p.to_str().unwrap().to_string();
+        run_ok("edgeslim", &["optimize", m, "-o", &o(&opt)]);
+        run_ok(
+            "edgeslim",
+            &[
+                "compress",
+                "prune",
+                m,
+                "--ratio",
+                "0.5",
+                "--input-shape",
+                shape,
+                "-o",
+                &o(&pruned),
+            ],
+        );
+        run_ok(
+            "edgeslim",
+            &[
+                "compress",
+                "lowrank",
+                m,
+                "--method",
+                "weight",
+                "--budget",
+                "0.5",
+                "--input-shape",
+                shape,
+                "--bench-runs",
+                "0",
+                "-o",
+                &o(&lowrank),
+            ],
+        );
+        let mut seen = Vec::new();
+        for p in [model.clone(), opt, pruned, lowrank] {
+            let host = inspect_json(&p, &["--input-shape", shape])["total_macs"]
+                .as_u64()
+                .unwrap();
+            let json = dir.path().join("bench.json");
+            run_ok(
+                "edgeslim-rt",
+                &[
+                    "bench",
+                    &o(&p),
+                    "--input-shape",
+                    shape,
+                    "--runs",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--json",
+                    &o(&json),
+                ],
+            );
+            let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+            let board = report["model"]["total_macs"].as_u64().unwrap();
+            assert_eq!(host, board, "{}: inspect vs edgeslim-rt bench", p.display());
+            assert!(host > 1_000_000, "{}: {host} MACs", p.display());
+            seen.push(host);
+        }
+        // Optimising is lossless in MACs; pruning and low rank cut them.
+        assert_eq!(seen[0], seen[1], "{name}: optimize changed the MACs");
+        assert!(seen[2] < seen[0] && seen[3] < seen[0], "{name}: {seen:?}");
+    }
+}
