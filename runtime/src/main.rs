@@ -168,7 +168,7 @@ struct BenchArgs {
     /// Seed of the generated input values.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Write the report here (JSON, design.md §5).
+    /// Write the report here (JSON, docs/architecture.md).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Name in tables and charts (default: the model's file stem).

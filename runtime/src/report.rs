@@ -1,4 +1,5 @@
-//! The benchmark report (design.md §5). Both binaries write it; `edgeslim report` renders it.
+//! The benchmark report (docs/architecture.md). Both binaries write it; `edgeslim report` renders
+//! it.
 //! Field names are a contract: tests check every one, reports from boards are read back.
 
 use crate::device::DeviceInfo;

@@ -1,4 +1,4 @@
-//! `edgeslim-rt bench` writes the report of design.md §5: every field present, per-node
+//! `edgeslim-rt bench` writes the report of docs/architecture.md: every field present, per-node
 //! times adding up to the run time, ordered percentiles; PP-OCRv4 det runs at 640×640.
 
 use edgeslim_e2e::{assets, run_ok};

@@ -1,4 +1,5 @@
-//! Fine-tuning the backbone for Gaussian anomaly detection (methods.md §8, the transfer-learning
+//! Fine-tuning the backbone for Gaussian anomaly detection (docs/methods/anomaly.md, the
+//! transfer-learning
 //! follow-up): train the trunk so that normal images move closer to their Gaussian (minimise
 //! the image score, Σ_l sqrt(d_l²), of normal images), and stop at the onset of catastrophic
 //! forgetting, which a validation set of held-out normal images and *synthetic* anomalies made

@@ -1,4 +1,4 @@
-//! Gaussian (Mahalanobis) anomaly detection (methods.md §8).
+//! Gaussian (Mahalanobis) anomaly detection (docs/methods/anomaly.md).
 //!
 //! `fit` reads features of normal images from a pretrained backbone (tract, named intermediate
 //! tensors as outputs), fits one Gaussian per level with Ledoit–Wolf shrinkage, and `export`

@@ -1,4 +1,4 @@
-//! The command line (design.md §4). One module per subcommand; each parses nothing itself
+//! The command line (README.md). One module per subcommand; each parses nothing itself
 //! beyond its clap struct and calls into the library.
 
 mod analyze;

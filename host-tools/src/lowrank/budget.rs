@@ -1,4 +1,4 @@
-//! Ranks from a parameter budget (methods.md §1).
+//! Ranks from a parameter budget (docs/methods/lowrank.md).
 //!
 //! Two factors of rank r cost r·(d_in + d_out) weights against d_in·d_out for W, so they break
 //! even at κ = d_in·d_out/(d_in + d_out). A budget F (the fraction of the layer's weights kept)

@@ -1,4 +1,4 @@
-//! Feature space (methods.md §1, LLM-ROM / SFSD): PCA of a layer's calibrated outputs.
+//! Feature space (docs/methods/lowrank.md, LLM-ROM / SFSD): PCA of a layer's calibrated outputs.
 //!
 //! With outputs Y (rows are samples; for a Conv, the channel vector at every position of every
 //! image), μ = mean(Y) and C = cov(Y), keep the top-r eigenvectors V_r of C. The layer becomes

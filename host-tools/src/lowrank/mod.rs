@@ -1,6 +1,6 @@
 //! Low-rank compression of Linear-like layers, in weight space (truncated SVD) or feature
 //! space (PCA of calibrated outputs with the centred bias, calibrated sequentially), the rank
-//! analysis behind `edgeslim analyze`, and the surgical rank search (methods.md §1).
+//! analysis behind `edgeslim analyze`, and the surgical rank search (docs/methods/lowrank.md).
 //!
 //! One job per file: `layers` finds layers and their W, b; `budget` turns budgets into ranks;
 //! `svd` and `feature` make factors; `calibration` streams layer outputs into covariances;

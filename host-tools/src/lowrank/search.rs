@@ -1,4 +1,5 @@
-//! Surgical rank search (SFSD, methods.md §1): walk the layers from the last backwards; for
+//! Surgical rank search (SFSD, docs/methods/lowrank.md): walk the layers from the last backwards;
+//! for
 //! each, try the ranks {1, 0.1κ, …, 1.0κ} from the smallest and keep the first whose task
 //! metric on the search split stays ≥ baseline − tolerance; if none does, the layer stays
 //! dense. Later layers are compressed first because early layers are the most sensitive.

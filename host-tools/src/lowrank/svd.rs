@@ -1,4 +1,4 @@
-//! Weight space: truncated SVD of W (methods.md §1). W ≈ U_r S_r V_rᵀ becomes two layers,
+//! Weight space: truncated SVD of W (docs/methods/lowrank.md). W ≈ U_r S_r V_rᵀ becomes two layers,
 //! W1 = S_r V_rᵀ (r × d_in) and W2 = U_r (d_out × r); the bias stays on the second. No data.
 //!
 //! faer's thin SVD in f64 (LAPACK-class accuracy). Our layers are at most a few thousand wide,

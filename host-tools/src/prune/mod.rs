@@ -1,4 +1,4 @@
-//! Structured pruning of ONNX graphs with channel dependency groups (methods.md §2).
+//! Structured pruning of ONNX graphs with channel dependency groups (docs/methods/pruning.md).
 //!
 //! ```text
 //!  model ─ prepare ─ analyze (rules) ─ DepGraph ─ Groups ─ score ─ select ─ Plan ─ apply ─ pruned

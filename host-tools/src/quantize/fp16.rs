@@ -1,4 +1,4 @@
-//! fp16 (methods.md §3).
+//! fp16 (docs/methods/quantize.md).
 //!
 //! Storage (default): every float32 weight of at least [`MIN_ELEMENTS`] values is stored as a
 //! FLOAT16 initializer followed by `Cast(to = FLOAT)` writing the original name, so every

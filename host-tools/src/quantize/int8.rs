@@ -1,4 +1,5 @@
-//! int8 in the standard QDQ form (methods.md §3), as ONNX Runtime's static quantizer writes it:
+//! int8 in the standard QDQ form (docs/methods/quantize.md), as ONNX Runtime's static quantizer
+//! writes it:
 //! around every Conv, MatMul (constant weight) and Gemm (constant B)
 //! - the activation input goes through QuantizeLinear → DequantizeLinear (uint8, asymmetric,
 //!   scale and zero point from the calibrated range);

@@ -1,5 +1,6 @@
 //! `edgeslim compress quantize`: fp16 weights (storage, or full f16 compute for ARMv8.2+
-//! boards) and int8 QDQ with calibrated activation ranges (methods.md §3), with a report that
+//! boards) and int8 QDQ with calibrated activation ranges (docs/methods/quantize.md), with a
+//! report that
 //! says what the engines really do with the result: tract's plan (integer kernels or not), the
 //! measured latency next to the f32 model, and tract and ONNX Runtime agreement.
 //!

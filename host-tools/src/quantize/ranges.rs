@@ -1,4 +1,4 @@
-//! Calibrated activation ranges for int8 (methods.md §3): MinMax, Percentile, Entropy.
+//! Calibrated activation ranges for int8 (docs/methods/quantize.md): MinMax, Percentile, Entropy.
 //!
 //! The tensors are run over the calibration split with tract (one sample at a time, every
 //! tensor exposed as an output). MinMax needs one pass; Percentile and Entropy a second one

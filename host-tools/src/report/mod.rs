@@ -1,4 +1,5 @@
-//! `edgeslim report`: render one or many benchmark reports (design.md §5) into one HTML page.
+//! `edgeslim report`: render one or many benchmark reports (docs/architecture.md) into one HTML
+//! page.
 //!
 //! The page is self-contained and works offline, on a board or from a mail attachment: inline
 //! CSS, charts as inline SVG (drawn with plotters), no scripts, no fonts or files fetched from

@@ -1,4 +1,4 @@
-//! Board profiles: one TOML per board in the repository's `targets/` (design.md §9).
+//! Board profiles: one TOML per board in the repository's `targets/` (docs/boards.md).
 //!
 //! The profiles are compiled into the binary, so `edgeslim targets`, `edgeslim report` and the
 //! rest work from any directory. A path to a TOML file of the same shape names a board of one's

@@ -1,6 +1,6 @@
 //! Can this machine build the runtime for a board? Looks for the Rust standard library of the
 //! target, the cross linker and the target's C library, and says how to install what is
-//! missing with the exact commands (Debian/Ubuntu; design.md §9).
+//! missing with the exact commands (Debian/Ubuntu; docs/boards.md).
 
 use super::profile::Profile;
 use std::path::{Path, PathBuf};

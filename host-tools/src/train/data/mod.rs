@@ -1,4 +1,4 @@
-//! Training and evaluation data: the real data sets of design.md §6 and users' own folders.
+//! Training and evaluation data: the real data sets (docs/architecture.md) and users' own folders.
 //!
 //! | spec | what | split |
 //! |---|---|---|

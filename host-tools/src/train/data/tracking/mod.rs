@@ -1,4 +1,4 @@
-//! Tracking data generated from the real photographs of scikit-image (design.md §6).
+//! Tracking data generated from the real photographs of scikit-image (docs/architecture.md).
 //!
 //! A target — an object-like patch (a face, a cat's face, a cup, a rocket, a motorcycle, a
 //! badge) cut from one photograph with a soft elliptical mask — moves over another photograph's
