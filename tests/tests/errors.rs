@@ -269,6 +269,40 @@ fn semantic_rules_are_checked_before_the_engine() {
             },
             "axis = 65 is outside [-4, 4] for an input of rank 4",
         ),
+        // Found by `cargo fuzz`: tract computes a resize's output size in i64, and a scale of
+        // 4.5e24 wrapped to a negative dimension (an assertion, an abort on the board).
+        (
+            "resize_scale_4_5e24",
+            single(
+                &[1, 2, 3, 3],
+                "Resize",
+                &[
+                    ("roi", f32s(vec![0], 0.0)),
+                    (
+                        "scales",
+                        Tensor::f32(vec![4], vec![1.0, 1.0, 4.5e24, 2.0]).unwrap(),
+                    ),
+                ],
+                vec![],
+            ),
+            "over the limit",
+        ),
+        (
+            "resize_scale_negative",
+            single(
+                &[1, 2, 3, 3],
+                "Resize",
+                &[
+                    ("roi", f32s(vec![0], 0.0)),
+                    (
+                        "scales",
+                        Tensor::f32(vec![4], vec![1.0, 1.0, -2.0, 2.0]).unwrap(),
+                    ),
+                ],
+                vec![],
+            ),
+            "is not a positive finite number",
+        ),
         (
             "flatten_axis_minus5",
             single(&[1, 3, 4, 4], "Flatten", &[], vec![int("axis", -5)]),

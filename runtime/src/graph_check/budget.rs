@@ -46,11 +46,14 @@ pub(super) fn check_node(scope: &Scope, label: &str, node: &pb::NodeProto) -> Re
             (reps.saturating_mul(base.max(1)), elem)
         }
         "Resize" | "Upsample" => {
-            let Some(sizes) = input(3).and_then(|s| scope.const_ints(s)) else {
+            let (elem, in_dims) = known_input(scope, input(0));
+            if let Some(sizes) = input(3).and_then(|s| scope.const_ints(s)) {
+                (volume(scope, label, &sizes)?, elem)
+            } else if let Some(scales) = resize_scales(scope, node) {
+                (scaled_volume(scope, label, &scales, &in_dims)?, elem)
+            } else {
                 return Ok(());
-            };
-            let (elem, _) = known_input(scope, input(0));
-            (volume(scope, label, &sizes)?, elem)
+            }
         }
         _ => return Ok(()),
     };
@@ -66,6 +69,47 @@ pub(super) fn check_node(scope: &Scope, label: &str, node: &pb::NodeProto) -> Re
         ));
     }
     Ok(())
+}
+
+/// The constant scales of a Resize (input 2 from opset 11, input 1 in opset 10) or Upsample
+/// (input 1, or the opset-7 attribute).
+fn resize_scales(scope: &Scope, node: &pb::NodeProto) -> Option<Vec<f32>> {
+    let at = if node.op_type == "Resize" && node.input.len() >= 3 {
+        2
+    } else {
+        1
+    };
+    if let Some(v) = node
+        .input
+        .get(at)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| scope.constants.get(s.as_str()))
+        .and_then(|t| super::tensors::float_values(t))
+    {
+        return Some(v);
+    }
+    node.attribute
+        .iter()
+        .find(|a| a.name == "scales")
+        .map(|a| a.floats.clone())
+}
+
+/// The output elements of a resize by `scales`: each output axis is floor(input · scale), at
+/// least floor(scale) when the input axis is unknown (every axis holds one element or more).
+/// tract computes these sizes in i64: a scale of 4.5e24 wrapped to a negative dimension and
+/// tripped an assertion while typing (found by cargo fuzz).
+fn scaled_volume(scope: &Scope, label: &str, scales: &[f32], in_dims: &[u64]) -> Result<u128> {
+    if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(scope.invalid(
+            label,
+            format!("scale {s} in {scales:?} is not a positive finite number"),
+        ));
+    }
+    let known = in_dims.len() == scales.len();
+    Ok(scales.iter().enumerate().fold(1u128, |acc, (i, &s)| {
+        let base = if known { in_dims[i] as f64 } else { 1.0 };
+        acc.saturating_mul((base * s as f64).floor().min(u128::MAX as f64) as u128)
+    }))
 }
 
 /// The product of a declared shape; a negative entry breaks the operator's rule.
