@@ -303,6 +303,18 @@ fn semantic_rules_are_checked_before_the_engine() {
             ),
             "is not a positive finite number",
         ),
+        // Found by docs/results/reliability-probe.sh: `optimize` does not type the model, so
+        // the group check after typing never ran and it wrote a model ORT refuses.
+        (
+            "conv_group_2_40",
+            single(
+                &[1, 4, 8, 8],
+                "Conv",
+                &[("w", f32s(vec![4, 1, 3, 3], 0.1))],
+                vec![int("group", 1 << 40), ints("kernel_shape", &[3, 3])],
+            ),
+            "group = 1099511627776 does not divide the weights' first axis of 4",
+        ),
         (
             "flatten_axis_minus5",
             single(&[1, 3, 4, 4], "Flatten", &[], vec![int("axis", -5)]),

@@ -20,6 +20,32 @@ fn int(node: &pb::NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 
+/// The weights' first axis splits into `group` equal parts (Conv: M outputs; ConvTranspose: C
+/// inputs), known from a constant weight before typing. A host pass does not type the model,
+/// so without this `optimize` wrote a Conv with group = 2^40 that ONNX Runtime refuses.
+fn check_group_divides_weights(scope: &Scope, label: &str, node: &pb::NodeProto) -> Result<()> {
+    let group = int(node, "group").unwrap_or(1);
+    let weight = match node.op_type.as_str() {
+        "Conv" | "ConvTranspose" | "ConvInteger" => node.input.get(1),
+        _ => node.input.get(3), // QLinearConv: x, x_scale, x_zero_point, w
+    };
+    let Some((_, dims)) = weight.and_then(|w| scope.known(w)) else {
+        return Ok(());
+    };
+    let Some(&first) = dims.first() else {
+        return Ok(());
+    };
+    if group > 0 && first % group as u64 != 0 {
+        return Err(scope.invalid(
+            label,
+            format!(
+                "group = {group} does not divide the weights' first axis of {first} ({dims:?})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn float(node: &pb::NodeProto, name: &str) -> Option<f32> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
@@ -31,6 +57,7 @@ pub(super) fn check_node(scope: &Scope, label: &str, node: &pb::NodeProto) -> Re
             if let Some(g) = int(node, "group").filter(|&g| g < 1) {
                 return Err(scope.invalid(label, format!("group = {g}; it must be at least 1")));
             }
+            check_group_divides_weights(scope, label, node)?;
         }
         "MaxPool" | "AveragePool" | "LpPool" => {
             if ints(node, "kernel_shape").is_none_or(|k| k.is_empty()) {
