@@ -496,3 +496,32 @@ fn semantic_mutants_of_a_real_model_never_reach_a_panic() {
         panicked.join("\n")
     );
 }
+
+/// The axis checks before typing reach through the shape computations of a real model: PP-OCR
+/// cls's Softmax sits behind Shape -> Slice -> Concat -> Reshape -> MatMul, and `optimize`
+/// (which does not type the model) wrote it with axis = 100 before (found by
+/// docs/results/reliability-probe.sh).
+#[test]
+fn a_real_models_softmax_axis_is_checked_through_its_reshape() {
+    use edgeslim::onnx::OnnxModel;
+    let mut m = OnnxModel::load(&assets().ppocr_cls()).unwrap();
+    let softmax = m
+        .graph_mut()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Softmax")
+        .unwrap();
+    softmax
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "axis")
+        .unwrap()
+        .i = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cls-axis100.onnx");
+    std::fs::write(&p, m.to_bytes().unwrap()).unwrap();
+    let out = dir.path().join("out.onnx");
+    let r = run("edgeslim", &["optimize", s(&p), "-o", s(&out)]);
+    assert_clean_error(&r, "axis = 100 is outside [-2, 1] for an input of rank 2");
+    assert!(!out.exists());
+}

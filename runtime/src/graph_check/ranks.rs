@@ -28,7 +28,25 @@ pub fn check_axes_before_typing(scope: &Scope, graph: &pb::GraphProto) -> Result
     for (&name, t) in &scope.constants {
         ranks.insert(name, t.dims.len() as i64);
     }
+    // Lengths of the 1-D integer tensors that feed Reshape (Shape -> Slice -> Concat chains).
+    let mut lengths: HashMap<&str, i64> = HashMap::new();
+    for (&name, t) in &scope.constants {
+        if t.dims.len() == 1 {
+            lengths.insert(name, t.dims[0]);
+        }
+    }
     for (i, node) in graph.node.iter().enumerate() {
+        if let Some(len) = output_length(scope, node, &ranks, &lengths) {
+            if let Some(out) = node.output.first() {
+                lengths.insert(out.as_str(), len);
+            }
+        }
+        let length_of = |k: usize| {
+            node.input
+                .get(k)
+                .filter(|n| !n.is_empty())
+                .and_then(|n| lengths.get(n.as_str()).copied())
+        };
         let rank_of = |k: usize| {
             node.input
                 .get(k)
@@ -38,7 +56,8 @@ pub fn check_axes_before_typing(scope: &Scope, graph: &pb::GraphProto) -> Result
         if let Some(r) = rank_of(0) {
             check_axes(node, r).map_err(|reason| scope.invalid(&node_label(node, i), reason))?;
         }
-        if let Some(r) = output_rank(scope, node, &rank_of) {
+        let reshape_rank = (node.op_type == "Reshape").then(|| length_of(1)).flatten();
+        if let Some(r) = reshape_rank.or_else(|| output_rank(scope, node, &rank_of)) {
             // Other outputs (BatchNorm's running statistics, LayerNorm's mean) have ranks of
             // their own; only these ops give every output the same one.
             let outputs = if matches!(node.op_type.as_str(), "Split" | "TopK" | "Dropout") {
@@ -54,6 +73,47 @@ pub fn check_axes_before_typing(scope: &Scope, graph: &pb::GraphProto) -> Result
         }
     }
     Ok(())
+}
+
+/// The length of a node's 1-D output when it is a shape computation whose length is known:
+/// `Shape` (the input's rank), `Cast`/`Identity`, `Concat` (the sum), `Unsqueeze` of a scalar,
+/// and `Slice` with constant bounds on one axis.
+fn output_length(
+    scope: &Scope,
+    node: &pb::NodeProto,
+    ranks: &HashMap<&str, i64>,
+    lengths: &HashMap<&str, i64>,
+) -> Option<i64> {
+    let name = |k: usize| node.input.get(k).filter(|n| !n.is_empty());
+    let len = |k: usize| name(k).and_then(|n| lengths.get(n.as_str()).copied());
+    match node.op_type.as_str() {
+        // Shape's start/end attributes (opset 15) take part of the shape: left unknown.
+        "Shape" if node.attribute.is_empty() => {
+            name(0).and_then(|n| ranks.get(n.as_str()).copied())
+        }
+        "Cast" | "Identity" => len(0),
+        "Concat" => node
+            .input
+            .iter()
+            .map(|n| lengths.get(n.as_str()).copied())
+            .sum::<Option<i64>>(),
+        "Unsqueeze" => name(0)
+            .and_then(|n| ranks.get(n.as_str()).copied())
+            .filter(|&r| r == 0)
+            .map(|_| 1),
+        "Slice" => {
+            let n = len(0)?;
+            let ints = |k: usize| name(k).and_then(|s| scope.const_ints(s));
+            let (starts, ends) = (ints(1)?, ints(2)?);
+            let step = ints(4).map_or(1, |s| s.first().copied().unwrap_or(1));
+            if starts.len() != 1 || ends.len() != 1 || step != 1 {
+                return None;
+            }
+            let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
+            Some((clamp(ends[0]) - clamp(starts[0])).max(0))
+        }
+        _ => None,
+    }
 }
 
 fn int_attr(node: &pb::NodeProto, name: &str) -> Option<i64> {
