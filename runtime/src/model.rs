@@ -397,6 +397,63 @@ fn guarded<T>(path: &Path, stage: &'static str, f: impl FnOnce() -> TractResult<
     }
 }
 
+/// Seconds tract's typing may take before a load gives up: `EDGESLIM_TYPING_DEADLINE_S`
+/// (0: no deadline), 300 by default. A 200k-node chain types in about 100 s here (tract's
+/// `wire_node` is quadratic), so the default leaves real models room.
+pub const DEFAULT_TYPING_DEADLINE_S: u64 = 300;
+
+fn typing_deadline() -> Option<std::time::Duration> {
+    let secs = std::env::var("EDGESLIM_TYPING_DEADLINE_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_TYPING_DEADLINE_S);
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}
+
+/// Type the model on a thread of its own and give up after `deadline`: a model whose shapes
+/// contradict each other further down can keep tract's symbolic-dimension solver busy for
+/// minutes (PP-OCR cls with one Conv's pads set to [0, 0, 3, 0]). The load then fails with
+/// one line; the abandoned thread runs on until the process exits (threads cannot be
+/// cancelled), which for the command-line tools is right after the error.
+fn type_with_deadline(
+    path: &Path,
+    model: InferenceModel,
+    deadline: Option<std::time::Duration>,
+) -> Result<TypedModel> {
+    let Some(deadline) = deadline else {
+        return guarded(path, "type inference", || model.into_typed());
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    // tract's analysis recurses on deep graphs: the main thread's stack size, not a
+    // spawned thread's 2 MiB default.
+    std::thread::Builder::new()
+        .name("tract-typing".into())
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let _ = tx.send(guarded(&owned, "type inference", || model.into_typed()));
+        })
+        .map_err(|e| RuntimeError::io(path, e))?;
+    match rx.recv_timeout(deadline) {
+        Ok(typed) => typed,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Tract {
+            path: path.into(),
+            stage: "type inference",
+            reason: format!(
+                "did not finish within {} s: tract's shape solver is stuck, most likely on shapes \
+                 that contradict each other (set EDGESLIM_TYPING_DEADLINE_S to allow more, 0 \
+                 for no limit)",
+                deadline.as_secs()
+            ),
+        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Tract {
+            path: path.into(),
+            stage: "type inference",
+            reason: "the typing thread ended without an answer".into(),
+        }),
+    }
+}
+
 impl TypedOnnx {
     /// Parse and type a model file.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<TypedOnnx> {
@@ -498,7 +555,7 @@ impl TypedOnnx {
         let load_ms = ms_since(t_load);
 
         let t_typing = Instant::now();
-        let typed = guarded(path, "type inference", || model.into_typed())?;
+        let typed = type_with_deadline(path, model, typing_deadline())?;
         let mut tensor_shapes = HashMap::new();
         for node in typed.nodes() {
             for (slot, out) in node.outputs.iter().enumerate() {

@@ -316,6 +316,11 @@ fn semantic_rules_are_checked_before_the_engine() {
             "group = 1099511627776 does not divide the weights' first axis of 4",
         ),
         (
+            "cast_to_2_40",
+            single(&[1, 4], "Cast", &[], vec![int("to", 1 << 40)]),
+            "to = 1099511627776 is not an ONNX element type",
+        ),
+        (
             "flatten_axis_minus5",
             single(&[1, 3, 4, 4], "Flatten", &[], vec![int("axis", -5)]),
             "axis = -5 is outside [-4, 4]",
@@ -524,4 +529,42 @@ fn a_real_models_softmax_axis_is_checked_through_its_reshape() {
     let r = run("edgeslim", &["optimize", s(&p), "-o", s(&out)]);
     assert_clean_error(&r, "axis = 100 is outside [-2, 1] for an input of rank 2");
     assert!(!out.exists());
+}
+
+/// A *plausible* pad that makes the shapes contradict each other further down (PP-OCR cls, its
+/// fourth Conv padded [0, 0, 3, 0]) keeps tract's symbolic solver busy for minutes: the load
+/// gives up at the typing deadline with one line instead of hanging.
+#[test]
+fn a_stuck_shape_solver_ends_at_the_typing_deadline() {
+    use edgeslim::onnx::OnnxModel;
+    let mut m = OnnxModel::load(&assets().ppocr_cls()).unwrap();
+    let conv = m
+        .graph_mut()
+        .node
+        .iter_mut()
+        .filter(|n| n.op_type == "Conv")
+        .nth(3)
+        .unwrap();
+    conv.attribute
+        .iter_mut()
+        .find(|a| a.name == "pads")
+        .unwrap()
+        .ints = vec![0, 0, 3, 0];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cls-pads.onnx");
+    std::fs::write(&p, m.to_bytes().unwrap()).unwrap();
+    let out = std::process::Command::new(edgeslim_e2e::bin("edgeslim-rt"))
+        .args([
+            "bench",
+            s(&p),
+            "--input-shape",
+            "x=1,3,48,192",
+            "--runs",
+            "1",
+        ])
+        .env("EDGESLIM_TYPING_DEADLINE_S", "3")
+        .output()
+        .unwrap();
+    let r: Run = out.into();
+    assert_clean_error(&r, "did not finish within 3 s");
 }

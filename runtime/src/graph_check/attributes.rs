@@ -74,6 +74,18 @@ pub(super) fn check_node(scope: &Scope, label: &str, node: &pb::NodeProto) -> Re
             }
         }
         "BatchNormalization" => check_batchnorm(scope, label, node)?,
+        "Cast" => {
+            // An element type ONNX does not define: ONNX Runtime refuses it; `optimize`,
+            // which does not type the model, wrote it.
+            let to = int(node, "to").unwrap_or(0);
+            let known = i32::try_from(to)
+                .ok()
+                .and_then(|t| pb::tensor_proto::DataType::try_from(t).ok())
+                .is_some_and(|t| t != pb::tensor_proto::DataType::Undefined);
+            if !known {
+                return Err(scope.invalid(label, format!("to = {to} is not an ONNX element type")));
+            }
+        }
         "Transpose" => {
             // tract loops allocating on a repeated axis (perm [0, 0, 1]).
             if let Some(perm) = ints(node, "perm") {
