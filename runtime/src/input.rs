@@ -251,12 +251,10 @@ pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage> {
     };
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg_complete(bytes).map_err(bad)?;
-        let (w, h) = image::ImageReader::with_format(
-            std::io::Cursor::new(bytes),
-            image::ImageFormat::Jpeg,
-        )
-        .into_dimensions()
-        .map_err(|e| bad(format!("image does not decode: {e}")))?;
+        let (w, h) =
+            image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg)
+                .into_dimensions()
+                .map_err(|e| bad(format!("image does not decode: {e}")))?;
         check_jpeg_scan_size(w, h, bytes.len()).map_err(bad)?;
     }
     let mut limits = image::Limits::default();

@@ -259,14 +259,19 @@ pub fn layer_rows(
     ))
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The runtime's percentile (numpy's linear interpolation), so a pruning report's p50/p90 are
+/// computed as `edgeslim-rt bench`'s are.
+fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    edgeslim_runtime::stats::percentile(v, q)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 0.5)
 }
 
 fn p90(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get((v.len() * 9) / 10).copied().unwrap_or(f64::NAN)
+    percentile(v, 0.9)
 }
 
 /// tract latency of both models on the same random inputs, timed in alternating ABBA order
@@ -335,34 +340,19 @@ pub fn measure_latency(
     })
 }
 
+/// Cosine of two outputs, by the one definition every report uses (`calib::fidelity`).
 fn cosine(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b.iter()) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    if aa == 0.0 && bb == 0.0 {
-        1.0
-    } else {
-        ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
-    }
+    let flat = |x: &ArrayD<f32>| x.iter().copied().collect::<Vec<f32>>();
+    crate::calib::fidelity::cosine(&flat(a), &flat(b))
 }
 
+/// The arg-max of every row (last axis) of an output.
 fn argmax_rows(a: &ArrayD<f32>) -> Vec<usize> {
     let c = *a.shape().last().unwrap_or(&1);
-    a.as_slice()
-        .map(|s| {
-            s.chunks(c.max(1))
-                .map(|row| {
-                    row.iter()
-                        .enumerate()
-                        .fold((0, f32::MIN), |m, (i, &v)| if v > m.1 { (i, v) } else { m })
-                        .0
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let flat: Vec<f32> = a.iter().copied().collect();
+    flat.chunks(c.max(1))
+        .map(crate::calib::fidelity::argmax)
+        .collect()
 }
 
 /// Top-1 accuracy of output 0 (one row per sample) against `labels`.

@@ -24,6 +24,7 @@ use super::engine::loss::{cross_entropy_smoothed, distillation_kl, mse};
 use super::engine::{EngineOptions, Freeze, GraphModule, Mode};
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, DecayPolicy, Optimizer, Sgd, SgdConfig};
 use super::recipe::OptimizerKind;
+use crate::calib::fidelity::argmax;
 use crate::onnx::OnnxModel;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -298,16 +299,6 @@ impl EvalReport {
         }
         s
     }
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] || row[best].is_nan() {
-            best = i;
-        }
-    }
-    best
 }
 
 /// One epoch's numbers.
