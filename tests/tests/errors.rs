@@ -285,7 +285,39 @@ fn semantic_rules_are_checked_before_the_engine() {
                 ],
                 vec![],
             ),
+            "makes one axis longer than the limit",
+        ),
+        (
+            "resize_scales_past_the_budget",
+            single(
+                &[1, 2, 3, 3],
+                "Resize",
+                &[
+                    ("roi", f32s(vec![0], 0.0)),
+                    (
+                        "scales",
+                        Tensor::f32(vec![4], vec![1.0, 1.0, 1e5, 1e5]).unwrap(),
+                    ),
+                ],
+                vec![],
+            ),
             "over the limit",
+        ),
+        (
+            "resize_scale_3e29_and_0_95",
+            single(
+                &[1, 2, 3, 3],
+                "Resize",
+                &[
+                    ("roi", f32s(vec![0], 0.0)),
+                    (
+                        "scales",
+                        Tensor::f32(vec![4], vec![3e29, 0.95, 2.0, 2.0]).unwrap(),
+                    ),
+                ],
+                vec![],
+            ),
+            "makes one axis longer than the limit",
         ),
         (
             "resize_scale_negative",

@@ -105,6 +105,18 @@ fn scaled_volume(scope: &Scope, label: &str, scales: &[f32], in_dims: &[u64]) ->
             format!("scale {s} in {scales:?} is not a positive finite number"),
         ));
     }
+    // One axis alone past the budget: tract's i64 size computation can overflow however
+    // small the other axes are (a second fuzz find: scales [3e29, 0.95, 2, 2], whose product
+    // bound is 0 because floor(0.95) is).
+    if let Some(s) = scales.iter().find(|s| **s as f64 > scope.budget as f64) {
+        return Err(scope.invalid(
+            label,
+            format!(
+                "scale {s} in {scales:?} makes one axis longer than the limit of {} bytes",
+                scope.budget
+            ),
+        ));
+    }
     let known = in_dims.len() == scales.len();
     Ok(scales.iter().enumerate().fold(1u128, |acc, (i, &s)| {
         let base = if known { in_dims[i] as f64 } else { 1.0 };
