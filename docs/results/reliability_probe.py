@@ -7,8 +7,9 @@ commands a user runs, classifying every run:
   panic        exit 101 (a Rust panic reached the top)
   abort        killed by a signal (SIGABRT from an allocation failure, SIGSEGV, ...)
   hang         still running after the timeout (killed)
-  wrong        exit 0 where the result is wrong: a model ONNX Runtime refuses accepted and run,
-               a written model that fails onnx.checker, a NaN/truncated input scored
+  wrong        exit 0 where the result is wrong: a model ONNX Runtime refuses accepted and run
+               (bench), a written model that fails onnx.checker or that ONNX Runtime cannot
+               load and run (optimize), a NaN/truncated input scored (run)
 
 and the peak RSS of each run (wait4's ru_maxrss). Usage (docs/results/reliability-probe.sh):
   python reliability_probe.py BIN_DIR CLS_MODEL WORK_DIR [TIMEOUT_S]
@@ -142,7 +143,10 @@ def empty_graph(m):
 def string_raw(m):
     tensors = list(m.graph.initializer) + [a.t for n in m.graph.node for a in n.attribute
                                             if a.type == onnx.AttributeProto.TENSOR]
-    t = next(t for t in tensors if t.raw_data)
+    t = next(t for t in tensors if t.data_type == onnx.TensorProto.FLOAT)
+    if not t.raw_data:  # move typed values into raw bytes first
+        t.raw_data = np.array(t.float_data, np.float32).tobytes()
+        del t.float_data[:]
     t.data_type = onnx.TensorProto.STRING
 
 
@@ -243,6 +247,14 @@ inputs += [
 results = {}
 
 
+def keep(name, data):
+    """A mutant some command got wrong, kept for a look: WORK/wrong/NAME.onnx."""
+    d = os.path.join(work, "wrong")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name.replace("/", "_") + ".onnx"), "wb") as f:
+        f.write(data)
+
+
 def record(command, cls, outcome, rss, name, line):
     r = results.setdefault(command, {"tried": 0, "clean": 0, "panic": 0, "abort": 0, "hang": 0,
                                      "wrong": 0, "max_rss_mb": 0.0, "examples": {}})
@@ -289,8 +301,12 @@ for i, (cls, name, data) in enumerate(models):
     if os.path.exists(out):
         os.remove(out)
     code, rss, line, _ = run([host, "optimize", path, "-o", out])
-    record("edgeslim optimize", cls, outcome_of(code, lambda: ort_agrees() and checker_ok(out)),
-           rss, name, line)
+    # optimize is right when what it wrote passes the checker and runs in ONNX Runtime (it may
+    # repair what ORT refused, e.g. two nodes of one name).
+    outcome = outcome_of(code, lambda: checker_ok(out) and ort_loads(out))
+    record("edgeslim optimize", cls, outcome, rss, name, line)
+    if outcome != "clean":
+        keep(name, data)
     print(f"\r{i + 1}/{len(models)} models", end="", file=sys.stderr, flush=True)
 print(file=sys.stderr)
 

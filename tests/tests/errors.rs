@@ -348,6 +348,15 @@ fn semantic_rules_are_checked_before_the_engine() {
             "group = 1099511627776 does not divide the weights' first axis of 4",
         ),
         (
+            "flatten_without_input",
+            {
+                let mut m = single(&[1, 4], "Flatten", &[], vec![int("axis", 1)]);
+                m.graph_mut().node[0].input.clear();
+                m
+            },
+            "input 0 is missing (Flatten needs at least 1)",
+        ),
+        (
             "cast_to_2_40",
             single(&[1, 4], "Cast", &[], vec![int("to", 1 << 40)]),
             "to = 1099511627776 is not an ONNX element type",

@@ -50,7 +50,42 @@ fn float(node: &pb::NodeProto, name: &str) -> Option<f32> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
 
+/// Inputs an op cannot do without (the smallest count over the opsets tract reads; later
+/// inputs may be optional). tract's rules index `inputs[0]` unchecked: a Flatten without an
+/// input panicked while typing (found by cargo fuzz).
+fn required_inputs(op: &str) -> usize {
+    match op {
+        "BatchNormalization" => 5,
+        "InstanceNormalization" | "Where" => 3,
+        "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Pow"
+        | "Mod" | "PRelu" | "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual"
+        | "And" | "Or" | "Xor" | "Expand" | "Tile" | "Gather" | "GatherElements"
+        | "LayerNormalization" | "CumSum" => 2,
+        "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Neg" | "Abs" | "Sqrt" | "Reciprocal"
+        | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Elu" | "Selu" | "Softplus" | "Softsign"
+        | "Cast" | "Identity" | "Dropout" | "Softmax" | "LogSoftmax" | "Hardmax" | "MaxPool"
+        | "AveragePool" | "LpPool" | "GlobalAveragePool" | "GlobalMaxPool" | "LRN" | "Erf"
+        | "Floor" | "Ceil" | "Round" | "Sign" | "Not" | "Transpose" | "Flatten" | "Shape"
+        | "Size" | "Squeeze" | "Unsqueeze" | "ArgMax" | "ArgMin" | "Split" | "Clip" | "Pad"
+        | "Resize" | "Upsample" | "DepthToSpace" | "SpaceToDepth" | "Gelu" | "Mish" | "Sin"
+        | "Cos" | "TopK" | "Reshape" | "Slice" | "Concat" | "Sum" | "Max" | "Min" | "Mean"
+        | "ConstantOfShape" => 1,
+        op if op.starts_with("Reduce") => 1,
+        _ => 0,
+    }
+}
+
 pub(super) fn check_node(scope: &Scope, label: &str, node: &pb::NodeProto) -> Result<()> {
+    let required = required_inputs(&node.op_type);
+    if let Some(missing) = (0..required).find(|&i| node.input.get(i).is_none_or(|n| n.is_empty())) {
+        return Err(scope.invalid(
+            label,
+            format!(
+                "input {missing} is missing ({} needs at least {required})",
+                node.op_type
+            ),
+        ));
+    }
     match node.op_type.as_str() {
         "Conv" | "ConvTranspose" | "ConvInteger" | "QLinearConv" => {
             check_window(scope, label, node, false)?;
