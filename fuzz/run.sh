@@ -13,6 +13,7 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(onnx_loader npy image http_request)
 cargo +nightly fuzz build -O 2>&1 | tail -3 || exit 1
 : > summary.txt
+failed=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   log="corpus/$t.log"
@@ -25,5 +26,9 @@ for t in "${targets[@]}"; do
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo "?")
   found=$(ls "artifacts/$t" | wc -l)
   echo "$t: exit $rc, ${secs} s, $runs inputs, coverage $cov edges, peak RSS ${rss} MB, corpus $(ls "corpus/$t" | wc -l) files, artifacts $found" | tee -a summary.txt
-  [ "$found" -gt 0 ] && ls "artifacts/$t" | sed 's/^/  /' | tee -a summary.txt
+  if [ "$found" -gt 0 ]; then
+    ls "artifacts/$t" | sed 's/^/  /' | tee -a summary.txt
+    failed=1
+  fi
 done
+exit $failed
