@@ -30,7 +30,7 @@
 //! All three use the same initializer names (`backbone.conv1.weight`, `backbone.bn1.*`,
 //! `head.adjust.*`), so [`export_tracker`] copies trained weights from the training graph into
 //! the two runtime graphs by name. tract 0.23 and ONNX Runtime 1.32 both run a Conv whose weight
-//! is a graph input or a computed tensor, with group = C (tests/tests/families.rs checks both).
+//! is a graph input or a computed tensor, with group = C (tests/tests/integration/families.rs checks both).
 
 use super::layers::Net;
 use crate::onnx::builder::D;

@@ -7,9 +7,7 @@
 //!   is kept whole and why;
 //! - bad input gets clear messages.
 
-#[path = "prune/models.rs"]
 mod models;
-#[path = "prune/tracker.rs"]
 mod tracker;
 
 use edgeslim::bench::{as_named_arrays, compare_outputs};

@@ -1,0 +1,25 @@
+//! edgeslim's end-to-end tests as one binary (as ripgrep's `tests/integration`): one link of
+//! the host library instead of one per file. A module per feature; run one with
+//! `cargo test --release --workspace --test integration prune::` (after `cargo build
+//! --release --workspace`, which builds the binaries the tests run).
+
+mod anomaly;
+mod bench_json;
+mod boards;
+mod demo;
+mod deploy;
+mod engines;
+mod errors;
+mod families;
+mod inspect;
+mod lowrank;
+mod optimize;
+mod prune;
+mod qemu;
+mod quantize;
+mod speed;
+mod track;
+mod train_cli;
+mod train_data;
+mod train_engine;
+mod zoo;
