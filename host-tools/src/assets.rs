@@ -515,17 +515,10 @@ pub struct Assets {
 }
 
 impl Assets {
-    /// `$EDGESLIM_HOME`, else `~/.cache/edgeslim`.
+    /// `$EDGESLIM_HOME`, else `~/.cache/edgeslim` (the runtime's rule, which also finds the
+    /// tracker's photographs there).
     pub fn home() -> PathBuf {
-        if let Some(h) = std::env::var_os("EDGESLIM_HOME").filter(|h| !h.is_empty()) {
-            return PathBuf::from(h);
-        }
-        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".cache").join("edgeslim"),
-            // No home directory (some CI containers): a per-machine temporary cache still
-            // avoids downloading again within one job.
-            None => std::env::temp_dir().join("edgeslim"),
-        }
+        edgeslim_runtime::process::edgeslim_home()
     }
 
     /// The cache at [`Assets::home`]; fetches nothing.

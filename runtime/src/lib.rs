@@ -13,6 +13,7 @@ pub mod io;
 pub mod macs;
 pub mod model;
 pub mod plan;
+pub mod process;
 pub mod profile;
 pub mod report;
 #[cfg(feature = "serve")]

@@ -27,13 +27,7 @@ const BACKGROUNDS: &[&str] = &[
 ];
 
 pub fn photo_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("EDGESLIM_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h).join("images");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".cache/edgeslim/images")
+    crate::process::edgeslim_home().join("images")
 }
 
 pub struct Synthetic {
