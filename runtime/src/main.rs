@@ -322,7 +322,7 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    print_summary(&report);
+    print!("{}", report.text_summary());
     if let Some(path) = &a.json {
         println!("report: {}", path.display());
     }
@@ -361,69 +361,6 @@ fn cmd_plan(a: &PlanArgs) -> Result<()> {
         }
     );
     Ok(())
-}
-
-fn print_summary(r: &edgeslim_runtime::report::BenchReport) {
-    let l = &r.latency;
-    println!(
-        "{}  [{}; {} thread(s); {}]",
-        r.label, r.backend, r.threads, r.device.arch
-    );
-    if r.device.emulated {
-        println!("  NOTE: running under emulation: timings do not reflect any board");
-    }
-    println!(
-        "  load {:.1} ms  typing {:.1} ms  optimise {:.1} ms",
-        r.load.load_ms, r.load.typing_ms, r.load.optimize_ms
-    );
-    println!(
-        "  latency ms: min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3} ± {:.3}  ({} runs)",
-        l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms, l.std_ms, l.runs
-    );
-    println!(
-        "  throughput {:.1}/s  peak RSS {:.1} MiB  MACs {:.3} G",
-        r.throughput_per_s,
-        r.memory.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0,
-        r.model.total_macs as f64 / 1e9
-    );
-    if let Some(t) = &r.tiled {
-        println!(
-            "  in {} strips (window {} rows, halo {}): p50 {:.3} ms ({:.2}x the whole image); max |tiled - whole| {:.3e}",
-            t.spec.tiles,
-            t.spec.window_rows,
-            t.spec.halo_rows,
-            t.latency.p50_ms,
-            t.latency.p50_ms / l.p50_ms,
-            t.max_abs_diff_vs_whole
-        );
-    }
-    if let Some(p) = &r.pipeline {
-        println!(
-            "  pipelined on {} workers: {:.1} frames/s; per frame: submitted to handed back p50 {:.3}  p90 {:.3} ms, compute p50 {:.3} ms ({} frames)",
-            p.workers,
-            p.throughput_per_s,
-            p.latency.p50_ms,
-            p.latency.p90_ms,
-            p.compute.p50_ms,
-            p.frames
-        );
-    }
-    if let Some(p) = &r.profile {
-        println!(
-            "  per-node sum {:.3} ms = {:.1}% of run time; top ops:",
-            p.node_sum_mean_ms,
-            p.coverage * 100.0
-        );
-        for o in p.op_types.iter().take(5) {
-            println!(
-                "    {:<20} {:>4} nodes  {:>8.3} ms  {:>5.1}%",
-                o.op,
-                o.count,
-                o.mean_ms,
-                o.share * 100.0
-            );
-        }
-    }
 }
 
 fn main() {

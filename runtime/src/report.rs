@@ -162,6 +162,111 @@ impl BenchReport {
         })
     }
 
+    /// The few lines both `edgeslim bench` and `edgeslim-rt bench` print (the JSON and HTML
+    /// hold the rest): one summary, so the two tools describe a run the same way.
+    pub fn text_summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let r = self;
+        let l = &r.latency;
+        let _ = writeln!(
+            s,
+            "{}  [{}; {} thread(s); {}]",
+            r.label, r.backend, r.threads, r.device.arch
+        );
+        if r.device.emulated {
+            let _ = writeln!(
+                s,
+                "  NOTE: running under emulation: timings do not reflect any board"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  load {:.1} ms  typing {:.1} ms  optimise {:.1} ms",
+            r.load.load_ms, r.load.typing_ms, r.load.optimize_ms
+        );
+        let _ = writeln!(
+        s,
+        "  latency ms: min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  mean {:.3} ± {:.3}  ({} runs)",
+        l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms, l.std_ms, l.runs
+    );
+        let _ = writeln!(
+            s,
+            "  throughput {:.1}/s  peak RSS {:.1} MiB  MACs {:.3} G",
+            r.throughput_per_s,
+            r.memory.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0,
+            r.model.total_macs as f64 / 1e9
+        );
+        if let Some(t) = &r.tiled {
+            let _ = writeln!(
+        s,
+            "  in {} strips (window {} rows, halo {}): p50 {:.3} ms ({:.2}x the whole image); max |tiled - whole| {:.3e}",
+            t.spec.tiles,
+            t.spec.window_rows,
+            t.spec.halo_rows,
+            t.latency.p50_ms,
+            t.latency.p50_ms / l.p50_ms,
+            t.max_abs_diff_vs_whole
+        );
+        }
+        if let Some(p) = &r.pipeline {
+            let _ = writeln!(
+        s,
+            "  pipelined on {} workers: {:.1} frames/s; per frame: submitted to handed back p50 {:.3}  p90 {:.3} ms, compute p50 {:.3} ms ({} frames)",
+            p.workers,
+            p.throughput_per_s,
+            p.latency.p50_ms,
+            p.latency.p90_ms,
+            p.compute.p50_ms,
+            p.frames
+        );
+        }
+        if let Some(c) = &r.comparison {
+            let o = &c.other_latency;
+            let _ = writeln!(
+                s,
+                "  {}: p50 {:.3}  mean {:.3} ms   tract/ORT p50 ratio {:.2}",
+                c.other_backend, o.p50_ms, o.mean_ms, c.latency_ratio_p50
+            );
+            for d in &c.outputs {
+                let _ = writeln!(
+                    s,
+                    "  output {}: max |tract - ORT| {:.3e} (max |value| {:.3e})",
+                    d.name, d.max_abs_diff, d.max_abs_reference
+                );
+            }
+        }
+        if let Some(raw) = &r.raw_tract {
+            let _ = writeln!(
+            s,
+            "  plain tract loop: p50 {:.3}  min {:.3} ms   runtime overhead p50 {:+.1} %  min {:+.1} %",
+            raw.raw_latency.p50_ms,
+            raw.raw_latency.min_ms,
+            (raw.overhead_ratio_p50 - 1.0) * 100.0,
+            (raw.overhead_ratio_min - 1.0) * 100.0
+        );
+        }
+        if let Some(p) = &r.profile {
+            let _ = writeln!(
+                s,
+                "  per-node sum {:.3} ms = {:.1}% of run time; top ops:",
+                p.node_sum_mean_ms,
+                p.coverage * 100.0
+            );
+            for o in p.op_types.iter().take(5) {
+                let _ = writeln!(
+                    s,
+                    "    {:<20} {:>4} nodes  {:>8.3} ms  {:>5.1}%",
+                    o.op,
+                    o.count,
+                    o.mean_ms,
+                    o.share * 100.0
+                );
+            }
+        }
+        s
+    }
+
     /// Write as pretty JSON through a temporary file, so a reader never sees half a report.
     pub fn write(&self, path: &std::path::Path) -> crate::error::Result<()> {
         let text = serde_json::to_string_pretty(self)

@@ -80,7 +80,7 @@ pub fn run(a: Args) -> Result<()> {
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    print!("{}", summary(&report));
+    print!("{}", report.text_summary());
     if let Some(path) = &a.json {
         println!("report: {}", path.display());
     }
@@ -90,7 +90,7 @@ pub fn run(a: Args) -> Result<()> {
 /// One line per model with its ratio to the first, after each model's own summary.
 pub fn side_by_side_summary(reports: &[edgeslim_runtime::report::BenchReport]) -> String {
     use std::fmt::Write;
-    let mut s: String = reports.iter().map(summary).collect();
+    let mut s: String = reports.iter().map(|r| r.text_summary()).collect();
     let Some(first) = reports.first() else {
         return s;
     };
@@ -126,58 +126,6 @@ pub fn side_by_side_summary(reports: &[edgeslim_runtime::report::BenchReport]) -
             r.latency.min_ms / first.latency.min_ms,
             paired_ratio(&first.latency.samples_ms, &r.latency.samples_ms, BLOCK_RUNS)
         );
-    }
-    s
-}
-
-/// A few lines for the terminal; the JSON and HTML hold the rest.
-pub fn summary(r: &edgeslim_runtime::report::BenchReport) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let l = &r.latency;
-    let _ = writeln!(
-        s,
-        "{}  [{}; {} thread(s); {}]",
-        r.label, r.backend, r.threads, r.device.arch
-    );
-    let _ = writeln!(
-        s,
-        "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  mean {:.3} ± {:.3}  min {:.3}  ({} runs)",
-        l.p50_ms, l.p90_ms, l.p99_ms, l.mean_ms, l.std_ms, l.min_ms, l.runs
-    );
-    if let Some(c) = &r.comparison {
-        let o = &c.other_latency;
-        let _ = writeln!(
-            s,
-            "  {}: p50 {:.3}  mean {:.3} ms   tract/ORT p50 ratio {:.2}",
-            c.other_backend, o.p50_ms, o.mean_ms, c.latency_ratio_p50
-        );
-        for d in &c.outputs {
-            let _ = writeln!(
-                s,
-                "  output {}: max |tract - ORT| {:.3e} (max |value| {:.3e})",
-                d.name, d.max_abs_diff, d.max_abs_reference
-            );
-        }
-    }
-    if let Some(raw) = &r.raw_tract {
-        let _ = writeln!(
-            s,
-            "  plain tract loop: p50 {:.3}  min {:.3} ms   runtime overhead p50 {:+.1} %  min {:+.1} %",
-            raw.raw_latency.p50_ms,
-            raw.raw_latency.min_ms,
-            (raw.overhead_ratio_p50 - 1.0) * 100.0,
-            (raw.overhead_ratio_min - 1.0) * 100.0
-        );
-    }
-    if let Some(p) = &r.profile {
-        let top: Vec<String> = p
-            .op_types
-            .iter()
-            .take(5)
-            .map(|o| format!("{} {:.0}%", o.op, o.share * 100.0))
-            .collect();
-        let _ = writeln!(s, "  top ops: {}", top.join(", "));
     }
     s
 }
