@@ -40,7 +40,7 @@ for keep in 0.5 0.25 0.1 0.01; do
   "$ES" compress prune "$TRK" --keep-params "$keep" --criterion "$CRITERION" -o "$d" \
     --report "$d/report" --runs "$RUNS" >&2
   "$ES" eval "$d" --task track --data "$DATA" --json "$d/eval.json" >&2
-  row "$keep, pruned" "$d" "$d/report/prune.json" "$d/eval.json"
+  row "$keep, pruned" "$d" "$d/report/report.json" "$d/eval.json"
   z="models/siamese-tracker-$tag"
   mkdir -p "$OUT/$tag-ft"
   # REUSE_ZOO=1: evaluate the committed fine-tuned trackers instead of training them again.
@@ -51,5 +51,5 @@ for keep in 0.5 0.25 0.1 0.01; do
   "$ES" eval "$z" --task track --data "$DATA" --json "$OUT/$tag-ft/eval.json" >&2
   # Same architecture as the pruned-only pair: its report (params, MACs, and the side-by-side
   # latency measured without a fine-tuning run around it) describes this row too.
-  row "$keep, fine-tuned" "$z" "$d/report/prune.json" "$OUT/$tag-ft/eval.json"
+  row "$keep, fine-tuned" "$z" "$d/report/report.json" "$OUT/$tag-ft/eval.json"
 done

@@ -40,7 +40,7 @@ prune() { # name model label ratio criterion args...
   local o="$OUT/$name-$crit-$ratio${TAG:-}"
   "$ES" compress prune "$model" --ratio "$ratio" --criterion "$crit" "$@" --runs "$RUNS" \
     -o "$o.onnx" --report "$o" >&2
-  row "$label" "${LABEL:-$ratio, $crit}" "$o/prune.json"
+  row "$label" "${LABEL:-$ratio, $crit}" "$o/report.json"
 }
 
 PART=${PART:-all}

@@ -68,7 +68,7 @@ def row(name, e, p=None):
     o = e["overall"]
     speed = "—"
     if p:
-        s = json.load(open(os.path.join(p, "search", "prune.json")))
+        s = json.load(open(os.path.join(p, "search", "report.json")))
         t = s["totals"]
         l = s["latency"]
         speed = (f"{t['macs_before'] / 1e6:.1f}M → {t['macs_after'] / 1e6:.1f}M, "

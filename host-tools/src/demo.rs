@@ -93,7 +93,7 @@ fn bench(path: &Path, m: &DemoModel, label: String, opts: &DemoOptions) -> Resul
 pub fn run_demo(opts: &DemoOptions, progress: &dyn Fn(&str)) -> Result<DemoSummary> {
     let assets = Assets::open();
     if !opts.ocr && opts.tracker.is_none() {
-        return Err(crate::Error::Usage(
+        return Err(crate::Error::Invalid(
             "the demo has nothing to do: no OCR part and no tracker".into(),
         ));
     }

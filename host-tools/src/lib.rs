@@ -1,21 +1,31 @@
 //! edgeslim host tools: read, inspect, optimise, compress and benchmark ONNX models, and
 //! prepare them for small ARM boards. The board side lives in `edgeslim-runtime`.
+//!
+//! This crate is the `edgeslim` binary (its subcommands in `cmd/`, one file each) and the demo;
+//! the work lives in the host crates under `host-tools/crates/`, re-exported here under the
+//! names the binary, the tests and the examples use (docs/architecture.md draws the graph):
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`onnx`], [`optimize`], [`inspect`] | `edgeslim-onnx` | the graph IR, passes, inspect, running inner tensors |
+//! | [`data`], [`assets`] | `edgeslim-data` | the asset cache, data sets, calibration sources |
+//! | [`measure`], [`bench`], [`engines`] | `edgeslim-measure` | benchmark harness, ONNX Runtime, fidelity, model facts |
+//! | [`train`] | `edgeslim-train` | the candle engine, optimisers, families, trainers |
+//! | [`lowrank`], [`prune`], [`quantize`] | `edgeslim-compress` | the compression methods |
+//! | [`anomaly`] | `edgeslim-anomaly` | the Gaussian anomaly detector |
+//! | [`report`] | `edgeslim-report` | HTML pages and charts |
+//! | [`boards`] | `edgeslim-boards` | board profiles, cross builds, bundles, deployment |
 
-pub mod error;
-pub mod onnx;
+pub use edgeslim_anomaly as anomaly;
+pub use edgeslim_boards as boards;
+pub use edgeslim_compress::{lowrank, prune, quantize};
+pub use edgeslim_data as data;
+pub use edgeslim_data::assets;
+pub use edgeslim_measure as measure;
+pub use edgeslim_measure::{bench, engines};
+pub use edgeslim_onnx as onnx;
+pub use edgeslim_onnx::{inspect, optimize, Error, Result};
+pub use edgeslim_report as report;
+pub use edgeslim_train as train;
 
-pub use error::{Error, Result};
-pub mod anomaly;
-pub mod assets;
-pub mod bench;
-pub mod calib;
 pub mod demo;
-pub mod engines;
-pub mod inspect;
-pub mod lowrank;
-pub mod optimize;
-pub mod prune;
-pub mod quantize;
-pub mod report;
-pub mod target;
-pub mod train;

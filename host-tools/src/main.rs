@@ -9,7 +9,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = cmd::Cli::parse();
     if let Err(e) = cmd::run(cli) {
-        eprintln!("edgeslim: error: {}", edgeslim_runtime::error::one_line(&e));
+        eprintln!("edgeslim: error: {}", cmd::error_line(&e));
         std::process::exit(1);
     }
 }

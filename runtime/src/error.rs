@@ -81,9 +81,18 @@ impl RuntimeError {
 
 /// Join an error chain into one line, dropping tract's multi-line node dumps.
 pub fn one_line(err: &anyhow::Error) -> String {
+    one_line_with(err, |_| None)
+}
+
+/// [`one_line`], with `render` given the first say on each cause (`None`: its own message).
+/// The host CLI uses it to show a library option error as the flag that set the option.
+pub fn one_line_with(
+    err: &anyhow::Error,
+    render: impl Fn(&(dyn std::error::Error + 'static)) -> Option<String>,
+) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
-        let text = cause.to_string();
+        let text = render(cause).unwrap_or_else(|| cause.to_string());
         let first = text.lines().next().unwrap_or("").trim().to_string();
         if !first.is_empty() && !parts.contains(&first) {
             parts.push(first);

@@ -7,7 +7,6 @@
 use crate::error::{one_line, Result, RuntimeError};
 use crate::shapes::InputShape;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -335,9 +334,7 @@ pub fn resolve_input_shapes(
 }
 
 pub fn file_sha256(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(bytes);
-    format!("{:x}", h.finalize())
+    crate::fsutil::sha256_hex(bytes)
 }
 
 /// A model parsed and typed at fixed input shapes, before tract's optimiser: what `inspect`

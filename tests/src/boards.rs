@@ -9,10 +9,10 @@
 //! for the ssh tests) skips them, and says so; `.ci/run` never sets either.
 
 use crate::{bin, models::Weights, workspace};
+use edgeslim::boards::profile::{builtin_named, Profile};
 use edgeslim::onnx::builder::GraphBuilder;
 use edgeslim::onnx::node::{int, ints};
 use edgeslim::onnx::OnnxModel;
-use edgeslim::target::profile::{builtin_named, Profile};
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ pub fn cross_runtime(target: &str) -> Option<CrossRuntime> {
     let binary = PathBuf::from(built["binary"].as_str().expect("binary path"));
     let qemu = &profile.toolchain.qemu;
     assert!(
-        edgeslim::target::toolchain::which(qemu).is_some(),
+        edgeslim::boards::toolchain::which(qemu).is_some(),
         "{qemu} is missing: apt-get install qemu-user-static (or set {SKIP_CROSS}=1 to skip the ARM tests)"
     );
     let rt = CrossRuntime {
@@ -191,7 +191,7 @@ impl Sshd {
         };
         assert!(sshd.exists(), "{}", missing("/usr/sbin/sshd"));
         assert!(
-            edgeslim::target::toolchain::which("ssh").is_some(),
+            edgeslim::boards::toolchain::which("ssh").is_some(),
             "{}",
             missing("ssh")
         );

@@ -1,5 +1,5 @@
 use anyhow::Result;
-use edgeslim::calib::CalibSpec;
+use edgeslim::data::calib::CalibSpec;
 use edgeslim::lowrank::analysis;
 use std::path::PathBuf;
 
@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         a.layers.as_ref(),
         &a.input_shapes,
     )?;
-    analysis::write_report(&result, &report)?;
+    edgeslim::report::write::analysis(&result, &report)?;
     println!(
         "{}: {} layers analysed{}",
         a.model.display(),

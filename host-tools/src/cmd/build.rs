@@ -1,8 +1,8 @@
 use anyhow::Result;
-use edgeslim::target::build::{
+use edgeslim::boards::build::{
     build, fmt_size, toolchain_error, BuildOptions, Built, SIZE_GOAL_BYTES,
 };
-use edgeslim::target::{find, toolchain};
+use edgeslim::boards::{find, toolchain};
 use std::path::PathBuf;
 
 /// Build `edgeslim-rt` for a board: checks the cross toolchain (and prints the exact commands
@@ -75,7 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let opts = BuildOptions {
-        source: edgeslim::target::build::find_source(a.workspace.as_deref())?,
+        source: edgeslim::boards::build::find_source(a.workspace.as_deref())?,
         cargo_profile: a.profile,
         features: a.features,
         no_default_features: a.no_default_features,

@@ -1,7 +1,7 @@
 use anyhow::Result;
-use edgeslim::target::build::{build, BuildOptions};
-use edgeslim::target::bundle::{bundle, App, BundleSpec};
-use edgeslim::target::find;
+use edgeslim::boards::build::{build, BuildOptions};
+use edgeslim::boards::bundle::{bundle, App, BundleSpec};
+use edgeslim::boards::find;
 use edgeslim_runtime::InputShape;
 use std::path::PathBuf;
 
@@ -71,7 +71,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(b) => b,
         None => {
             let opts = BuildOptions {
-                source: edgeslim::target::build::find_source(a.workspace.as_deref())?,
+                source: edgeslim::boards::build::find_source(a.workspace.as_deref())?,
                 cargo_profile: "board".into(),
                 features: a.features,
                 no_default_features: a.no_default_features,
@@ -106,7 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         "{} -> {} ({}, sha256 {})",
         s.name,
         s.path.display(),
-        edgeslim::target::build::fmt_size(s.size_bytes),
+        edgeslim::boards::build::fmt_size(s.size_bytes),
         s.sha256
     );
     for f in &s.files {

@@ -5,8 +5,8 @@
 //! `prune` lives in `cmd/prune.rs` (the pruning engineer's file).
 
 use anyhow::{bail, Result};
-use edgeslim::calib::CalibSpec;
-use edgeslim::lowrank::report::{run_compress, write_report, CompressJob};
+use edgeslim::data::calib::CalibSpec;
+use edgeslim::lowrank::report::{run_compress, CompressJob};
 use edgeslim::lowrank::{CompressOptions, Method, RankRule};
 use edgeslim_runtime::InputShape;
 use std::path::PathBuf;
@@ -117,7 +117,7 @@ fn lowrank(a: LowrankArgs) -> Result<()> {
     };
     let r = run_compress(&job)?;
     if let Some(dir) = &a.report {
-        write_report(&r, dir)?;
+        edgeslim::report::write::lowrank(&r, dir)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -223,7 +223,7 @@ pub struct QuantizeArgs {
 }
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
-    use edgeslim::quantize::{run_quantize, write_report, Precision, QuantizeJob};
+    use edgeslim::quantize::{run_quantize, Precision, QuantizeJob};
     let precision = if a.int8 {
         Precision::Int8 {
             format: a.format,
@@ -249,7 +249,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     };
     let r = run_quantize(&job)?;
     if let Some(dir) = &a.report {
-        write_report(&r, dir)?;
+        edgeslim::report::write::quantize(&r, dir)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
-use edgeslim::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
+use edgeslim::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use std::path::PathBuf;
 
 /// Generate data sets from the packaged real photographs.

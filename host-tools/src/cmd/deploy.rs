@@ -1,6 +1,6 @@
 use anyhow::Result;
-use edgeslim::target::deploy::{deploy, DeployOptions};
-use edgeslim::target::ssh::Ssh;
+use edgeslim::boards::deploy::{deploy, DeployOptions};
+use edgeslim::boards::ssh::Ssh;
 use std::path::PathBuf;
 
 /// Copy a bundle to a board over ssh/scp and unpack it, after checking with `uname -m` that

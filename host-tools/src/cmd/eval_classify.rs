@@ -3,8 +3,8 @@
 //! that ships to boards, independent of the training engine).
 
 use anyhow::Result;
+use edgeslim::data::DataSpec;
 use edgeslim::train::classify::{evaluate_tract, image_input};
-use edgeslim::train::data::DataSpec;
 use std::path::{Path, PathBuf};
 
 #[derive(serde::Serialize)]

@@ -82,3 +82,48 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(a) => deploy::run(a),
     }
 }
+
+/// The error as one line for the terminal. Library errors name a bad option by its library name
+/// (`Error::Option { option: "keep_params", .. }`); here it becomes the flag that set it
+/// (`--keep-params 1.5: must be in (0, 1]`): the one place that knows options are flags.
+pub fn error_line(e: &anyhow::Error) -> String {
+    edgeslim_runtime::error::one_line_with(e, |cause| match cause.downcast_ref() {
+        Some(edgeslim::Error::Option {
+            option,
+            value,
+            reason,
+        }) => Some(as_flag(option, value.as_deref(), reason)),
+        _ => None,
+    })
+}
+
+/// `keep_params`, `1.5`, `reason` -> `--keep-params 1.5: reason`.
+fn as_flag(option: &str, value: Option<&str>, reason: &str) -> String {
+    let flag = format!("--{}", option.replace('_', "-"));
+    match value {
+        Some(v) => format!("{flag} {v}: {reason}"),
+        None => format!("{flag}: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_option_errors_read_as_the_flags_that_set_them() {
+        let e = anyhow::Error::new(edgeslim::Error::option_value(
+            "keep_params",
+            1.5,
+            "must be in (0, 1]",
+        ))
+        .context("pruning tracker/");
+        assert_eq!(
+            error_line(&e),
+            "pruning tracker/: --keep-params 1.5: must be in (0, 1]"
+        );
+        // The library's own words name the option, not a flag.
+        let lib = edgeslim::Error::option("calib", "int8 needs calibration data");
+        assert_eq!(lib.to_string(), "option calib: int8 needs calibration data");
+    }
+}

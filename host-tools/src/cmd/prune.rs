@@ -114,7 +114,7 @@ pub struct PruneArgs {
     /// Where to write the pruned model.
     #[arg(short, long)]
     pub(super) output: PathBuf,
-    /// Write prune.json and prune.html (measured latency, fidelity, per layer) into DIR.
+    /// Write report.json and index.html (measured latency, fidelity, per layer) into DIR.
     #[arg(long, value_name = "DIR")]
     pub(super) report: Option<PathBuf>,
     /// Timed tract runs per model for the report (0: no latency).
@@ -173,13 +173,13 @@ fn load_inputs(a: &PruneArgs, model: &OnnxModel) -> Result<Inputs> {
     let mut files = Vec::new();
     let mut said = Vec::new();
     for c in &a.calib {
-        match c.parse::<edgeslim::calib::CalibSpec>() {
+        match c.parse::<edgeslim::data::calib::CalibSpec>() {
             Ok(spec) => {
-                let input = edgeslim::calib::ModelInput {
+                let input = edgeslim::data::calib::ModelInput {
                     name: name.clone(),
                     shape: shape.clone(),
                 };
-                let data = edgeslim::calib::load(&spec, &input, Some(a.calib_samples))?;
+                let data = edgeslim::data::calib::load(&spec, &input, Some(a.calib_samples))?;
                 out.calib.extend(tensors(&shape, &data.calib.samples)?);
                 match (&mut out.calib_labels, &data.calib.labels) {
                     (Some(all), Some(l)) => all.extend(l.iter().copied()),
@@ -259,7 +259,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     prune::select::check_ratio(ratio)?;
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&a.model])?;
     if let Some(spec) = &a.finetune {
-        spec.parse::<edgeslim::train::data::DataSpec>()
+        spec.parse::<edgeslim::data::DataSpec>()
             .with_context(|| "--finetune")?;
     }
     let model = OnnxModel::load(&a.model)?;
@@ -361,7 +361,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             let mut r = prune::report::build(&outcome, &opts, Some(&out), &measure, &step)?;
             r.recovery = recovery.clone();
             r.exactness = exactness.clone();
-            prune::report::write(&r, dir)?;
+            edgeslim::report::write::prune(&r, dir)?;
             Some(r)
         }
         None => None,
@@ -435,7 +435,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             }
         }
         if let Some(dir) = &a.report {
-            println!("  report: {}/prune.html", dir.display());
+            println!("  report: {}/index.html", dir.display());
         }
     }
     Ok(())

@@ -4,10 +4,10 @@
 
 use super::prune::PruneArgs;
 use anyhow::{bail, Context, Result};
+use edgeslim::data::DataSpec;
 use edgeslim::onnx::{OnnxModel, SaveOptions};
 use edgeslim::prune::tracker::{self, TrackerBudget, TrackerPair, TrackerPruneOptions};
 use edgeslim::prune::Criterion;
-use edgeslim::train::data::DataSpec;
 use edgeslim::train::families::FamilySpec;
 use edgeslim::train::recipe::Recipe;
 use edgeslim::train::tracker::{self as trainer, TrackerRun};
@@ -234,7 +234,7 @@ pub fn run(a: &PruneArgs) -> Result<()> {
             finetune,
         };
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("prune.json");
+        let path = dir.join("report.json");
         edgeslim_runtime::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&report)?)?;
         if let Some(l) = &report.latency {
             println!(

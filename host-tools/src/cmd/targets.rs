@@ -1,6 +1,6 @@
 use anyhow::Result;
-use edgeslim::target::profile::{builtin, Profile};
-use edgeslim::target::{find, toolchain};
+use edgeslim::boards::profile::{builtin, Profile};
+use edgeslim::boards::{find, toolchain};
 
 /// List the board profiles (targets/*.toml), or show one in full with the state of its cross
 /// toolchain on this machine.

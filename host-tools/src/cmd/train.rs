@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
+use edgeslim::data::DataSpec;
 use edgeslim::onnx::{OnnxModel, SaveOptions};
 use edgeslim::train::classify::{image_input, EpochStats};
-use edgeslim::train::data::DataSpec;
 use edgeslim::train::engine::Freeze;
 use edgeslim::train::families::FamilySpec;
 use edgeslim::train::recipe::{OptimizerKind, Recipe};

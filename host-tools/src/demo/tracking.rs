@@ -7,14 +7,14 @@
 //! 2. prune `template.onnx` and `search.onnx` with the same ratio and criterion (the two
 //!    backbones hold the same weights, so they lose the same channels; the 48 kernel channels
 //!    between the graphs are kept), timing each graph before and after with tract in
-//!    interleaved runs (`prune.json`/`prune.html` per graph);
+//!    interleaved runs (`report.json`/`index.html` per graph);
 //! 3. evaluate original and pruned with the board runtime's tracking loop and the OTB/GOT-10k
 //!    metrics, next to a tracker that never moves;
 //! 4. draw ground truth, original and pruned boxes into a few frames of one sequence (PNG).
 
+use crate::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use crate::onnx::{OnnxModel, SaveOptions};
 use crate::prune::{self, Criterion, PruneOptions};
-use crate::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use crate::{Error, Result};
 use edgeslim_runtime::track::draw::draw_rect;
 use edgeslim_runtime::track::otb::{self, EvalReport, OtbSequence};
@@ -135,7 +135,7 @@ fn prune_graph(
     };
     let out = dst.display().to_string();
     let r = prune::report::build(&outcome, &opts, Some(&out), &measure, &|_| {})?;
-    prune::report::write(&r, report_dir)?;
+    crate::report::write::prune(&r, report_dir)?;
     let lat = r
         .latency
         .as_ref()
@@ -443,8 +443,8 @@ pub fn section(t: &TrackingDemo, out_dir: &Path) -> String {
         "</tbody></table></div>\n<p class=\"note\">Medians of {} interleaved tract runs per graph \
          (original and pruned alternate, so machine load hits both alike); the search graph \
          runs the 3 scales of a frame in one call. Output cosine: pruned vs original on 8 seeded \
-         random inputs. Per-layer detail: <code>tracking/prune-template/prune.html</code>, \
-         <code>tracking/prune-search/prune.html</code>.</p>\n",
+         random inputs. Per-layer detail: <code>tracking/prune-template/index.html</code>, \
+         <code>tracking/prune-search/index.html</code>.</p>\n",
         t.graphs.first().map_or(0, |g| g.runs)
     );
     h += &format!(

@@ -10,6 +10,31 @@ mod temps;
 
 pub use temps::{install_interrupt_cleanup, remove_temp_files_now};
 
+/// Lower-case hex sha256 of `bytes` (the form manifests and SHA256SUMS files use).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Size and lower-case hex sha256 of a file, streamed (the ORT library is 35 MB).
+pub fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, format!("{:x}", h.finalize())))
+}
+
 /// A temporary path next to `path` (same directory, so the final rename is atomic), unique
 /// within this process too (threads writing next to each other do not collide).
 pub fn temp_path_for(path: &Path) -> PathBuf {

@@ -3,8 +3,8 @@
 //! itself, bundles (checked, reproducible, and run end to end under qemu by their own run
 //! script), and the share of the board's peak in the HTML report.
 
+use edgeslim::boards::elf;
 use edgeslim::onnx::model::SaveOptions;
-use edgeslim::target::elf;
 use edgeslim_e2e::boards::{cross_runtime, kernel_mix, skipped, ARM_TARGETS, SKIP_CROSS};
 use edgeslim_e2e::{assets, bin, run, run_ok, workspace};
 use edgeslim_runtime::report::BenchReport;
@@ -407,7 +407,7 @@ fn a_pi_bundle_is_complete_reproducible_and_runs_under_qemu() {
 /// edits in config.env; it must load both graphs, serve the page and track.
 #[test]
 fn a_tracker_bundle_serves_and_tracks_under_qemu() {
-    use edgeslim::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
+    use edgeslim::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
     use edgeslim_e2e::live::LiveTracker;
     let Some(rt) = cross_runtime("rpi4") else {
         return;

@@ -102,5 +102,5 @@ fn demo_tracking_part_reports_metrics_speed_and_frames() {
     assert!(html.contains("id=\"tracking\""));
     assert!(html.contains(&format!("{auc_o:.3}")) && html.contains(&format!("{auc_p:.3}")));
     assert_eq!(html.matches("data:image/png;base64,").count(), 6);
-    assert!(out.join("tracking/prune-search/prune.html").is_file());
+    assert!(out.join("tracking/prune-search/index.html").is_file());
 }

@@ -553,7 +553,7 @@ fn ppocr_det_half_ratio_report_measures_latency_and_fidelity() {
     );
     println!("{}", r.stdout);
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(rep.join("prune.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(rep.join("report.json")).unwrap()).unwrap();
     let t = &json["totals"];
     let macs = t["macs_after"].as_f64().unwrap() / t["macs_before"].as_f64().unwrap();
     assert!(macs < 0.45, "MACs kept {macs}");
@@ -565,7 +565,7 @@ fn ppocr_det_half_ratio_report_measures_latency_and_fidelity() {
         .as_f64()
         .unwrap();
     assert!(cos.is_finite());
-    assert!(std::fs::read_to_string(rep.join("prune.html"))
+    assert!(std::fs::read_to_string(rep.join("index.html"))
         .unwrap()
         .contains("Measured speed-up"));
     let check = python_check(&out, None, &["--input-shape", "x=1,3,640,640"]);
@@ -845,7 +845,7 @@ fn finetune_recovers_a_pruned_cnn_on_mnist() {
     );
     println!("{}", r.stdout);
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(rep.join("prune.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(rep.join("report.json")).unwrap()).unwrap();
     let rec = &json["recovery"];
     let (before, after) = (
         rec["accuracy_before"].as_f64().unwrap(),

@@ -3,7 +3,7 @@
 //! than a tracker that never moves; the live server streams frames, serves state and takes a
 //! re-initialisation; bad input fails with a clear message.
 
-use edgeslim::train::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
+use edgeslim::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use edgeslim_e2e::boards::skipped;
 use edgeslim_e2e::browser::{find_chromium, Browser, SKIP_BROWSER};
 use edgeslim_e2e::engines::{random, rel_diff, run_both};

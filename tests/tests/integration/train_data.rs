@@ -3,13 +3,13 @@
 //! from the scikit-image photographs (pairs whose label maps match the known displacement and
 //! whose pixels show the target there; OTB sequences written, re-read and checked).
 
-use edgeslim::train::data::folder::{self, FolderOptions};
-use edgeslim::train::data::mnist;
-use edgeslim::train::data::tracking::{
+use edgeslim::data::folder::{self, FolderOptions};
+use edgeslim::data::mnist;
+use edgeslim::data::tracking::{
     self, expected_peak, read_groundtruth, PairConfig, PairGenerator, Photos, Sequence,
     SequenceConfig,
 };
-use edgeslim::train::data::ImageSet;
+use edgeslim::data::ImageSet;
 use edgeslim_e2e::assets;
 use std::path::Path;
 use std::process::Command;

@@ -4,9 +4,9 @@
 //! half a point and meets the target. (The Siamese tracker in models/siamese-tracker/
 //! is covered by tests/tests/track.rs.)
 
+use edgeslim::data::DataSpec;
 use edgeslim::onnx::OnnxModel;
 use edgeslim::train::classify::evaluate;
-use edgeslim::train::data::DataSpec;
 use edgeslim::train::engine::candle_core::{Device, Tensor};
 use edgeslim::train::engine::{EngineOptions, GraphModule};
 use edgeslim::train::zoo::load_data;

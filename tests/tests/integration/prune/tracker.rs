@@ -11,7 +11,7 @@ fn zoo_tracker() -> PathBuf {
 }
 
 fn prune_json(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("prune.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
 }
 
 /// The response of a tracker pair in tract and in ONNX Runtime: the template graph's kernel

@@ -1,0 +1,212 @@
+//! Calibration and evaluation inputs (real images, `.npy` tensors) and running a model on
+//! them with tract, optionally exposing inner tensors as extra outputs.
+
+use crate::{Error, Result};
+use edgeslim_onnx::builder::value_info;
+use edgeslim_onnx::OnnxModel;
+use edgeslim_runtime::input::{
+    image_to_tensor, open_image, read_npy, tensor_to_f32_vec, ImagePrep,
+};
+use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
+use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
+use ndarray::ArrayD;
+use onnx_protobuf::tensor_proto::DataType;
+use std::path::{Path, PathBuf};
+
+/// Where calibration inputs come from.
+#[derive(Debug, Clone)]
+pub struct CalibSpec {
+    /// Image files, `.npy` files, or directories of them.
+    pub paths: Vec<PathBuf>,
+    /// Windows cut from each image at the input's aspect ratio (0: the whole image, resized).
+    /// Text-line classifiers need crops of a page, not the page squeezed to 48×192.
+    pub crops: usize,
+    pub prep: ImagePrep,
+    /// At most this many inputs.
+    pub limit: usize,
+}
+
+impl CalibSpec {
+    pub fn new(paths: Vec<PathBuf>) -> CalibSpec {
+        CalibSpec {
+            paths,
+            crops: 0,
+            prep: ImagePrep::default(),
+            limit: 64,
+        }
+    }
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()),
+        Some(e) if e == "png" || e == "jpg" || e == "jpeg"
+    )
+}
+
+fn files(spec: &CalibSpec) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in &spec.paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| is_image(f) || f.extension().is_some_and(|e| e == "npy"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "calibration input not found"),
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::option("calib", "no .png, .jpg or .npy files found"));
+    }
+    Ok(out)
+}
+
+/// Windows of aspect `w/h` over an image: `n` of them, on a grid of bands, in reading order.
+fn crops(img: &image::DynamicImage, h: usize, w: usize, n: usize) -> Vec<image::DynamicImage> {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let mut out = Vec::new();
+    // Band heights from a sixth of the image down, so crops hold a line or two of text.
+    for bands in [6usize, 4, 8, 3] {
+        let ch = (ih / bands).max(1);
+        let cw = ((ch * w) / h.max(1)).clamp(1, iw);
+        let cols = (iw / cw).max(1);
+        for r in 0..bands {
+            for c in 0..cols {
+                if out.len() >= n {
+                    return out;
+                }
+                let x = (c * cw) as u32;
+                let y = (r * ch) as u32;
+                out.push(img.crop_imm(x, y, cw as u32, ch as u32));
+            }
+        }
+    }
+    out
+}
+
+/// Load calibration inputs for a single-input model whose input has `shape`.
+pub fn load_inputs(spec: &CalibSpec, shape: &[usize]) -> Result<Vec<Vec<TractTensor>>> {
+    let mut out = Vec::new();
+    for f in files(spec)? {
+        if out.len() >= spec.limit {
+            break;
+        }
+        if f.extension().is_some_and(|e| e == "npy") {
+            let t = read_npy(&f)?;
+            if t.shape() != shape {
+                return Err(Error::tensor(
+                    f.display().to_string(),
+                    format!("shape {:?}, the model takes {shape:?}", t.shape()),
+                ));
+            }
+            out.push(vec![t]);
+            continue;
+        }
+        let img = open_image(&f)?;
+        let pieces = if spec.crops > 0 && shape.len() == 4 {
+            crops(&img, shape[2], shape[3], spec.crops)
+        } else {
+            vec![img]
+        };
+        for p in pieces {
+            if out.len() >= spec.limit {
+                break;
+            }
+            let t = image_to_tensor(&p, shape, &spec.prep)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?;
+            out.push(vec![t]);
+        }
+    }
+    Ok(out)
+}
+
+/// Run `model` with tract on every input set, calling `visit(name, value)` for each graph
+/// output and each of `extra` tensors (exposed as additional outputs).
+pub fn run_with_outputs(
+    model: &OnnxModel,
+    extra: &[String],
+    inputs: &[Vec<TractTensor>],
+    input_shapes: &[InputShape],
+    visit: &mut dyn FnMut(&str, &ArrayD<f32>),
+) -> Result<()> {
+    let mut m = model.clone();
+    let existing = m.graph_output_names();
+    // A graph input is visited from the input itself: as an extra output, tract would clear
+    // the very fact that fixes the input's shape.
+    let input_names: Vec<String> = m.true_inputs().iter().map(|v| v.name.clone()).collect();
+    let wanted_inputs: Vec<(usize, &String)> = input_names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| extra.contains(n))
+        .collect();
+    for t in extra
+        .iter()
+        .filter(|t| !existing.contains(*t) && !input_names.contains(t))
+    {
+        m.graph_mut()
+            .output
+            .push(value_info(t, DataType::FLOAT, None));
+    }
+    let opts = LoadOptions {
+        input_shapes: input_shapes.to_vec(),
+        optimize: true,
+        ignore_declared_facts: true,
+        ..LoadOptions::default()
+    };
+    let label = PathBuf::from(model.label());
+    let loaded = LoadedModel::from_bytes(m.to_bytes()?, &label, None, &opts)?;
+    let names: Vec<String> = loaded.outputs.iter().map(|o| o.name.clone()).collect();
+    for set in inputs {
+        for &(ix, name) in &wanted_inputs {
+            if let Some(t) = set.get(ix) {
+                let data = tensor_to_f32_vec(t)?;
+                let a = ArrayD::from_shape_vec(t.shape().to_vec(), data)
+                    .map_err(|e| Error::tensor(name, e.to_string()))?;
+                visit(name, &a);
+            }
+        }
+        let outs = loaded.run(set.clone())?;
+        for (name, t) in names.iter().zip(outs) {
+            let data = tensor_to_f32_vec(&t)?;
+            let a = ArrayD::from_shape_vec(t.shape().to_vec(), data)
+                .map_err(|e| Error::tensor(name, e.to_string()))?;
+            visit(name, &a);
+        }
+    }
+    Ok(())
+}
+
+/// The graph outputs of `model` on every input set, in output order.
+pub fn run_outputs(
+    model: &OnnxModel,
+    inputs: &[Vec<TractTensor>],
+    input_shapes: &[InputShape],
+) -> Result<Vec<Vec<ArrayD<f32>>>> {
+    let names: Vec<String> = model
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    let mut per_sample: Vec<Vec<ArrayD<f32>>> = Vec::new();
+    let mut current: Vec<ArrayD<f32>> = Vec::new();
+    run_with_outputs(model, &[], inputs, input_shapes, &mut |name, a| {
+        if names.first().is_some_and(|n| n == name) && !current.is_empty() {
+            per_sample.push(std::mem::take(&mut current));
+        }
+        current.push(a.clone());
+    })?;
+    if !current.is_empty() {
+        per_sample.push(current);
+    }
+    Ok(per_sample)
+}

