@@ -23,6 +23,7 @@ pub mod stats;
 pub mod stream;
 pub mod tile;
 pub mod track;
+pub mod view;
 
 pub use error::{Result, RuntimeError};
 pub use model::{LoadOptions, LoadedModel};

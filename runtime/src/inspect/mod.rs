@@ -8,10 +8,6 @@ mod pipeline;
 pub use meta::DetectorMeta;
 pub use overlay::{heat_colour, overlay};
 pub use pipeline::{run, InspectConfig, InspectSummary, Record, View, MAX_UNREADABLE_LISTED};
-/// The trait the loop publishes through, under a stable path for the binaries.
-pub mod pipeline_view {
-    pub use super::pipeline::View;
-}
 
 use crate::error::{Result, RuntimeError};
 use crate::input::{image_to_tensor, tensor_to_f32_vec, ImagePrep};

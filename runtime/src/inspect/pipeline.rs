@@ -8,30 +8,7 @@ use crate::stats::percentile;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-/// What the loop publishes to (the live-view server, or a test double).
-pub trait View {
-    fn has_viewers(&self) -> bool;
-    fn publish_jpeg(&self, jpeg: Vec<u8>);
-    fn set_state(&self, state: serde_json::Value);
-    /// The next user action: (name, JSON body).
-    fn next_action(&self) -> Option<(String, serde_json::Value)>;
-}
-
-#[cfg(feature = "serve")]
-impl View for crate::serve::LiveServer {
-    fn has_viewers(&self) -> bool {
-        crate::serve::LiveServer::has_viewers(self)
-    }
-    fn publish_jpeg(&self, jpeg: Vec<u8>) {
-        crate::serve::LiveServer::publish_jpeg(self, jpeg)
-    }
-    fn set_state(&self, state: serde_json::Value) {
-        crate::serve::LiveServer::set_state(self, state)
-    }
-    fn next_action(&self) -> Option<(String, serde_json::Value)> {
-        self.try_action().map(|a| (a.name, a.body))
-    }
-}
+pub use crate::view::View;
 
 #[derive(Debug, Clone)]
 pub struct InspectConfig {
@@ -166,26 +143,12 @@ pub fn run(
             infer_ms: insp.infer_ms,
         };
         on_record(&rec);
-        let wants_view = view.is_some_and(|v| v.has_viewers());
-        if wants_view || cfg.save_overlays.is_some() {
-            let img = overlay(&frame.image, &insp, inspector.meta.map.as_ref());
-            if let Some(jpeg) = encode_jpeg(&img, cfg.jpeg_quality) {
-                if let Some(dir) = &cfg.save_overlays {
-                    let p = dir.join(format!("{:06}.jpg", frame.index));
-                    crate::fsutil::write_atomic(&p, &jpeg)?;
-                }
-                if wants_view {
-                    if let Some(v) = view {
-                        v.publish_jpeg(jpeg);
-                    }
-                }
-            }
-        }
         let failed = records
             .iter()
             .filter(|r: &&Record| r.verdict == "FAIL")
             .count()
             + insp.fail as usize;
+        // The state first: a viewer that sees the frame can read what it shows.
         if let Some(v) = view {
             v.set_state(serde_json::json!({
                 "frame": rec.index,
@@ -201,6 +164,21 @@ pub fn run(
                 "bad_frames": bad,
                 "rejects": reject.map(|r| r.counts.pulsed.load(std::sync::atomic::Ordering::Relaxed)),
             }));
+        }
+        let wants_view = view.is_some_and(|v| v.has_viewers());
+        if wants_view || cfg.save_overlays.is_some() {
+            let img = overlay(&frame.image, &insp, inspector.meta.map.as_ref());
+            if let Some(jpeg) = encode_jpeg(&img, cfg.jpeg_quality) {
+                if let Some(dir) = &cfg.save_overlays {
+                    let p = dir.join(format!("{:06}.jpg", frame.index));
+                    crate::fsutil::write_atomic(&p, &jpeg)?;
+                }
+                if wants_view {
+                    if let Some(v) = view {
+                        v.publish_jpeg(jpeg);
+                    }
+                }
+            }
         }
         records.push(rec);
         if let Some(iv) = cfg.interval {

@@ -4,31 +4,9 @@
 //! answers [`RuntimeError::SourceLost`] after a short wait, so the caller's loop keeps running
 //! (serving the page, reporting the state) without spinning.
 
-use super::source::{Frame, FrameSource};
+use super::source::{Frame, FrameSource, SourceHealth};
 use crate::error::{Result, RuntimeError};
 use std::time::{Duration, Instant};
-
-/// Whether frames are flowing, for the state endpoint and the page.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceHealth {
-    Live,
-    /// The device went away; `attempts` reopenings have failed so far, the last with `error`.
-    Reconnecting {
-        since: Instant,
-        attempts: u64,
-        error: String,
-    },
-}
-
-impl SourceHealth {
-    /// "live" or "reconnecting".
-    pub fn name(&self) -> &'static str {
-        match self {
-            SourceHealth::Live => "live",
-            SourceHealth::Reconnecting { .. } => "reconnecting",
-        }
-    }
-}
 
 /// Longest a call blocks while the device is away, so the caller's loop stays responsive.
 const MAX_WAIT: Duration = Duration::from_millis(250);

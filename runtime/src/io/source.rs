@@ -4,6 +4,29 @@
 use crate::error::{Result, RuntimeError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Whether frames are flowing, for the state endpoint and the page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceHealth {
+    Live,
+    /// The device went away; `attempts` reopenings have failed so far, the last with `error`.
+    Reconnecting {
+        since: Instant,
+        attempts: u64,
+        error: String,
+    },
+}
+
+impl SourceHealth {
+    /// "live" or "reconnecting".
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceHealth::Live => "live",
+            SourceHealth::Reconnecting { .. } => "reconnecting",
+        }
+    }
+}
 
 /// A decoded frame and where it came from (file name, or a camera frame number).
 pub struct Frame {
@@ -20,8 +43,8 @@ pub trait FrameSource {
     /// A one-line description for logs and the state endpoint.
     fn describe(&self) -> String;
     /// Whether frames are flowing; only a source that can lose its device says otherwise.
-    fn health(&self) -> super::reconnect::SourceHealth {
-        super::reconnect::SourceHealth::Live
+    fn health(&self) -> SourceHealth {
+        SourceHealth::Live
     }
 }
 

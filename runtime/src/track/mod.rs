@@ -13,6 +13,7 @@
 //! stats can time the two branches separately.
 
 pub mod draw;
+pub mod live;
 pub mod metrics;
 pub mod otb;
 pub mod page;

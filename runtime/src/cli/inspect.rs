@@ -134,11 +134,11 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         )?
     };
     #[cfg(feature = "serve")]
-    let view: Option<&dyn inspect::pipeline_view::View> = server
+    let view: Option<&dyn edgeslim_runtime::view::View> = server
         .as_ref()
-        .map(|s| s as &dyn inspect::pipeline_view::View);
+        .map(|s| s as &dyn edgeslim_runtime::view::View);
     #[cfg(not(feature = "serve"))]
-    let view: Option<&dyn inspect::pipeline_view::View> = None;
+    let view: Option<&dyn edgeslim_runtime::view::View> = None;
     if !a.quiet {
         println!(
             "{}: {}x{} input, threshold {threshold:.4} ({})",

@@ -2,15 +2,16 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgeslim_runtime::error::RuntimeError;
 use edgeslim_runtime::io::source::{FrameSource, ImageFiles};
-use edgeslim_runtime::track::draw::draw_rect;
+#[cfg(feature = "serve")]
+use edgeslim_runtime::track::live::TrackView;
+use edgeslim_runtime::track::live::{self, Actuators, Follower, LiveConfig};
 use edgeslim_runtime::track::otb::{self, OtbSequence};
 use edgeslim_runtime::track::pantilt::{PanTilt, PanTiltConfig, StatusLed, SysfsPwm};
-use edgeslim_runtime::track::{Rect, TrackState, Tracker, TrackerModel, TrackerParams};
-use serde::Serialize;
+use edgeslim_runtime::track::{Rect, Tracker, TrackerModel, TrackerParams};
+use edgeslim_runtime::view::View;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct TrackArgs {
@@ -194,30 +195,6 @@ fn open_source(
     Ok((Box::new(ImageFiles::open(p, looped)?), None))
 }
 
-fn jpeg(img: &image::RgbImage) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 80)
-        .encode_image(img)
-        .context("encoding a JPEG frame")?;
-    Ok(buf)
-}
-
-#[derive(Serialize, Default)]
-struct Summary {
-    frames: u64,
-    corrupt_frames: u64,
-    /// Times the device went away (and was waited for) during the run.
-    source_interruptions: u64,
-    tracked_frames: u64,
-    lost_frames: u64,
-    reinits: u64,
-    fps: f64,
-    mean_search_ms: f64,
-    mean_template_ms: f64,
-    mean_loop_ms: f64,
-    boxes: Vec<Rect>,
-}
-
 #[cfg(feature = "gpio")]
 type Led = edgeslim_runtime::io::gpio::OutputLine;
 #[cfg(not(feature = "gpio"))]
@@ -274,13 +251,7 @@ fn open_head(a: &TrackArgs, path: &Path) -> Result<Head> {
 }
 
 #[cfg(feature = "serve")]
-type Server = edgeslim_runtime::serve::LiveServer;
-#[cfg(not(feature = "serve"))]
-type Server = ();
-
-#[cfg(feature = "serve")]
-fn start_view(a: &TrackArgs) -> Result<Option<Server>> {
-    use edgeslim_runtime::serve::{parse_addr, LiveServer, ServeConfig};
+fn start_view(a: &TrackArgs) -> Result<Option<TrackView>> {
     let Some(spec) = &a.serve else {
         return Ok(None);
     };
@@ -289,56 +260,38 @@ fn start_view(a: &TrackArgs) -> Result<Option<Server>> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let addr = parse_addr(spec).map_err(anyhow::Error::msg)?;
-    let mut cfg = ServeConfig::new(addr, "edgeslim track");
-    cfg.page = Some(edgeslim_runtime::track::page::tracker_page(
-        "edgeslim track",
-    ));
-    cfg.token = a.token.clone();
-    cfg.validate = Some(edgeslim_runtime::serve::validate::tracker_init(
-        view_frame_size().clone(),
-    ));
-    let srv = LiveServer::start(cfg)?;
-    eprintln!("live view: http://{}/", srv.local_addr());
-    Ok(Some(srv))
+    let addr = edgeslim_runtime::serve::parse_addr(spec).map_err(anyhow::Error::msg)?;
+    let view = TrackView::start(addr, "edgeslim track", a.token.clone())?;
+    eprintln!("live view: http://{}/", view.local_addr());
+    Ok(Some(view))
 }
 
-/// The size of the frame the live view shows, for the `init` validator.
-#[cfg(feature = "serve")]
-fn view_frame_size() -> &'static std::sync::Arc<edgeslim_runtime::serve::validate::FrameSize> {
-    static SIZE: std::sync::OnceLock<std::sync::Arc<edgeslim_runtime::serve::validate::FrameSize>> =
-        std::sync::OnceLock::new();
-    SIZE.get_or_init(Default::default)
+/// Without the `serve` feature there is no view to start.
+#[cfg(not(feature = "serve"))]
+enum TrackView {}
+
+#[cfg(not(feature = "serve"))]
+impl View for TrackView {
+    fn has_viewers(&self) -> bool {
+        match *self {}
+    }
+    fn publish_jpeg(&self, _: Vec<u8>) {
+        match *self {}
+    }
+    fn set_state(&self, _: serde_json::Value) {
+        match *self {}
+    }
+    fn next_action(&self) -> Option<(String, serde_json::Value)> {
+        match *self {}
+    }
 }
 
 #[cfg(not(feature = "serve"))]
-fn start_view(a: &TrackArgs) -> Result<Option<Server>> {
+fn start_view(a: &TrackArgs) -> Result<Option<TrackView>> {
     if a.serve.is_some() {
         bail!("--serve needs a build with the `serve` feature (on by default)");
     }
     Ok(None)
-}
-
-/// An `init` action's box, if it is one.
-#[cfg(feature = "serve")]
-fn next_init(server: &Option<Server>) -> Option<Rect> {
-    let s = server.as_ref()?;
-    let mut last = None;
-    while let Some(a) = s.try_action() {
-        if a.name == "init" {
-            let f = |k: &str| a.body.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
-            match (f("x"), f("y"), f("w"), f("h")) {
-                (Some(x), Some(y), Some(w), Some(h)) => last = Some([x, y, w, h]),
-                _ => log::warn!("init action without numbers x, y, w, h: {}", a.body),
-            }
-        }
-    }
-    last
-}
-
-#[cfg(not(feature = "serve"))]
-fn next_init(_: &Option<Server>) -> Option<Rect> {
-    None
 }
 
 fn eval(a: &TrackArgs, dir: &Path) -> Result<()> {
@@ -361,20 +314,21 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     let spec = a.source.as_deref().context("--source is required")?;
     let model = TrackerModel::load(&a.model, p.scales, a.threads)?;
     let (mut source, gt_init) = open_source(spec, a.looped, a.camera_size)?;
-    let mut pending = match &a.init {
+    let init = match &a.init {
         Some(s) => Some(parse_rect(s)?),
         None => gt_init,
     };
-    let server = start_view(a)?;
-    if pending.is_none() && server.is_none() {
+    let view = start_view(a)?;
+    if init.is_none() && view.is_none() {
         bail!("no target: give --init x,y,w,h, an OTB folder with groundtruth_rect.txt, or --serve to drag a box");
     }
-    let mut head = a.pan_tilt.as_deref().map(|p| open_head(a, p)).transpose()?;
+    let head = a.pan_tilt.as_deref().map(|p| open_head(a, p)).transpose()?;
     // Without a head, the LED alone.
-    let mut led = match head {
+    let led = match head {
         Some(_) => None,
         None => open_led(a, None)?.map(StatusLed::new).transpose()?,
     };
+    let mut actuators = (head.is_some() || led.is_some()).then_some(Actuators { head, led });
     if let Some(r) = &a.record {
         std::fs::create_dir_all(r.join("img"))
             .with_context(|| format!("creating {}", r.display()))?;
@@ -392,265 +346,58 @@ pub fn run(a: &TrackArgs) -> Result<()> {
             source.describe()
         );
     }
+    let cfg = LiveConfig {
+        max_frames: a.max_frames,
+        pace: a
+            .fps
+            .filter(|f| *f > 0.0)
+            .map(|f| Duration::from_secs_f64(1.0 / f)),
+        record: a.record.clone(),
+        keep_boxes: a.record.is_some() || a.json.is_some(),
+        strict_init: a.init.is_some(),
+    };
     let mut tracker = Tracker::new(&model, p);
-    let mut sum = Summary::default();
-    let (mut search_total, mut template_total, mut template_n, mut loop_total) =
-        (0.0, 0.0, 0u64, 0.0);
-    let started = Instant::now();
-    let mut last_tick = Instant::now();
-    let mut fps_ema = 0.0f64;
-    let mut last_frame: Option<image::RgbImage> = None;
-    let mut source_lost = false;
-    let pace = a
-        .fps
-        .filter(|f| *f > 0.0)
-        .map(|f| Duration::from_secs_f64(1.0 / f));
-    loop {
-        if a.max_frames.is_some_and(|m| sum.frames >= m) {
-            break;
-        }
-        let tick = Instant::now();
-        let frame = match source.next_frame() {
-            None => break,
-            Some(Err(RuntimeError::SourceLost(why))) => {
-                // The device went away: keep serving the last frame and say so; the source
-                // reopens it when it comes back.
-                if !source_lost {
-                    source_lost = true;
-                    sum.source_interruptions += 1;
-                    eprintln!("edgeslim-rt: {why}; still serving, reconnecting");
-                }
-                #[cfg(feature = "serve")]
-                if let Some(s) = &server {
-                    s.set_state(serde_json::json!({
-                        "frame": sum.frames,
-                        "source": source.describe(),
-                        "source_state": source.health().name(),
-                        "source_error": why,
-                        "state": tracker.state(),
-                        "reinits": sum.reinits,
-                        "viewers": s.stats().viewers,
-                        "published_at_ms": started.elapsed().as_secs_f64() * 1e3,
-                    }));
-                }
-                continue;
-            }
-            Some(Err(e)) => {
-                sum.corrupt_frames += 1;
-                log::warn!("frame skipped: {e}");
-                continue;
-            }
-            Some(Ok(f)) => f,
-        };
-        if std::mem::take(&mut source_lost) {
-            eprintln!("edgeslim-rt: {} is back", source.describe());
-        }
-        let img = frame.image;
-        #[cfg(feature = "serve")]
-        view_frame_size().set(img.width(), img.height());
-        if let Some(r) = next_init(&server) {
-            pending = Some(r);
-            sum.reinits += 1;
-        }
-        let t0 = Instant::now();
-        let result = match pending.take() {
-            Some(r) => match tracker.init(&img, r) {
-                Ok(res) => {
-                    template_total += res.template_ms;
-                    template_n += 1;
-                    Some(res)
-                }
-                Err(e) => {
-                    eprintln!("edgeslim-rt: {e}");
-                    if a.init.is_some() && sum.frames == 0 && server.is_none() {
-                        bail!("--init: {e}");
-                    }
-                    None
-                }
-            },
-            None => match tracker.state() {
-                TrackState::Idle => None,
-                _ => Some(tracker.update(&img)?),
-            },
-        };
-        let loop_ms = t0.elapsed().as_secs_f64() * 1e3;
-        sum.frames += 1;
-        let rect = result.as_ref().map(|r| r.rect).unwrap_or([f32::NAN; 4]);
-        if let Some(r) = &result {
-            search_total += r.search_ms;
-            loop_total += loop_ms;
-            match r.state {
-                TrackState::Lost => sum.lost_frames += 1,
-                TrackState::Tracking => sum.tracked_frames += 1,
-                TrackState::Idle => {}
-            }
-        }
-        if a.record.is_some() || a.json.is_some() {
-            sum.boxes.push(rect);
-        }
-        let dt = last_tick.elapsed().as_secs_f64();
-        last_tick = Instant::now();
-        fps_ema = if fps_ema == 0.0 {
-            1.0 / dt.max(1e-6)
-        } else {
-            0.9 * fps_ema + 0.1 / dt.max(1e-6)
-        };
-        if let Some(l) = led.as_mut() {
-            let locked = result
-                .as_ref()
-                .is_some_and(|r| r.state == TrackState::Tracking);
-            if let Err(e) = l.set(locked) {
-                log::warn!("{e}");
-            }
-        }
-        if let (Some(h), Some(r)) = (head.as_mut(), &result) {
-            let locked = r.state == TrackState::Tracking;
-            h.update(
-                rect[0] + rect[2] / 2.0,
-                rect[1] + rect[3] / 2.0,
-                img.width() as f32,
-                img.height() as f32,
-                locked,
-                dt as f32,
-            )?;
-        }
-        let want_view = server.as_ref().is_some_and(view_wanted);
-        if want_view || a.record.is_some() {
-            let mut shown = img.clone();
-            let colour = match result.as_ref().map(|r| r.state) {
-                Some(TrackState::Tracking) => [0, 230, 0],
-                Some(TrackState::Lost) => [230, 0, 0],
-                _ => [230, 230, 0],
-            };
-            draw_rect(&mut shown, &rect, colour);
-            let bytes = jpeg(&shown)?;
-            if let Some(dir) = &a.record {
-                let f = dir.join(format!("img/{:04}.jpg", sum.frames));
-                edgeslim_runtime::fsutil::write_atomic(&f, &bytes)
-                    .with_context(|| format!("writing {}", f.display()))?;
-            }
-            #[cfg(feature = "serve")]
-            if let Some(s) = &server {
-                // Timed from the frame's arrival: tracking, drawing and encoding are inside.
-                s.publish_jpeg_since(bytes, t0);
-            }
-        }
-        #[cfg(feature = "serve")]
-        if let Some(s) = &server {
-            let st = serde_json::json!({
-                "frame": sum.frames,
-                "source": frame.label,
-                "source_state": source.health().name(),
-                "state": result.as_ref().map(|r| r.state).unwrap_or(tracker.state()),
-                "box": rect.iter().map(|v| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null }).collect::<Vec<_>>(),
-                "confidence": result.as_ref().map(|r| r.confidence),
-                "fps": fps_ema,
-                "search_ms": result.as_ref().map(|r| r.search_ms),
-                "template_ms": if template_n > 0 { Some(template_total / template_n as f64) } else { None },
-                "loop_ms": loop_ms,
-                "reinits": sum.reinits,
-                "viewers": s.stats().viewers,
-                "frames_dropped": s.stats().frames_dropped,
-                "delivery_ms": s.stats().delivery_ms,
-                "published_at_ms": started.elapsed().as_secs_f64() * 1e3,
-            });
-            s.set_state(st);
-        }
-        if !a.quiet {
-            if let Some(r) = &result {
+    let out = live::run(
+        &mut tracker,
+        source.as_mut(),
+        init,
+        &cfg,
+        view.as_ref().map(|v| v as &dyn View),
+        actuators.as_mut().map(|x| x as &mut dyn Follower),
+        |ev| {
+            if let (false, Some(r)) = (a.quiet, ev.result) {
                 println!(
                     "{:>5} {:<24} {:>7.1} {:>7.1} {:>6.1} {:>6.1}  conf {:.3}  {:?}  search {:.1} ms",
-                    sum.frames,
-                    frame.label,
-                    rect[0],
-                    rect[1],
-                    rect[2],
-                    rect[3],
-                    r.confidence,
-                    r.state,
-                    r.search_ms
+                    ev.number, ev.label, ev.rect[0], ev.rect[1], ev.rect[2], ev.rect[3],
+                    r.confidence, r.state, r.search_ms
                 );
             }
-        }
-        last_frame = Some(img);
-        if let Some(p) = pace {
-            let spent = tick.elapsed();
-            if spent < p {
-                std::thread::sleep(p - spent);
-            }
-        }
-    }
-    if let Some(l) = led.as_mut() {
-        let _ = l.set(false);
-    }
-    let tracked = (sum.tracked_frames + sum.lost_frames).max(1) as f64;
-    sum.mean_search_ms = search_total / tracked;
-    sum.mean_loop_ms = loop_total / tracked;
-    sum.mean_template_ms = if template_n > 0 {
-        template_total / template_n as f64
-    } else {
-        0.0
-    };
-    sum.fps = 1e3 / sum.mean_loop_ms.max(1e-9);
+        },
+    )?;
+    let sum = &out.summary;
     println!(
         "{} frames ({} corrupt, {} lost): {:.1} fps tracking loop, search {:.2} ms/frame, template {:.2} ms/init, {} re-inits",
         sum.frames, sum.corrupt_frames, sum.lost_frames, sum.fps, sum.mean_search_ms, sum.mean_template_ms, sum.reinits
     );
     if let Some(dir) = &a.record {
-        let text: String = sum
-            .boxes
-            .iter()
-            .map(|r| {
-                format!(
-                    "{:.2},{:.2},{:.2},{:.2}\n",
-                    r[0] + 1.0,
-                    r[1] + 1.0,
-                    r[2],
-                    r[3]
-                )
-            })
-            .collect();
         let f = dir.join("boxes.txt");
-        edgeslim_runtime::fsutil::write_atomic(&f, text.as_bytes())
+        edgeslim_runtime::fsutil::write_atomic(&f, sum.otb_boxes().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
     if let Some(j) = &a.json {
-        let bytes = serde_json::to_vec_pretty(&sum)?;
+        let bytes = serde_json::to_vec_pretty(sum)?;
         edgeslim_runtime::fsutil::write_atomic(j, &bytes)
             .with_context(|| format!("writing {}", j.display()))?;
     }
     // Serving: the source ended, keep the page up (and answer re-inits on the last frame)
     // until interrupted.
-    #[cfg(feature = "serve")]
-    if let (Some(s), Some(img)) = (&server, last_frame) {
+    if let (Some(v), Some(img)) = (&view, &out.last_frame) {
+        #[cfg(feature = "serve")]
         eprintln!(
             "source ended; still serving http://{}/ (Ctrl-C to stop)",
-            s.local_addr()
+            v.local_addr()
         );
-        loop {
-            if let Some(r) = next_init(&server) {
-                if let Ok(res) = tracker.init(&img, r) {
-                    let mut shown = img.clone();
-                    draw_rect(&mut shown, &res.rect, [230, 230, 0]);
-                    s.publish_jpeg(jpeg(&shown)?);
-                    s.set_state(serde_json::json!({"frame": sum.frames, "state": "ended", "box": res.rect, "reinits": sum.reinits + 1}));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        live::linger(&mut tracker, v, img, sum);
     }
-    #[cfg(not(feature = "serve"))]
-    let _ = last_frame;
     Ok(())
-}
-
-/// Encode JPEGs only while someone watches the stream.
-#[cfg(feature = "serve")]
-fn view_wanted(s: &Server) -> bool {
-    s.has_viewers()
-}
-
-#[cfg(not(feature = "serve"))]
-fn view_wanted(_: &Server) -> bool {
-    false
 }
