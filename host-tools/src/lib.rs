@@ -11,13 +11,14 @@
 //! | [`data`], [`assets`] | `edgeslim-data` | the asset cache, data sets, calibration sources |
 //! | [`measure`], [`bench`], [`engines`] | `edgeslim-measure` | benchmark harness, ONNX Runtime, fidelity, model facts |
 //! | [`train`] | `edgeslim-train` | the candle engine, optimisers, families, trainers |
-//! | [`lowrank`], [`prune`], [`quantize`] | `edgeslim-compress` | the compression methods |
+//! | [`compress`] ([`lowrank`], [`prune`], [`quantize`]) | `edgeslim-compress` | the compression methods and their one pipeline |
 //! | [`anomaly`] | `edgeslim-anomaly` | the Gaussian anomaly detector |
 //! | [`report`] | `edgeslim-report` | HTML pages and charts |
 //! | [`boards`] | `edgeslim-boards` | board profiles, cross builds, bundles, deployment |
 
 pub use edgeslim_anomaly as anomaly;
 pub use edgeslim_boards as boards;
+pub use edgeslim_compress as compress;
 pub use edgeslim_compress::{lowrank, prune, quantize};
 pub use edgeslim_data as data;
 pub use edgeslim_data::assets;

@@ -58,6 +58,7 @@ pub fn run(a: Args) -> Result<()> {
         label: a.label,
         target_profile: a.target,
         vs_raw_tract: a.vs_raw_tract,
+        ignore_declared_facts: false,
     };
     if a.models.len() > 1 {
         let paths: Vec<&std::path::Path> = a.models.iter().map(|p| p.as_path()).collect();

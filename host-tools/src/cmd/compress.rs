@@ -5,8 +5,9 @@
 //! `prune` lives in `cmd/prune.rs` (the pruning engineer's file).
 
 use anyhow::{bail, Result};
+use edgeslim::compress::pipeline::{self, Job, MethodReport};
 use edgeslim::data::calib::CalibSpec;
-use edgeslim::lowrank::report::{run_compress, CompressJob};
+use edgeslim::lowrank::report::CompressJob;
 use edgeslim::lowrank::{CompressOptions, Method, RankRule};
 use edgeslim_runtime::InputShape;
 use std::path::PathBuf;
@@ -115,10 +116,13 @@ fn lowrank(a: LowrankArgs) -> Result<()> {
         eval: a.eval,
         bench_runs: a.bench_runs,
     };
-    let r = run_compress(&job)?;
+    let outcome = pipeline::run(&Job::Lowrank(job), &|_| {})?;
     if let Some(dir) = &a.report {
-        edgeslim::report::write::lowrank(&r, dir)?;
+        edgeslim::report::write::outcome(&outcome, dir)?;
     }
+    let MethodReport::Lowrank(r) = outcome.report else {
+        bail!("the low-rank job returned another method's report");
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -223,7 +227,7 @@ pub struct QuantizeArgs {
 }
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
-    use edgeslim::quantize::{run_quantize, Precision, QuantizeJob};
+    use edgeslim::quantize::{Precision, QuantizeJob};
     let precision = if a.int8 {
         Precision::Int8 {
             format: a.format,
@@ -247,10 +251,13 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         eval: a.eval.clone(),
         bench_runs: a.bench_runs,
     };
-    let r = run_quantize(&job)?;
+    let outcome = pipeline::run(&Job::Quantize(job), &|_| {})?;
     if let Some(dir) = &a.report {
-        edgeslim::report::write::quantize(&r, dir)?;
+        edgeslim::report::write::outcome(&outcome, dir)?;
     }
+    let MethodReport::Quantize(r) = outcome.report else {
+        bail!("the quantisation job returned another method's report");
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

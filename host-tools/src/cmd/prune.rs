@@ -1,11 +1,11 @@
 //! `edgeslim compress prune` (and the listing behind `edgeslim analyze --groups`): structured
 //! pruning with channel dependency groups (`edgeslim::prune`).
 
-use anyhow::{bail, Context, Result};
-use edgeslim::onnx::{OnnxModel, SaveOptions};
-use edgeslim::prune::{self, calib::CalibSpec as Files, Criterion, PruneOptions};
+use anyhow::{bail, Result};
+use edgeslim::onnx::OnnxModel;
+use edgeslim::prune::job::{MeasureSettings, PruneJob, PruneRun};
+use edgeslim::prune::{self, Criterion, PruneOptions};
 use edgeslim_runtime::input::ImagePrep;
-use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
 use edgeslim_runtime::InputShape;
 use std::path::PathBuf;
 
@@ -125,127 +125,6 @@ pub struct PruneArgs {
     pub(super) threads: usize,
 }
 
-struct Inputs {
-    calib: Vec<Vec<TractTensor>>,
-    /// Labels of `calib`, when every source has them (the `taylor` criterion's loss).
-    calib_labels: Option<Vec<usize>>,
-    /// The model's input name and shape.
-    input: Option<(String, Vec<usize>)>,
-    eval: Vec<Vec<TractTensor>>,
-    /// Labels of `eval`, when every source has them.
-    labels: Option<Vec<usize>>,
-    description: String,
-}
-
-fn tensors(shape: &[usize], samples: &[Vec<f32>]) -> Result<Vec<Vec<TractTensor>>> {
-    samples
-        .iter()
-        .map(|s| Ok(vec![TractTensor::from_shape(shape, s)?]))
-        .collect()
-}
-
-/// Calibration (for scores) and evaluation (for fidelity) inputs from `--calib`.
-fn load_inputs(a: &PruneArgs, model: &OnnxModel) -> Result<Inputs> {
-    let mut out = Inputs {
-        calib: Vec::new(),
-        calib_labels: Some(Vec::new()),
-        input: None,
-        eval: Vec::new(),
-        labels: Some(Vec::new()),
-        description: String::new(),
-    };
-    if a.calib.is_empty() {
-        return Ok(out);
-    }
-    let inputs = model.true_inputs();
-    let [vi] = inputs.as_slice() else {
-        bail!(
-            "--calib: calibration data fills one input; this model has {}",
-            inputs.len()
-        );
-    };
-    let name = vi.name.clone();
-    let shapes = prune::prepare::infer_shapes(model, &a.input_shapes)?;
-    let shape = shapes
-        .get(&name)
-        .cloned()
-        .with_context(|| format!("input '{name}': shape unknown; pass --input-shape"))?;
-    let mut files = Vec::new();
-    let mut said = Vec::new();
-    for c in &a.calib {
-        match c.parse::<edgeslim::data::calib::CalibSpec>() {
-            Ok(spec) => {
-                let input = edgeslim::data::calib::ModelInput {
-                    name: name.clone(),
-                    shape: shape.clone(),
-                };
-                let data = edgeslim::data::calib::load(&spec, &input, Some(a.calib_samples))?;
-                out.calib.extend(tensors(&shape, &data.calib.samples)?);
-                match (&mut out.calib_labels, &data.calib.labels) {
-                    (Some(all), Some(l)) => all.extend(l.iter().copied()),
-                    _ => out.calib_labels = None,
-                }
-                // Held-out samples judge fidelity; without any, the calibration ones do.
-                let judged = if data.held_out.is_empty() {
-                    &data.calib
-                } else {
-                    &data.held_out
-                };
-                out.eval.extend(tensors(&shape, &judged.samples)?);
-                match (&mut out.labels, &judged.labels) {
-                    (Some(all), Some(l)) => all.extend(l.iter().copied()),
-                    _ => out.labels = None,
-                }
-                said.push(format!(
-                    "{} ({} calibration, {} held out: {})",
-                    data.spec,
-                    data.calib.len(),
-                    data.held_out.len(),
-                    data.split_rule
-                ));
-            }
-            Err(_) => files.push(PathBuf::from(c)),
-        }
-    }
-    if !files.is_empty() {
-        let mut spec = Files::new(files.clone());
-        spec.crops = a.crops;
-        spec.limit = a.calib_samples;
-        spec.prep = ImagePrep {
-            scale: 1.0 / 255.0,
-            mean: a.mean,
-            std: a.std,
-            bgr: a.bgr,
-        };
-        let t = prune::calib::load_inputs(&spec, &shape)?;
-        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-        said.push(format!(
-            "{} inputs from {}{}",
-            t.len(),
-            names.join(", "),
-            if a.crops > 0 {
-                format!(" ({} crops per image)", a.crops)
-            } else {
-                String::new()
-            }
-        ));
-        out.calib.extend(t.iter().cloned());
-        out.eval.extend(t);
-        out.labels = None;
-        out.calib_labels = None;
-    }
-    out.input = Some((name, shape));
-    if out
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.len() != out.eval.len())
-    {
-        out.labels = None;
-    }
-    out.description = said.join("; ");
-    Ok(out)
-}
-
 pub fn run(a: PruneArgs) -> Result<()> {
     if prune::tracker::is_tracker_dir(&a.model) {
         return super::prune_tracker::run(&a);
@@ -256,116 +135,55 @@ pub fn run(a: PruneArgs) -> Result<()> {
             a.model.display()
         );
     };
-    prune::select::check_ratio(ratio)?;
-    edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&a.model])?;
-    if let Some(spec) = &a.finetune {
-        spec.parse::<edgeslim::data::DataSpec>()
-            .with_context(|| "--finetune")?;
-    }
-    let model = OnnxModel::load(&a.model)?;
+    let job = PruneJob {
+        model: a.model.clone(),
+        output: a.output.clone(),
+        options: PruneOptions {
+            ratio,
+            criterion: a.criterion,
+            global: a.global,
+            round_to: a.round_to,
+            min_channels: a.min_channels,
+            exclude: a.exclude.clone(),
+            prune_layernorm: a.prune_layernorm,
+            input_shapes: a.input_shapes.clone(),
+        },
+        calib: a.calib.clone(),
+        calib_samples: a.calib_samples,
+        crops: a.crops,
+        prep: ImagePrep {
+            scale: 1.0 / 255.0,
+            mean: a.mean,
+            std: a.std,
+            bgr: a.bgr,
+        },
+        verify_exact: a.verify_exact,
+        recovery: a.finetune.as_ref().map(|data| prune::RecoveryOptions {
+            data: data.clone(),
+            epochs: a.epochs.unwrap_or(3),
+            lr: a.lr,
+            teacher: a.teacher,
+            seed: 0,
+            threads: 0,
+            progress: false,
+        }),
+        measure: a.report.as_ref().map(|_| MeasureSettings {
+            runs: a.runs,
+            threads: a.threads,
+        }),
+    };
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
     let step = |m: &str| progress.set_message(m.to_string());
-    step("loading calibration inputs");
-    let inputs = load_inputs(&a, &model)?;
-    let opts = PruneOptions {
-        ratio,
-        criterion: a.criterion,
-        global: a.global,
-        round_to: a.round_to,
-        min_channels: a.min_channels,
-        exclude: a.exclude.clone(),
-        prune_layernorm: a.prune_layernorm,
-        input_shapes: a.input_shapes.clone(),
-    };
-    let mut taylor = None;
-    if a.criterion == Criterion::Taylor {
-        let (Some((input, shape)), Some(labels)) = (&inputs.input, &inputs.calib_labels) else {
-            bail!(
-                "--criterion taylor needs labelled calibration data for its loss: --calib mnist, ppocr-text (image files carry no labels)"
-            );
-        };
-        let samples = inputs
-            .calib
-            .iter()
-            .map(|s| Ok(edgeslim_runtime::input::tensor_to_f32_vec(&s[0])?))
-            .collect::<Result<Vec<_>>>()?;
-        taylor = Some(prune::taylor::EngineGradients {
-            input: input.clone(),
-            shape: shape.clone(),
-            samples,
-            labels: labels.clone(),
-        });
-        step("gradients of the task loss with the training engine");
-    } else {
-        step("analysing channel groups and pruning");
+    let PruneRun {
+        outcome,
+        recovery,
+        exactness,
+        report,
+    } = prune::job::run(&job, &step)?;
+    if let (Some(dir), Some(r)) = (&a.report, &report) {
+        edgeslim::report::write::prune(r, dir)?;
     }
-    let grads = taylor.as_mut().map(|t| t as &mut dyn prune::GradientSource);
-    let mut outcome = prune::prune(&model, &opts, &inputs.calib, grads)?;
-    let exactness = if a.verify_exact {
-        step("verifying: pruned model vs the original with the removed channels zeroed");
-        let e = prune::report::verify_exact(&outcome, &inputs.eval, &opts.input_shapes)?;
-        if !e.passed() {
-            bail!(
-                "{}: pruning is not exact on this model: the pruned model differs from the original with the removed channels zeroed by {:.3e} ({:.3e} of the largest output, tolerance {:.0e}); nothing written. Please report this model.",
-                a.model.display(),
-                e.max_abs_diff,
-                e.relative,
-                e.tolerance
-            );
-        }
-        Some(e)
-    } else {
-        None
-    };
-    let recovery = match &a.finetune {
-        Some(data) => {
-            let epochs = a.epochs.unwrap_or(3);
-            step(&format!(
-                "fine-tuning the pruned model: {epochs} epochs on {data}"
-            ));
-            let ro = prune::RecoveryOptions {
-                data: data.clone(),
-                epochs,
-                lr: a.lr,
-                teacher: a.teacher,
-                seed: 0,
-                threads: 0,
-                progress: false,
-            };
-            let (tuned, r) = prune::recover(&outcome.model, &outcome.analysis.model, &ro)?;
-            outcome.model = tuned;
-            Some(r)
-        }
-        None => None,
-    };
-    // The preparation stored one copy of each shared constant per use (so each use could be
-    // sliced on its own); the written model stores identical constants once again.
-    let shared = outcome.model.share_identical_initializers();
-    if shared > 0 {
-        outcome
-            .notes
-            .push(format!("{shared} identical constants stored once"));
-    }
-    outcome.model.save(&a.output, &SaveOptions::default())?;
-    let report = match &a.report {
-        Some(dir) => {
-            let measure = prune::report::MeasureOptions {
-                runs: a.runs,
-                threads: a.threads,
-                inputs: inputs.eval,
-                labels: inputs.labels,
-                inputs_description: inputs.description,
-            };
-            let out = a.output.display().to_string();
-            let mut r = prune::report::build(&outcome, &opts, Some(&out), &measure, &step)?;
-            r.recovery = recovery.clone();
-            r.exactness = exactness.clone();
-            edgeslim::report::write::prune(&r, dir)?;
-            Some(r)
-        }
-        None => None,
-    };
     progress.finish_and_clear();
     for n in &outcome.notes {
         eprintln!("edgeslim: {n}");

@@ -14,6 +14,7 @@ mod families;
 mod inspect;
 mod lowrank;
 mod optimize;
+mod pipeline;
 mod prune;
 mod qemu;
 mod quantize;

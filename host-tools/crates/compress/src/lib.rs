@@ -4,6 +4,7 @@
 //! them.
 
 pub mod lowrank;
+pub mod pipeline;
 pub mod prune;
 pub mod quantize;
 

@@ -76,6 +76,9 @@ pub struct HostBenchConfig {
     /// Also time a plain tract loop on the same graph, interleaved with ours, and report our
     /// runtime's overhead over it.
     pub vs_raw_tract: bool,
+    /// Ignore the models' declared output shapes and value_info (graphs a tool has just
+    /// rewritten, whose declarations may be stale).
+    pub ignore_declared_facts: bool,
 }
 
 impl Default for HostBenchConfig {
@@ -92,6 +95,7 @@ impl Default for HostBenchConfig {
             label: None,
             target_profile: None,
             vs_raw_tract: false,
+            ignore_declared_facts: false,
         }
     }
 }
@@ -114,6 +118,7 @@ fn load_options(cfg: &HostBenchConfig, optimize: bool) -> LoadOptions {
         input_shapes: cfg.input_shapes.clone(),
         optimize,
         threads: cfg.threads.max(1),
+        ignore_declared_facts: cfg.ignore_declared_facts,
         ..LoadOptions::default()
     }
 }

@@ -12,6 +12,7 @@
 mod charts;
 pub mod compression;
 mod format;
+pub mod outcome;
 mod peak;
 pub mod prune;
 mod sections;

@@ -7,7 +7,7 @@ use super::search::{SearchInputs, SearchReport};
 use super::{CompressOptions, LayerResult, Method, RankRule};
 use crate::{Error, Result};
 use edgeslim_data::calib::{self, CalibData, CalibSpec, ModelInput};
-use edgeslim_measure::facts::{facts, ModelFacts};
+use edgeslim_measure::facts::{facts_pair, ModelFacts};
 use edgeslim_measure::fidelity::{compare, Fidelity};
 use edgeslim_measure::runner::{progress_bar, Runner};
 use edgeslim_onnx::{OnnxModel, SaveOptions};
@@ -154,8 +154,7 @@ pub fn run_compress(job: &CompressJob) -> Result<CompressReport> {
         }
         _ => None,
     };
-    let (before, _) = facts(&job.model, input.as_ref(), job.bench_runs)?;
-    let (after, _) = facts(&job.output, input.as_ref(), job.bench_runs)?;
+    let (before, after) = facts_pair(&job.model, &job.output, input.as_ref(), job.bench_runs)?;
     let decomposed = layers.iter().filter(|l| l.rank.is_some());
     let (lb, la) = decomposed.fold((0, 0), |(b, a), l| {
         (b + l.params_before, a + l.params_after)

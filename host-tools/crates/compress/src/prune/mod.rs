@@ -16,6 +16,7 @@ pub mod calib;
 pub mod graph;
 pub mod groups;
 pub mod importance;
+pub mod job;
 pub mod prepare;
 pub mod recovery;
 pub mod report;

@@ -7,13 +7,12 @@ use crate::Result;
 use edgeslim_onnx::inspect::inspect;
 use edgeslim_onnx::OnnxModel;
 use edgeslim_runtime::input::random_inputs;
-use edgeslim_runtime::tract_onnx::prelude::{IntoTValue, TVec, Tensor as TractTensor};
+use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
 use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
 use ndarray::ArrayD;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerRow {
@@ -259,23 +258,9 @@ pub fn layer_rows(
     ))
 }
 
-/// The runtime's percentile (numpy's linear interpolation), so a pruning report's p50/p90 are
-/// computed as `edgeslim-rt bench`'s are.
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    edgeslim_runtime::stats::percentile(v, q)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn p90(v: &mut [f64]) -> f64 {
-    percentile(v, 0.9)
-}
-
-/// tract latency of both models on the same random inputs, timed in alternating ABBA order
-/// so drift on a shared machine hits both alike.
+/// tract latency of both models, measured side by side by the harness every method and
+/// `edgeslim bench A B` use (`edgeslim_measure::facts`): one process, warm-ups, timed runs
+/// interleaved in blocks, the runtime's loop and percentiles.
 pub fn measure_latency(
     before: &OnnxModel,
     after: &OnnxModel,
@@ -283,60 +268,29 @@ pub fn measure_latency(
     runs: usize,
     threads: usize,
 ) -> Result<Latency> {
-    let opts = LoadOptions {
-        input_shapes: input_shapes.to_vec(),
-        optimize: true,
+    let [b, a] = edgeslim_measure::facts::bench_models_side_by_side(
+        before,
+        after,
+        input_shapes,
+        runs,
         threads,
-        ignore_declared_facts: true,
-        ..LoadOptions::default()
-    };
-    let load = |m: &OnnxModel| -> Result<LoadedModel> {
-        Ok(LoadedModel::from_bytes(
-            m.to_bytes()?,
-            &PathBuf::from(m.label()),
-            None,
-            &opts,
-        )?)
-    };
-    let (la, lb) = (load(before)?, load(after)?);
-    // Drawn per model with the same seed: identical inputs when the shapes agree, and a
-    // pruned graph input (a tracker's narrower kernel) still gets inputs of its own shape.
-    let (ia, ib) = (random_inputs(&la.inputs, 0), random_inputs(&lb.inputs, 0));
-    let time = |m: &LoadedModel| -> Result<f64> {
-        let inputs = if std::ptr::eq(m, &la) { &ia } else { &ib };
-        let v: TVec<_> = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
-        let t = Instant::now();
-        m.plan
-            .run(v)
-            .map_err(|e| crate::Error::Other(format!("running {}: {e}", m.path.display())))?;
-        Ok(t.elapsed().as_secs_f64() * 1e3)
-    };
-    for _ in 0..3 {
-        time(&la)?;
-        time(&lb)?;
-    }
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
-    for r in 0..runs.max(2) {
-        if r % 2 == 0 {
-            sa.push(time(&la)?);
-            sb.push(time(&lb)?);
-        } else {
-            sb.push(time(&lb)?);
-            sa.push(time(&la)?);
-        }
-    }
-    let (ma, mb) = (median(&mut sa), median(&mut sb));
+    )?;
+    let (lb, la) = (&b.latency, &a.latency);
     Ok(Latency {
         engine: "tract".into(),
         threads,
-        runs: sa.len(),
-        before_ms: ma,
-        after_ms: mb,
-        before_p90_ms: p90(&mut sa),
-        after_p90_ms: p90(&mut sb),
-        speedup: ma / mb,
-        how: "medians of interleaved ABBA runs in one process, same inputs, after 3 warm-ups"
-            .into(),
+        runs: lb.runs,
+        before_ms: lb.p50_ms,
+        after_ms: la.p50_ms,
+        before_p90_ms: lb.p90_ms,
+        after_p90_ms: la.p90_ms,
+        speedup: lb.p50_ms / la.p50_ms,
+        how: format!(
+            "p50 and p90 of the edgeslim bench harness: both models in one process, {} warm-ups, \
+             timed runs interleaved in blocks of {}, the runtime's loop",
+            b.latency.warmup,
+            edgeslim_measure::bench::BLOCK_RUNS
+        ),
     })
 }
 

@@ -15,7 +15,7 @@ pub mod ranges;
 
 use crate::{Error, Result};
 use edgeslim_data::calib::{self, CalibSpec, Dataset, ModelInput};
-use edgeslim_measure::facts::{facts, ModelFacts};
+use edgeslim_measure::facts::{facts_pair, ModelFacts};
 use edgeslim_measure::fidelity::{argmax, compare, Fidelity};
 use edgeslim_measure::runner::{progress_bar, Runner};
 use edgeslim_onnx::{OnnxModel, SaveOptions};
@@ -264,8 +264,7 @@ pub fn run_quantize(job: &QuantizeJob) -> Result<QuantizeReport> {
     };
     let plan_before = plan::summarize(&reference, &shapes)?;
     let plan_after = plan::summarize(&model, &shapes)?;
-    let (before, _) = facts(&job.model, input.as_ref(), job.bench_runs)?;
-    let (after, _) = facts(&job.output, input.as_ref(), job.bench_runs)?;
+    let (before, after) = facts_pair(&job.model, &job.output, input.as_ref(), job.bench_runs)?;
     if let (Some(a), Some(b)) = (after.latency_p50_ms, before.latency_p50_ms) {
         if a > b {
             warnings.push(format!(
