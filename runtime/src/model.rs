@@ -142,16 +142,8 @@ pub fn decode_proto(path: &Path, bytes: &[u8]) -> Result<pb::ModelProto> {
     Ok(proto)
 }
 
-/// The display name convention shared with tract: name, else first output, else op#index.
-pub fn node_display_name(node: &pb::NodeProto, index: usize) -> String {
-    if !node.name.is_empty() {
-        node.name.clone()
-    } else if let Some(o) = node.output.first().filter(|o| !o.is_empty()) {
-        o.clone()
-    } else {
-        format!("{}#{index}", node.op_type)
-    }
-}
+/// The display name convention shared with tract (it lives with the checks, which run first).
+pub use crate::graph_check::node_display_name;
 
 fn onnx_nodes(graph: &pb::GraphProto) -> Vec<OnnxNode> {
     graph

@@ -29,6 +29,10 @@ pub fn run(a: Args) -> Result<()> {
     match a.method {
         CompressMethod::Lowrank(a) => lowrank(a),
         CompressMethod::Quantize(a) => quantize(a),
+        // A tracker directory is pruned as a pair (template + search graphs).
+        CompressMethod::Prune(a) if edgeslim::prune::tracker::is_tracker_dir(&a.model) => {
+            super::prune_tracker::run(&a)
+        }
         CompressMethod::Prune(a) => super::prune::run(a),
     }
 }

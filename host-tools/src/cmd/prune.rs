@@ -125,10 +125,8 @@ pub struct PruneArgs {
     pub(super) threads: usize,
 }
 
+/// A single graph (tracker directories go to `prune_tracker`; `compress::run` dispatches).
 pub fn run(a: PruneArgs) -> Result<()> {
-    if prune::tracker::is_tracker_dir(&a.model) {
-        return super::prune_tracker::run(&a);
-    }
     let Some(ratio) = a.ratio else {
         bail!(
             "{}: --keep-params is for tracker directories (template.onnx + search.onnx); give --ratio for a single graph",

@@ -94,7 +94,7 @@ pub fn check_graph(path: &Path, graph: &pb::GraphProto, budget: u64) -> Result<(
 pub fn node_label(node: &pb::NodeProto, index: usize) -> String {
     format!(
         "node '{}' ({})",
-        crate::model::node_display_name(node, index),
+        node_display_name(node, index),
         node.op_type
     )
 }
@@ -189,4 +189,15 @@ fn check_subgraph_attributes(scope: &Scope, graph: &pb::GraphProto) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The display name convention shared with tract: name, else first output, else op#index.
+pub fn node_display_name(node: &pb::NodeProto, index: usize) -> String {
+    if !node.name.is_empty() {
+        node.name.clone()
+    } else if let Some(o) = node.output.first().filter(|o| !o.is_empty()) {
+        o.clone()
+    } else {
+        format!("{}#{index}", node.op_type)
+    }
 }

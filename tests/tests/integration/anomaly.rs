@@ -553,7 +553,9 @@ fn bad_input_gets_one_line_messages() {
         ],
     );
     assert!(
-        r.stderr.contains("singular") && r.stderr.contains("--shrinkage ledoit-wolf"),
+        r.stderr.contains("singular")
+            && r.stderr.contains("--shrinkage none: ")
+            && r.stderr.contains("ledoit-wolf"),
         "{}",
         r.stderr
     );

@@ -539,9 +539,16 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
         run("edgeslim", &args)
     };
     let line = assert_one_line_error(&track_bundle(&[cls.as_path()]));
-    assert!(line.contains("--app track needs a tracker"), "{line}");
+    assert!(
+        line.contains("--model") && line.contains("the track app needs a tracker"),
+        "{line}"
+    );
     let line = assert_one_line_error(&track_bundle(&[zoo.join("template.onnx").as_path()]));
-    assert!(line.contains("--model search.onnx"), "{line}");
+    assert!(
+        line.contains("--model")
+            && line.contains("the other graph of the tracker too: search.onnx"),
+        "{line}"
+    );
     let line = assert_one_line_error(&track_bundle(&[dir.path()]));
     assert!(line.contains("must be a tracker"), "{line}");
     assert!(!out.exists());
@@ -583,7 +590,7 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
     );
     let line = assert_one_line_error(&r);
     assert!(
-        line.contains("--input-shape y=1,2 fixes no dynamic input"),
+        line.contains("--input-shape y=1,2: fixes no dynamic input"),
         "{line}"
     );
     assert!(!out.exists());

@@ -214,7 +214,7 @@ fn quantize_bad_input() {
     );
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("--int8 needs calibration data"),
+        r.stderr.contains("--calib: int8 needs calibration data"),
         "{}",
         r.stderr
     );

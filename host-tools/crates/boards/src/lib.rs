@@ -7,7 +7,6 @@
 
 pub mod build;
 pub mod bundle;
-mod bundle_files;
 pub mod deploy;
 pub mod elf;
 pub mod profile;

@@ -87,14 +87,6 @@ impl Error {
             reason: reason.into(),
         }
     }
-
-    pub fn node(node: &onnx_protobuf::NodeProto, reason: impl Into<String>) -> Self {
-        Error::Node {
-            node: crate::node::display_name(node),
-            op: node.op_type.clone(),
-            reason: reason.into(),
-        }
-    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

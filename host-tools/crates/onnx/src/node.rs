@@ -106,3 +106,15 @@ pub fn make(
     n.attribute = attrs;
     n
 }
+
+/// `Error::node` lives with the naming convention it uses, so `error` needs nothing from here.
+impl crate::Error {
+    /// An error about `node`, named by [`display_name`].
+    pub fn node(node: &NodeProto, reason: impl Into<String>) -> Self {
+        crate::Error::Node {
+            node: display_name(node),
+            op: node.op_type.clone(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Where calibration inputs come from.
 #[derive(Debug, Clone)]
-pub struct CalibSpec {
+pub struct CalibFiles {
     /// Image files, `.npy` files, or directories of them.
     pub paths: Vec<PathBuf>,
     /// Windows cut from each image at the input's aspect ratio (0: the whole image, resized).
@@ -26,9 +26,9 @@ pub struct CalibSpec {
     pub limit: usize,
 }
 
-impl CalibSpec {
-    pub fn new(paths: Vec<PathBuf>) -> CalibSpec {
-        CalibSpec {
+impl CalibFiles {
+    pub fn new(paths: Vec<PathBuf>) -> CalibFiles {
+        CalibFiles {
             paths,
             crops: 0,
             prep: ImagePrep::default(),
@@ -44,7 +44,7 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
-fn files(spec: &CalibSpec) -> Result<Vec<PathBuf>> {
+fn files(spec: &CalibFiles) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in &spec.paths {
         if p.is_dir() {
@@ -94,7 +94,7 @@ fn crops(img: &image::DynamicImage, h: usize, w: usize, n: usize) -> Vec<image::
 }
 
 /// Load calibration inputs for a single-input model whose input has `shape`.
-pub fn load_inputs(spec: &CalibSpec, shape: &[usize]) -> Result<Vec<Vec<TractTensor>>> {
+pub fn load_inputs(spec: &CalibFiles, shape: &[usize]) -> Result<Vec<Vec<TractTensor>>> {
     let mut out = Vec::new();
     for f in files(spec)? {
         if out.len() >= spec.limit {

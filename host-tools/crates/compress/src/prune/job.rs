@@ -2,7 +2,7 @@
 //! prune, check, recover, save, measure. The command line fills a [`PruneJob`] and prints the
 //! [`PruneRun`]; nothing here knows about flags.
 
-use super::calib::CalibSpec as Files;
+use super::calib::CalibFiles;
 use super::recovery::{RecoveryOptions, RecoveryReport};
 use super::report::{Exactness, MeasureOptions, PruneReport};
 use super::{Criterion, Outcome, PruneOptions};
@@ -250,7 +250,7 @@ pub fn load_inputs(job: &PruneJob, model: &OnnxModel) -> Result<PruneInputs> {
         }
     }
     if !files.is_empty() {
-        let mut spec = Files::new(files.clone());
+        let mut spec = CalibFiles::new(files.clone());
         spec.crops = job.crops;
         spec.limit = job.calib_samples;
         spec.prep = job.prep.clone();

@@ -1,7 +1,7 @@
 //! The text files of a bundle: config.env, run.sh, the systemd unit and the README. Generated
 //! from the manifest, so they always name the same board, models and settings.
 
-use super::bundle::{App, BundleSpec, Manifest, MANIFEST, SUMS};
+use super::{App, BundleSpec, Manifest, MANIFEST, SUMS};
 
 /// Model file names inside models/, space-separated (names were checked to need no quoting).
 fn model_names(m: &Manifest) -> String {

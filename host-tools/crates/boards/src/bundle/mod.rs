@@ -6,6 +6,8 @@
 //! files into the current directory. Entries carry fixed owners and modes and one mtime
 //! (`SOURCE_DATE_EPOCH` when set), so the same inputs give the same bytes.
 
+mod files;
+
 use super::build::check_binary;
 use super::elf;
 use super::profile::Profile;
@@ -249,23 +251,15 @@ pub fn bundle(spec: &BundleSpec) -> crate::Result<BundleSummary> {
     entries.push(text(
         "config.env",
         0o644,
-        super::bundle_files::config_env(&manifest, spec),
+        files::config_env(&manifest, spec),
     ));
-    entries.push(text(
-        "run.sh",
-        0o755,
-        super::bundle_files::run_sh(&manifest),
-    ));
+    entries.push(text("run.sh", 0o755, files::run_sh(&manifest)));
     entries.push(text(
         "edgeslim.service",
         0o644,
-        super::bundle_files::systemd_unit(&manifest),
+        files::systemd_unit(&manifest),
     ));
-    entries.push(text(
-        "README.md",
-        0o644,
-        super::bundle_files::readme(&manifest),
-    ));
+    entries.push(text("README.md", 0o644, files::readme(&manifest)));
     let manifest_json = serde_json::to_string_pretty(&manifest)
         .map_err(|e| crate::Error::Other(format!("encoding {MANIFEST}: {e}")))?;
     entries.push(text(MANIFEST, 0o644, manifest_json + "\n"));
@@ -324,25 +318,26 @@ fn check_tracker_pair(models: &[PathBuf]) -> crate::Result<()> {
     let first = &models[0];
     let (template, search) =
         edgeslim_runtime::track::tracker::tracker_files(first).map_err(|e| {
-            bundle_err(
-                first,
+            crate::Error::option(
+                "model",
                 format!(
-                    "the track app needs a tracker: its folder (models/siamese-tracker) or \
-                     template.onnx and search.onnx ({e})"
+                    "{}: the track app needs a tracker: its folder (models/siamese-tracker) or \
+                     template.onnx and search.onnx ({e})",
+                    first.display()
                 ),
             )
         })?;
     let partner = if template == *first { search } else { template };
     let partner_name = partner.file_name().unwrap_or_default();
     if !models.iter().any(|m| m.file_name() == Some(partner_name)) {
-        return Err(bundle_err(
-            first,
+        return Err(crate::Error::option(
+            "model",
             format!(
-                "the track app needs the other graph of the tracker too: {}",
+                "{}: the track app needs the other graph of the tracker too: {}",
+                first.display(),
                 partner_name.to_string_lossy()
             ),
-        )
-        .into());
+        ));
     }
     Ok(())
 }
