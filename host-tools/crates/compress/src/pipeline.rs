@@ -11,6 +11,8 @@ use crate::prune::job::{MeasureSettings, PruneJob};
 use crate::prune::report::PruneReport;
 use crate::quantize::{Precision, QuantizeJob, QuantizeReport};
 use crate::Result;
+use edgeslim_measure::facts::ModelFacts;
+use edgeslim_measure::fidelity::Fidelity;
 use serde::{Deserialize, Serialize};
 
 /// A compression to run.
@@ -78,36 +80,26 @@ fn ratio(before: Option<f64>, after: Option<f64>) -> Option<f64> {
 
 impl Summary {
     pub fn of_lowrank(r: &CompressReport) -> Summary {
-        let f = r.fidelity.as_ref();
-        Summary {
-            method: match r.method {
-                LowrankMethod::Weight => "lowrank-weight",
-                LowrankMethod::Feature => "lowrank-feature",
-            }
-            .into(),
-            settings: match (&r.search, &r.rule) {
-                (Some(s), _) => format!("rank search, tolerance {}", s.tolerance),
-                (None, RankRule::Budget(b)) => format!("budget {b}"),
-                (None, RankRule::Fixed(k)) => format!("rank {k}"),
-            },
-            model: r.model.clone(),
-            output: r.output.clone(),
-            params_before: r.before.params,
-            params_after: r.after.params,
-            macs_before: r.before.macs,
-            macs_after: r.after.macs,
-            latency_p50_ms_before: r.before.latency_p50_ms,
-            latency_p50_ms_after: r.after.latency_p50_ms,
-            speedup: ratio(r.before.latency_p50_ms, r.after.latency_p50_ms),
-            top1_agreement: f.map(|f| f.top1_agreement),
-            cosine_mean: f.map(|f| f.mean_cosine),
-            accuracy_before: f.and_then(|f| f.accuracy_reference),
-            accuracy_after: f.and_then(|f| f.accuracy),
-        }
+        let method = match r.method {
+            LowrankMethod::Weight => "lowrank-weight",
+            LowrankMethod::Feature => "lowrank-feature",
+        };
+        let settings = match (&r.search, &r.rule) {
+            (Some(s), _) => format!("rank search, tolerance {}", s.tolerance),
+            (None, RankRule::Budget(b)) => format!("budget {b}"),
+            (None, RankRule::Fixed(k)) => format!("rank {k}"),
+        };
+        Summary::of_facts(
+            method,
+            settings,
+            &r.model,
+            &r.output,
+            [&r.before, &r.after],
+            r.fidelity.as_ref(),
+        )
     }
 
     pub fn of_quantize(r: &QuantizeReport) -> Summary {
-        let f = r.fidelity.as_ref();
         let (method, settings) = match &r.precision {
             Precision::Fp16 { compute: false } => ("fp16", "fp16 weights".to_string()),
             Precision::Fp16 { compute: true } => {
@@ -134,18 +126,37 @@ impl Summary {
                 ),
             ),
         };
+        Summary::of_facts(
+            method,
+            settings,
+            &r.model,
+            &r.output,
+            [&r.before, &r.after],
+            r.fidelity.as_ref(),
+        )
+    }
+
+    /// The methods that report `ModelFacts` before and after and the measure crate's fidelity.
+    fn of_facts(
+        method: &str,
+        settings: String,
+        model: &str,
+        output: &str,
+        [before, after]: [&ModelFacts; 2],
+        f: Option<&Fidelity>,
+    ) -> Summary {
         Summary {
             method: method.into(),
             settings,
-            model: r.model.clone(),
-            output: r.output.clone(),
-            params_before: r.before.params,
-            params_after: r.after.params,
-            macs_before: r.before.macs,
-            macs_after: r.after.macs,
-            latency_p50_ms_before: r.before.latency_p50_ms,
-            latency_p50_ms_after: r.after.latency_p50_ms,
-            speedup: ratio(r.before.latency_p50_ms, r.after.latency_p50_ms),
+            model: model.into(),
+            output: output.into(),
+            params_before: before.params,
+            params_after: after.params,
+            macs_before: before.macs,
+            macs_after: after.macs,
+            latency_p50_ms_before: before.latency_p50_ms,
+            latency_p50_ms_after: after.latency_p50_ms,
+            speedup: ratio(before.latency_p50_ms, after.latency_p50_ms),
             top1_agreement: f.map(|f| f.top1_agreement),
             cosine_mean: f.map(|f| f.mean_cosine),
             accuracy_before: f.and_then(|f| f.accuracy_reference),

@@ -1,4 +1,5 @@
 //! Training and evaluation data: the real data sets (docs/architecture.md) and users' own folders.
+//! Every data spec of every command is parsed by one grammar, [`spec`]; training takes these kinds:
 //!
 //! | spec | what | split |
 //! |---|---|---|
@@ -16,6 +17,7 @@ pub mod calib;
 pub mod folder;
 pub mod mnist;
 pub mod pixels;
+pub mod spec;
 pub mod tracking;
 
 pub use edgeslim_onnx::{Error, Result};
@@ -230,21 +232,13 @@ pub enum DataSpec {
 impl std::str::FromStr for DataSpec {
     type Err = Error;
 
+    /// The kinds of the one grammar ([`spec`]) that hold labelled training data.
     fn from_str(s: &str) -> Result<DataSpec> {
-        let bad = |why: &str| {
-            Error::Invalid(format!(
-                "data spec '{s}': {why} (expected `mnist`, `folder:PATH` or `tracking:SEED`)"
-            ))
-        };
-        match s.split_once(':') {
-            None if s == "mnist" => Ok(DataSpec::Mnist),
-            Some(("folder", p)) if !p.is_empty() => Ok(DataSpec::Folder(PathBuf::from(p))),
-            Some(("folder", _)) => Err(bad("the folder path is empty")),
-            Some(("tracking", seed)) => seed
-                .parse()
-                .map(DataSpec::Tracking)
-                .map_err(|_| bad("the seed is not a non-negative integer")),
-            _ => Err(bad("unknown kind")),
+        match s.parse::<spec::Source>()? {
+            spec::Source::Mnist => Ok(DataSpec::Mnist),
+            spec::Source::Folder(p) => Ok(DataSpec::Folder(p)),
+            spec::Source::Tracking(seed) => Ok(DataSpec::Tracking(seed)),
+            other => Err(other.not_for("training data", "mnist, folder:PATH or tracking:SEED")),
         }
     }
 }

@@ -294,7 +294,7 @@ pub fn measure_latency(
     })
 }
 
-/// Cosine of two outputs, by the one definition every report uses (`calib::fidelity`).
+/// Cosine of two outputs, by the one definition every report uses (`edgeslim_measure::fidelity`).
 fn cosine(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     let flat = |x: &ArrayD<f32>| x.iter().copied().collect::<Vec<f32>>();
     edgeslim_measure::fidelity::cosine(&flat(a), &flat(b))

@@ -30,19 +30,17 @@ pub enum CalibSpec {
 impl FromStr for CalibSpec {
     type Err = Error;
 
+    /// The kinds of the one grammar (`crate::spec`) that give calibration and evaluation data.
     fn from_str(s: &str) -> Result<CalibSpec> {
-        let bad = |why: &str| {
-            Error::Invalid(format!(
-                "data spec '{s}': {why} (expected ppocr-text, mnist, images:DIR or npy:FILE)"
-            ))
-        };
-        match s.split_once(':') {
-            None if s == "ppocr-text" => Ok(CalibSpec::PpocrText),
-            None if s == "mnist" => Ok(CalibSpec::Mnist),
-            Some(("images", p)) if !p.is_empty() => Ok(CalibSpec::Images(PathBuf::from(p))),
-            Some(("npy", p)) if !p.is_empty() => Ok(CalibSpec::Npy(PathBuf::from(p))),
-            Some(("images" | "npy", _)) => Err(bad("the path is empty")),
-            _ => Err(bad("unknown kind")),
+        match s.parse::<crate::spec::Source>()? {
+            crate::spec::Source::PpocrText => Ok(CalibSpec::PpocrText),
+            crate::spec::Source::Mnist => Ok(CalibSpec::Mnist),
+            crate::spec::Source::Images(p) => Ok(CalibSpec::Images(p)),
+            crate::spec::Source::Npy(p) => Ok(CalibSpec::Npy(p)),
+            other => Err(other.not_for(
+                "calibration data",
+                "ppocr-text, mnist, images:DIR or npy:FILE",
+            )),
         }
     }
 }
@@ -353,7 +351,7 @@ mod tests {
             assert_eq!(s.parse::<CalibSpec>().unwrap().to_string(), s);
         }
         let e = "imgs:x".parse::<CalibSpec>().unwrap_err().to_string();
-        assert!(e.contains("expected ppocr-text"), "{e}");
+        assert!(e.contains("imgs:x") && e.contains("known: "), "{e}");
         assert!("npy:".parse::<CalibSpec>().is_err());
     }
 }
