@@ -4,6 +4,10 @@
 //!
 //! Inner tensors are read by making them the graph's outputs and dropping every node they do
 //! not depend on, so calibrating an early layer runs only the layers before it.
+//!
+//! [`Runner`] takes flat samples of a data split (low-rank, quantisation); [`run_with_outputs`]
+//! and [`run_outputs`] take sets of input tensors (pruning's scores, fidelity and exactness).
+//! They are the host's one way to run a graph's inner tensors in tract.
 
 use crate::{Error, Result};
 use edgeslim_data::calib::{Dataset, ModelInput};
@@ -12,8 +16,9 @@ use edgeslim_onnx::OnnxModel;
 use edgeslim_runtime::input::tensor_to_f32_vec;
 use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
 use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
+use ndarray::ArrayD;
 use onnx_protobuf::tensor_proto::DataType;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One output of one run: its shape and values.
 #[derive(Debug, Clone)]
@@ -130,4 +135,86 @@ pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
     }
     pb.set_message(what.to_string());
     pb
+}
+
+/// Run `model` with tract on every input set, calling `visit(name, value)` for each graph
+/// output and each of `extra` tensors (exposed as additional outputs).
+pub fn run_with_outputs(
+    model: &OnnxModel,
+    extra: &[String],
+    inputs: &[Vec<TractTensor>],
+    input_shapes: &[InputShape],
+    visit: &mut dyn FnMut(&str, &ArrayD<f32>),
+) -> Result<()> {
+    let mut m = model.clone();
+    let existing = m.graph_output_names();
+    // A graph input is visited from the input itself: as an extra output, tract would clear
+    // the very fact that fixes the input's shape.
+    let input_names: Vec<String> = m.true_inputs().iter().map(|v| v.name.clone()).collect();
+    let wanted_inputs: Vec<(usize, &String)> = input_names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| extra.contains(n))
+        .collect();
+    for t in extra
+        .iter()
+        .filter(|t| !existing.contains(*t) && !input_names.contains(t))
+    {
+        m.graph_mut()
+            .output
+            .push(value_info(t, DataType::FLOAT, None));
+    }
+    let opts = LoadOptions {
+        input_shapes: input_shapes.to_vec(),
+        optimize: true,
+        ignore_declared_facts: true,
+        ..LoadOptions::default()
+    };
+    let label = PathBuf::from(model.label());
+    let loaded = LoadedModel::from_bytes(m.to_bytes()?, &label, None, &opts)?;
+    let names: Vec<String> = loaded.outputs.iter().map(|o| o.name.clone()).collect();
+    for set in inputs {
+        for &(ix, name) in &wanted_inputs {
+            if let Some(t) = set.get(ix) {
+                let data = tensor_to_f32_vec(t)?;
+                let a = ArrayD::from_shape_vec(t.shape().to_vec(), data)
+                    .map_err(|e| Error::tensor(name, e.to_string()))?;
+                visit(name, &a);
+            }
+        }
+        let outs = loaded.run(set.clone())?;
+        for (name, t) in names.iter().zip(outs) {
+            let data = tensor_to_f32_vec(&t)?;
+            let a = ArrayD::from_shape_vec(t.shape().to_vec(), data)
+                .map_err(|e| Error::tensor(name, e.to_string()))?;
+            visit(name, &a);
+        }
+    }
+    Ok(())
+}
+
+/// The graph outputs of `model` on every input set, in output order.
+pub fn run_outputs(
+    model: &OnnxModel,
+    inputs: &[Vec<TractTensor>],
+    input_shapes: &[InputShape],
+) -> Result<Vec<Vec<ArrayD<f32>>>> {
+    let names: Vec<String> = model
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    let mut per_sample: Vec<Vec<ArrayD<f32>>> = Vec::new();
+    let mut current: Vec<ArrayD<f32>> = Vec::new();
+    run_with_outputs(model, &[], inputs, input_shapes, &mut |name, a| {
+        if names.first().is_some_and(|n| n == name) && !current.is_empty() {
+            per_sample.push(std::mem::take(&mut current));
+        }
+        current.push(a.clone());
+    })?;
+    if !current.is_empty() {
+        per_sample.push(current);
+    }
+    Ok(per_sample)
 }

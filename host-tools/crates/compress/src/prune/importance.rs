@@ -263,12 +263,18 @@ fn activation(
     let tensors = observed_tensors(model, groups);
     let mut acc: HashMap<usize, (f64, usize)> = HashMap::new();
     // Reduce each activation as it comes: a detector's feature maps do not all fit in memory.
-    super::calib::run_with_outputs(model, &tensors, calib, input_shapes, &mut |name, a| {
-        if let Some(l) = groups.graph.layouts.get(name) {
-            let pp = channel_means(a, l.axis, |v| v.abs() as f64);
-            accumulate(groups, name, &pp, &mut acc);
-        }
-    })?;
+    edgeslim_measure::runner::run_with_outputs(
+        model,
+        &tensors,
+        calib,
+        input_shapes,
+        &mut |name, a| {
+            if let Some(l) = groups.graph.layouts.get(name) {
+                let pp = channel_means(a, l.axis, |v| v.abs() as f64);
+                accumulate(groups, name, &pp, &mut acc);
+            }
+        },
+    )?;
     Ok(acc
         .into_iter()
         .map(|(k, (s, n))| (k, s / n.max(1) as f64))

@@ -2,11 +2,11 @@
 //! prune, check, recover, save, measure. The command line fills a [`PruneJob`] and prints the
 //! [`PruneRun`]; nothing here knows about flags.
 
-use super::calib::CalibFiles;
 use super::recovery::{RecoveryOptions, RecoveryReport};
 use super::report::{Exactness, MeasureOptions, PruneReport};
 use super::{Criterion, Outcome, PruneOptions};
 use crate::{Error, Result};
+use edgeslim_data::calib::files::{self as calib_files, CalibFiles};
 use edgeslim_data::calib::{CalibSpec, ModelInput};
 use edgeslim_onnx::{OnnxModel, SaveOptions};
 use edgeslim_runtime::input::ImagePrep;
@@ -254,7 +254,7 @@ pub fn load_inputs(job: &PruneJob, model: &OnnxModel) -> Result<PruneInputs> {
         spec.crops = job.crops;
         spec.limit = job.calib_samples;
         spec.prep = job.prep.clone();
-        let t = super::calib::load_inputs(&spec, &shape)?;
+        let t = calib_files::load_inputs(&spec, &shape)?;
         let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
         said.push(format!(
             "{} inputs from {}{}",

@@ -12,7 +12,6 @@
 //! - `recovery`: fine-tuning / distillation of the pruned model with the training engine.
 //! - `taylor`: activation gradients for the `taylor` criterion, from the training engine.
 
-pub mod calib;
 pub mod graph;
 pub mod groups;
 pub mod importance;

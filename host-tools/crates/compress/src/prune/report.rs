@@ -2,8 +2,8 @@
 //! after, tract latency of both models timed side by side in one run, and fidelity of the
 //! pruned model's outputs against the original on the same (real) inputs.
 
-use super::calib::run_outputs;
 use crate::Result;
+use edgeslim_measure::runner::run_outputs;
 use edgeslim_onnx::inspect::inspect;
 use edgeslim_onnx::OnnxModel;
 use edgeslim_runtime::input::random_inputs;

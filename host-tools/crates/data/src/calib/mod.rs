@@ -11,6 +11,7 @@
 //! | `images:DIR` | every PNG/JPEG in DIR (sorted), ImageNet normalisation | none | every fifth file held out |
 //! | `npy:FILE` | a float array `[N, ...]`, one sample per row, already preprocessed | none | every fifth row held out |
 
+pub mod files;
 pub mod ppocr;
 
 use crate::{Error, Result};

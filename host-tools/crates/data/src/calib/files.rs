@@ -1,16 +1,9 @@
-//! Calibration and evaluation inputs (real images, `.npy` tensors) and running a model on
-//! them with tract, optionally exposing inner tensors as extra outputs.
+//! Calibration inputs from image and `.npy` files and folders, preprocessed and optionally
+//! cut into windows (`edgeslim compress prune --calib PATH`).
 
 use crate::{Error, Result};
-use edgeslim_onnx::builder::value_info;
-use edgeslim_onnx::OnnxModel;
-use edgeslim_runtime::input::{
-    image_to_tensor, open_image, read_npy, tensor_to_f32_vec, ImagePrep,
-};
+use edgeslim_runtime::input::{image_to_tensor, open_image, read_npy, ImagePrep};
 use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
-use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
-use ndarray::ArrayD;
-use onnx_protobuf::tensor_proto::DataType;
 use std::path::{Path, PathBuf};
 
 /// Where calibration inputs come from.
@@ -127,86 +120,4 @@ pub fn load_inputs(spec: &CalibFiles, shape: &[usize]) -> Result<Vec<Vec<TractTe
         }
     }
     Ok(out)
-}
-
-/// Run `model` with tract on every input set, calling `visit(name, value)` for each graph
-/// output and each of `extra` tensors (exposed as additional outputs).
-pub fn run_with_outputs(
-    model: &OnnxModel,
-    extra: &[String],
-    inputs: &[Vec<TractTensor>],
-    input_shapes: &[InputShape],
-    visit: &mut dyn FnMut(&str, &ArrayD<f32>),
-) -> Result<()> {
-    let mut m = model.clone();
-    let existing = m.graph_output_names();
-    // A graph input is visited from the input itself: as an extra output, tract would clear
-    // the very fact that fixes the input's shape.
-    let input_names: Vec<String> = m.true_inputs().iter().map(|v| v.name.clone()).collect();
-    let wanted_inputs: Vec<(usize, &String)> = input_names
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| extra.contains(n))
-        .collect();
-    for t in extra
-        .iter()
-        .filter(|t| !existing.contains(*t) && !input_names.contains(t))
-    {
-        m.graph_mut()
-            .output
-            .push(value_info(t, DataType::FLOAT, None));
-    }
-    let opts = LoadOptions {
-        input_shapes: input_shapes.to_vec(),
-        optimize: true,
-        ignore_declared_facts: true,
-        ..LoadOptions::default()
-    };
-    let label = PathBuf::from(model.label());
-    let loaded = LoadedModel::from_bytes(m.to_bytes()?, &label, None, &opts)?;
-    let names: Vec<String> = loaded.outputs.iter().map(|o| o.name.clone()).collect();
-    for set in inputs {
-        for &(ix, name) in &wanted_inputs {
-            if let Some(t) = set.get(ix) {
-                let data = tensor_to_f32_vec(t)?;
-                let a = ArrayD::from_shape_vec(t.shape().to_vec(), data)
-                    .map_err(|e| Error::tensor(name, e.to_string()))?;
-                visit(name, &a);
-            }
-        }
-        let outs = loaded.run(set.clone())?;
-        for (name, t) in names.iter().zip(outs) {
-            let data = tensor_to_f32_vec(&t)?;
-            let a = ArrayD::from_shape_vec(t.shape().to_vec(), data)
-                .map_err(|e| Error::tensor(name, e.to_string()))?;
-            visit(name, &a);
-        }
-    }
-    Ok(())
-}
-
-/// The graph outputs of `model` on every input set, in output order.
-pub fn run_outputs(
-    model: &OnnxModel,
-    inputs: &[Vec<TractTensor>],
-    input_shapes: &[InputShape],
-) -> Result<Vec<Vec<ArrayD<f32>>>> {
-    let names: Vec<String> = model
-        .graph()
-        .output
-        .iter()
-        .map(|o| o.name.clone())
-        .collect();
-    let mut per_sample: Vec<Vec<ArrayD<f32>>> = Vec::new();
-    let mut current: Vec<ArrayD<f32>> = Vec::new();
-    run_with_outputs(model, &[], inputs, input_shapes, &mut |name, a| {
-        if names.first().is_some_and(|n| n == name) && !current.is_empty() {
-            per_sample.push(std::mem::take(&mut current));
-        }
-        current.push(a.clone());
-    })?;
-    if !current.is_empty() {
-        per_sample.push(current);
-    }
-    Ok(per_sample)
 }
