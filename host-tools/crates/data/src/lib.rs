@@ -278,6 +278,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn training_and_calibration_take_their_kinds_of_the_one_grammar() {
+        use crate::calib::CalibSpec;
+        assert_eq!("mnist".parse::<DataSpec>().unwrap(), DataSpec::Mnist);
+        assert_eq!("mnist".parse::<CalibSpec>().unwrap(), CalibSpec::Mnist);
+        let e = "ppocr-text".parse::<DataSpec>().unwrap_err().to_string();
+        assert!(e.contains("ppocr-text data is not training data"), "{e}");
+        let e = "folder:x".parse::<CalibSpec>().unwrap_err().to_string();
+        assert!(e.contains("folder data is not calibration data"), "{e}");
+    }
+
+    #[test]
     fn data_specs_parse_and_print() {
         assert_eq!("mnist".parse::<DataSpec>().unwrap(), DataSpec::Mnist);
         assert_eq!(
