@@ -16,8 +16,10 @@ pub mod augment;
 pub mod calib;
 pub mod folder;
 pub mod mnist;
+pub mod pickle;
 pub mod pixels;
 pub mod spec;
+pub mod torch;
 pub mod tracking;
 
 pub use edgeslim_onnx::{Error, Result};
