@@ -2,7 +2,17 @@
 //! (`inspect::run`) and the tracker (`track::live::run`) both publish through [`View`], so
 //! neither loop has a `#[cfg(feature = "serve")]` inside it.
 
+use crate::error::{Result, RuntimeError};
 use std::time::Instant;
+
+/// A frame as the JPEG the live view streams (and recordings keep), at `quality` (1-100).
+pub fn encode_jpeg(img: &image::RgbImage, quality: u8) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(img)
+        .map_err(|e| RuntimeError::Other(format!("encoding a JPEG frame: {e}")))?;
+    Ok(out)
+}
 
 /// How the frames reach the viewers, for the page's own status line.
 #[derive(Debug, Clone, Default)]

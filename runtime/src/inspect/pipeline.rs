@@ -69,14 +69,6 @@ pub struct InspectSummary {
     pub records: Vec<Record>,
 }
 
-fn encode_jpeg(img: &image::RgbImage, quality: u8) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-        .encode_image(img)
-        .ok()?;
-    Some(out)
-}
-
 /// Run the line until the source ends (or `max_frames`). `on_record` sees each verdict as it
 /// happens (the binary prints it).
 pub fn run(
@@ -168,7 +160,7 @@ pub fn run(
         let wants_view = view.is_some_and(|v| v.has_viewers());
         if wants_view || cfg.save_overlays.is_some() {
             let img = overlay(&frame.image, &insp, inspector.meta.map.as_ref());
-            if let Some(jpeg) = encode_jpeg(&img, cfg.jpeg_quality) {
+            if let Ok(jpeg) = crate::view::encode_jpeg(&img, cfg.jpeg_quality) {
                 if let Some(dir) = &cfg.save_overlays {
                     let p = dir.join(format!("{:06}.jpg", frame.index));
                     crate::fsutil::write_atomic(&p, &jpeg)?;

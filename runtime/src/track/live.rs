@@ -312,12 +312,11 @@ fn next_init(view: &dyn View) -> Option<Rect> {
     last
 }
 
+/// The quality the tracker's page and recordings use.
+const JPEG_QUALITY: u8 = 80;
+
 fn jpeg(img: &image::RgbImage) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 80)
-        .encode_image(img)
-        .map_err(|e| RuntimeError::Other(format!("encoding a JPEG frame: {e}")))?;
-    Ok(buf)
+    crate::view::encode_jpeg(img, JPEG_QUALITY)
 }
 
 /// The board's outputs that follow the target: a pan-tilt head (which may carry the status LED)

@@ -315,45 +315,34 @@ fn materialise(v: &View, storages: &HashMap<&str, Storage>, what: &str) -> Resul
             index[ax] = 0;
         }
     }
-    let at = |o: usize| &s.bytes[o * size..(o + 1) * size];
     let values = match s.kind {
-        "FloatStorage" => Values::F32(
-            offsets
-                .iter()
-                .map(|&o| f32::from_le_bytes(at(o).try_into().unwrap_or([0; 4])))
-                .collect(),
-        ),
-        "DoubleStorage" => Values::F32(
-            offsets
-                .iter()
-                .map(|&o| f64::from_le_bytes(at(o).try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-        ),
-        "HalfStorage" => Values::F32(
-            offsets
-                .iter()
-                .map(|&o| half_to_f32(u16::from_le_bytes(at(o).try_into().unwrap_or([0; 2]))))
-                .collect(),
-        ),
-        "LongStorage" => Values::I64(
-            offsets
-                .iter()
-                .map(|&o| i64::from_le_bytes(at(o).try_into().unwrap_or([0; 8])))
-                .collect(),
-        ),
-        "IntStorage" => Values::I64(
-            offsets
-                .iter()
-                .map(|&o| i32::from_le_bytes(at(o).try_into().unwrap_or([0; 4])) as i64)
-                .collect(),
-        ),
-        _ => Values::I64(offsets.iter().map(|&o| at(o)[0] as i64).collect()),
+        "FloatStorage" => Values::F32(decode(s.bytes, &offsets, f32::from_le_bytes)),
+        "DoubleStorage" => Values::F32(decode(s.bytes, &offsets, |b| f64::from_le_bytes(b) as f32)),
+        "HalfStorage" => Values::F32(decode(s.bytes, &offsets, |b| {
+            half_to_f32(u16::from_le_bytes(b))
+        })),
+        "LongStorage" => Values::I64(decode(s.bytes, &offsets, i64::from_le_bytes)),
+        "IntStorage" => Values::I64(decode(s.bytes, &offsets, |b| i32::from_le_bytes(b) as i64)),
+        _ => Values::I64(decode(s.bytes, &offsets, |b: [u8; 1]| b[0] as i64)),
     };
     Ok(Tensor {
         name: v.name.clone(),
         shape: v.shape.clone(),
         values,
     })
+}
+
+/// The elements at `offsets` of a storage of `N`-byte little-endian elements (the offsets
+/// were checked against the storage's length).
+fn decode<const N: usize, T>(bytes: &[u8], offsets: &[usize], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    offsets
+        .iter()
+        .map(|&o| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(&bytes[o * N..(o + 1) * N]);
+            f(b)
+        })
+        .collect()
 }
 
 /// IEEE half to f32 (subnormals, infinities and NaN included).
