@@ -5,8 +5,11 @@
 //! ONNX Runtime side by side; render one HTML report; print a short table.
 //!
 //! Then the tracking part ([`tracking`]): the committed zoo Siamese tracker pruned, both
-//! benchmarked, both evaluated on generated sequences, with a strip of annotated frames.
+//! benchmarked, both evaluated on generated sequences, with a strip of annotated frames; and
+//! the pretrained classifier part ([`classifier`]): EfficientNet-Lite0 (ImageNet) pruned,
+//! both timed, their agreement measured without labels on real photographs.
 
+pub mod classifier;
 pub mod tracking;
 
 use crate::assets::Assets;
@@ -30,6 +33,8 @@ pub struct DemoOptions {
     pub ocr: bool,
     /// The tracking part, with this tracker folder (`template.onnx` + `search.onnx`).
     pub tracker: Option<PathBuf>,
+    /// The pretrained classifier part, with this EfficientNet-Lite0 model.
+    pub classifier: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -40,6 +45,7 @@ impl Default for DemoOptions {
             quick: false,
             ocr: true,
             tracker: tracking::default_tracker(),
+            classifier: classifier::default_model(),
         }
     }
 }
@@ -59,6 +65,7 @@ pub struct DemoRow {
 pub struct DemoSummary {
     pub rows: Vec<DemoRow>,
     pub tracking: Option<tracking::TrackingDemo>,
+    pub classifier: Option<classifier::ClassifierDemo>,
     pub report: PathBuf,
 }
 
@@ -92,9 +99,9 @@ fn bench(path: &Path, m: &DemoModel, label: String, opts: &DemoOptions) -> Resul
 
 pub fn run_demo(opts: &DemoOptions, progress: &dyn Fn(&str)) -> Result<DemoSummary> {
     let assets = Assets::open();
-    if !opts.ocr && opts.tracker.is_none() {
+    if !opts.ocr && opts.tracker.is_none() && opts.classifier.is_none() {
         return Err(crate::Error::Invalid(
-            "the demo has nothing to do: no OCR part and no tracker".into(),
+            "the demo has nothing to do: no OCR part, no tracker and no classifier".into(),
         ));
     }
     if !assets.is_complete() {
@@ -189,16 +196,31 @@ pub fn run_demo(opts: &DemoOptions, progress: &dyn Fn(&str)) -> Result<DemoSumma
         }
         None => None,
     };
+    let classifier = match &opts.classifier {
+        Some(model) => {
+            let c = classifier::run(model, &opts.out_dir, opts.threads, opts.quick, progress)?;
+            extra += &classifier::section(&c);
+            Some(c)
+        }
+        None => None,
+    };
     let report = opts.out_dir.join("report.html");
-    let title = match (opts.ocr, track.is_some()) {
-        (true, true) => "edgeslim demo: PP-OCR and a Siamese tracker on tract and ONNX Runtime",
-        (false, true) => "edgeslim demo: a Siamese tracker, original and pruned",
+    let title = match (opts.ocr, track.is_some(), classifier.is_some()) {
+        (true, true, true) => {
+            "edgeslim demo: PP-OCR, a Siamese tracker and EfficientNet-Lite0 on tract and ONNX Runtime"
+        }
+        (true, true, false) => {
+            "edgeslim demo: PP-OCR and a Siamese tracker on tract and ONNX Runtime"
+        }
+        (false, true, _) => "edgeslim demo: a Siamese tracker, original and pruned",
+        (false, false, true) => "edgeslim demo: EfficientNet-Lite0, original and pruned",
         _ => "edgeslim demo: PP-OCR on tract and ONNX Runtime",
     };
     write_html_with(&inputs, title, &extra, &report)?;
     Ok(DemoSummary {
         rows,
         tracking: track,
+        classifier,
         report,
     })
 }
@@ -291,6 +313,9 @@ pub fn render_summary(s: &DemoSummary) -> String {
             );
         }
         let _ = writeln!(out, "frames: {}", t.dir.join("clip").display());
+    }
+    if let Some(c) = &s.classifier {
+        out += &classifier::summary(c);
     }
     let _ = writeln!(out, "\nreport: {}", s.report.display());
     out

@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use edgeslim::demo::{render_summary, run_demo, tracking, DemoOptions};
+use edgeslim::demo::{classifier, render_summary, run_demo, tracking, DemoOptions};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -7,11 +7,14 @@ enum Part {
     All,
     Ocr,
     Tracking,
+    Classifier,
 }
 
 /// The main job on built-in defaults: fetch real models, inspect, optimise and benchmark
 /// PP-OCR cls and det on tract and ONNX Runtime; prune the zoo Siamese tracker, benchmark and
-/// evaluate it against the original on generated sequences; write edgeslim-demo/report.html.
+/// evaluate it against the original on generated sequences; prune the ImageNet
+/// EfficientNet-Lite0 and compare it with the original on photographs; write
+/// edgeslim-demo/report.html.
 #[derive(clap::Args)]
 pub struct Args {
     /// Where to write models, JSON reports and report.html.
@@ -32,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let tracker = if a.part == Part::Ocr {
+    let tracker = if matches!(a.part, Part::Ocr | Part::Classifier) {
         None
     } else {
         match a.tracker.or_else(tracking::default_tracker) {
@@ -48,12 +51,23 @@ pub fn run(a: Args) -> Result<()> {
             ),
         }
     };
+    let classifier = if matches!(a.part, Part::All | Part::Classifier) {
+        match classifier::default_model() {
+            Some(m) => Some(m),
+            None => bail!(
+                "models/efficientnet-lite0/model.onnx was not found: run from the source tree,                  `edgeslim zoo import efficientnet-lite0`, or --part ocr|tracking"
+            ),
+        }
+    } else {
+        None
+    };
     let opts = DemoOptions {
         out_dir: a.out,
         threads: a.threads.max(1),
         quick: a.quick,
-        ocr: a.part != Part::Tracking,
+        ocr: matches!(a.part, Part::All | Part::Ocr),
         tracker,
+        classifier,
     };
     let summary = run_demo(&opts, &|step| eprintln!("[demo] {step}"))?;
     print!("{}", render_summary(&summary));

@@ -7,6 +7,7 @@ use edgeslim::assets::Assets;
 use edgeslim::bench::{host_bench, Backend, HostBenchConfig};
 use edgeslim::import::card::{ImportCard, Latency, SourceFile};
 use edgeslim::import::catalogue::{self, Builder, Entry};
+use edgeslim::import::convnet::BatchNorm;
 use edgeslim::import::imagenet;
 use edgeslim::onnx::{OnnxModel, SaveOptions};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,10 @@ enum Action {
         /// Timed runs per engine for the card's latency (0: no benchmark).
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Keep the CNNs' BatchNormalization nodes (for `prune --criterion bn` or
+        /// fine-tuning) instead of folding them into the convolutions.
+        #[arg(long)]
+        keep_batchnorm: bool,
     },
     /// The models `import` knows, with their packages and licences.
     List,
@@ -59,10 +64,16 @@ pub fn run(a: Args) -> Result<()> {
             size,
             output,
             runs,
+            keep_batchnorm,
         } => {
             let entry = catalogue::find(&name)?;
             let dir = output.unwrap_or_else(|| default_dir(entry));
-            let card = import(entry, size.unwrap_or(entry.default_size), &dir, runs)?;
+            let bn = if keep_batchnorm {
+                BatchNorm::Keep
+            } else {
+                BatchNorm::Fold
+            };
+            let card = import(entry, size.unwrap_or(entry.default_size), bn, &dir, runs)?;
             println!("{}", card.to_markdown());
             println!("wrote {}", dir.display());
             Ok(())
@@ -79,11 +90,17 @@ fn default_dir(entry: &Entry) -> PathBuf {
 }
 
 /// Import, save, measure and describe one model; returns the card written.
-pub fn import(entry: &Entry, size: usize, dir: &Path, runs: usize) -> Result<ImportCard> {
+pub fn import(
+    entry: &Entry,
+    size: usize,
+    batch_norm: BatchNorm,
+    dir: &Path,
+    runs: usize,
+) -> Result<ImportCard> {
     let assets = Assets::open();
     assets.ensure()?;
     let start = Instant::now();
-    let model = catalogue::import(entry, &assets, size)?;
+    let model = catalogue::import(entry, &assets, size, batch_norm)?;
     let import_seconds = start.elapsed().as_secs_f64();
     let peak_rss_bytes = edgeslim_runtime::device::peak_rss_bytes();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

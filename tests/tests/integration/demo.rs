@@ -104,3 +104,54 @@ fn demo_tracking_part_reports_metrics_speed_and_frames() {
     assert_eq!(html.matches("data:image/png;base64,").count(), 6);
     assert!(out.join("tracking/prune-search/index.html").is_file());
 }
+
+/// `edgeslim demo --part classifier`: the imported EfficientNet-Lite0 pruned, both timed, their
+/// label-free agreement on the 26 photographs, the section in the report.
+#[test]
+fn demo_classifier_part_prunes_times_and_compares_on_photographs() {
+    let _ = assets();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    let r = run(
+        "edgeslim",
+        &[
+            "demo",
+            "--part",
+            "classifier",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("efficientnet-lite0 pruned"),
+        "{}",
+        r.stdout
+    );
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("classifier.json")).unwrap()).unwrap();
+    let f = |k: &str| c[k].as_f64().unwrap();
+    assert!(f("params_after") < 0.7 * f("params_before"));
+    assert!(f("macs_after") < 0.7 * f("macs_before"));
+    assert!(f("tract_ms_before") > 0.0 && f("tract_ms_after") > 0.0);
+    assert_eq!(c["photos"].as_u64(), Some(26));
+    for k in ["top1_agreement", "top5_overlap"] {
+        assert!((0.0..=1.0).contains(&f(k)), "{k}");
+    }
+    // The original names the cat photo a cat class, whatever the pruned model says.
+    let cat = c["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["photo"] == "chelsea.png")
+        .unwrap();
+    let name = cat["original"].as_str().unwrap();
+    assert!(name.contains("cat"), "{name}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Pretrained classifier: EfficientNet-Lite0"));
+    assert_eq!(
+        python_check(&out.join("efficientnet-lite0-pruned.onnx"), None, &[]).checker,
+        "ok"
+    );
+}

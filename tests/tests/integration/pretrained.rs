@@ -129,6 +129,40 @@ fn the_mobilenetv2_backbone_agrees_across_engines() {
     assert!(d <= 1e-4, "tract vs ORT {d}");
     // ReLU6 before the pool: the embedding is in [0, 6].
     assert!(t[0].iter().all(|v| (0.0..=6.0).contains(v)));
+    // With the BatchNormalization nodes kept (for `prune --criterion bn`), the same function.
+    let kept = dir.path().join("bn");
+    run_ok(
+        "edgeslim",
+        &[
+            "zoo",
+            "import",
+            "mobilenetv2",
+            "-o",
+            kept.to_str().unwrap(),
+            "--runs",
+            "0",
+            "--keep-batchnorm",
+        ],
+    );
+    let m = OnnxModel::load(&kept.join("model.onnx")).unwrap();
+    let bns = m
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+        .count();
+    assert_eq!(bns, 52);
+    let x = random(3 * 224 * 224, 7);
+    let (tk, ok) = run_both(
+        &kept.join("model.onnx"),
+        &[("image", vec![1, 3, 224, 224], x)],
+    );
+    assert!(rel_diff(&tk[0], &ok[0]) <= 1e-4);
+    assert!(
+        rel_diff(&tk[0], &t[0]) <= 1e-4,
+        "folded vs kept {}",
+        rel_diff(&tk[0], &t[0])
+    );
 }
 
 #[test]

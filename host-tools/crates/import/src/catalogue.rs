@@ -1,6 +1,7 @@
 //! The pretrained models `edgeslim zoo import` knows: where each comes from (a pinned PyPI
 //! package in the asset cache), its licence, what it computes and how its input is prepared.
 
+use crate::convnet::BatchNorm;
 use crate::state::StateDict;
 use crate::{dinov2, efficientnet_lite, mobilenetv2, Error, Result};
 use edgeslim_data::assets::{self, Assets, PackageSpec, Take};
@@ -116,8 +117,14 @@ pub fn find(name: &str) -> Result<&'static Entry> {
     })
 }
 
-/// Build the ONNX model of `entry` for [1, 3, size, size] inputs from the cached weights.
-pub fn import(entry: &Entry, assets: &Assets, size: usize) -> Result<OnnxModel> {
+/// Build the ONNX model of `entry` for [1, 3, size, size] inputs from the cached weights,
+/// batch norms folded or kept (the CNNs; the ViT has layer norms only).
+pub fn import(
+    entry: &Entry,
+    assets: &Assets,
+    size: usize,
+    batch_norm: BatchNorm,
+) -> Result<OnnxModel> {
     let src = assets.file(entry.asset);
     if !src.exists() {
         return Err(Error::Assets(format!(
@@ -134,13 +141,14 @@ pub fn import(entry: &Entry, assets: &Assets, size: usize) -> Result<OnnxModel> 
     }
     let mut model = match entry.builder {
         Builder::EfficientNetLite => {
-            efficientnet_lite::build(&StateDict::read(&src)?, entry.name, size)?
+            efficientnet_lite::build(&StateDict::read(&src)?, entry.name, size, batch_norm)?
         }
         Builder::MobileNetV2 => mobilenetv2::build(
             &StateDict::read(&src)?,
             entry.name,
             size,
             mobilenetv2::Head::Pooled,
+            batch_norm,
         )?,
         Builder::Dinov2Backbone => dinov2::backbone(OnnxModel::load(&src)?, size)?,
     };

@@ -1,5 +1,8 @@
 //! Writing the ONNX graph of an inverted-residual CNN (MobileNetV2, EfficientNet-Lite) from
-//! its state dict: convolutions with batch norm folded in, ReLU6 as `Clip`, static padding
+//! its state dict: batch norms folded into the convolutions (the deployable graph: measured
+//! 1.5-5 % faster in tract than with the BatchNormalization nodes kept) or kept as nodes like
+//! the original network ([`BatchNorm::Keep`], for `prune --criterion bn` and fine-tuning),
+//! ReLU6 as `Clip`, static padding
 //! for one input size (tract plans a fixed-shape graph best), node and weight names taken
 //! from the PyTorch module paths so a report's layer names can be found in the original code.
 
@@ -31,6 +34,13 @@ impl Padding {
     }
 }
 
+/// Keep batch norms as nodes, or fold them into the convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchNorm {
+    Keep,
+    Fold,
+}
+
 /// The activation after a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
@@ -44,6 +54,7 @@ pub struct ConvNet<'a> {
     sd: &'a StateDict,
     padding: Padding,
     eps: f32,
+    pub batch_norm: BatchNorm,
     /// Channels, height and width of the tensor the last layer produced.
     pub shape: (usize, usize, usize),
     relu6_bounds: Option<(String, String)>,
@@ -79,6 +90,7 @@ impl<'a> ConvNet<'a> {
                 sd,
                 padding,
                 eps,
+                batch_norm: BatchNorm::Fold,
                 shape: (3, size, size),
                 relu6_bounds: None,
             },
@@ -96,7 +108,18 @@ impl<'a> ConvNet<'a> {
         stride: usize,
         act: Act,
     ) -> Result<String> {
-        let f = self.sd.conv_bn(conv, bn, self.eps)?;
+        let (f, stats) = match self.batch_norm {
+            BatchNorm::Fold => (self.sd.conv_bn(conv, bn, self.eps)?, None),
+            BatchNorm::Keep => {
+                let (weight, stats) = self.sd.conv_and_bn(conv, bn)?;
+                let out = weight.dims[0];
+                let f = FoldedConv {
+                    weight,
+                    bias: Tensor::f32(vec![out], vec![0.0; out])?,
+                };
+                (f, Some(stats))
+            }
+        };
         let (c, h, w) = self.shape;
         let groups = if f.in_per_group() == 1 && c > 1 { c } else { 1 };
         if f.in_per_group() * groups != c {
@@ -105,7 +128,10 @@ impl<'a> ConvNet<'a> {
                 f.in_per_group()
             )));
         }
-        let y = self.conv(x, conv, &f, stride, groups)?;
+        let mut y = self.conv(x, conv, &f, stride, groups)?;
+        if let Some(stats) = &stats {
+            y = self.batch_norm_node(&y, bn, stats);
+        }
         let (oh, ow) = (
             self.out_size(h, f.kernel(), stride),
             self.out_size(w, f.kernel(), stride),
@@ -136,13 +162,17 @@ impl<'a> ConvNet<'a> {
         let (t, bm) = self.padding.pads(h, k, stride);
         let (l, r) = self.padding.pads(w, k, stride);
         let wname = self.b.init(&format!("{conv}.weight"), &f.weight);
-        let bname = self.b.init(&format!("{conv}.bias"), &f.bias);
+        let mut inputs = vec![x.to_string(), wname];
+        if self.batch_norm == BatchNorm::Fold {
+            inputs.push(self.b.init(&format!("{conv}.bias"), &f.bias));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let out = format!("{name}.out");
         let s = stride as i64;
         self.b.node_named(
             "Conv",
             &name,
-            &[x, &wname, &bname],
+            &inputs,
             &[&out],
             vec![
                 node::ints("kernel_shape", &[k as i64, k as i64]),
@@ -152,6 +182,24 @@ impl<'a> ConvNet<'a> {
             ],
         );
         Ok(out)
+    }
+
+    fn batch_norm_node(&mut self, x: &str, bn: &str, stats: &[Tensor; 4]) -> String {
+        let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
+            .iter()
+            .zip(stats)
+            .map(|(k, t)| self.b.init(&format!("{bn}.{k}"), t))
+            .collect();
+        let name = display(bn);
+        let out = format!("{name}.out");
+        self.b.node_named(
+            "BatchNormalization",
+            &name,
+            &[x, &names[0], &names[1], &names[2], &names[3]],
+            &[&out],
+            vec![node::float("epsilon", self.eps)],
+        );
+        out
     }
 
     fn relu6(&mut self, x: &str, conv: &str) -> String {

@@ -3,7 +3,9 @@
 //! in the `efficientnet_pytorch` key layout (`_conv_stem`, `_blocks.N._expand_conv`, ...),
 //! with TensorFlow "SAME" padding and batch-norm ε = 1e-3 as the TF checkpoints were trained.
 
-use crate::convnet::{inverted_residual, stage_strides, Act, BlockKeys, ConvNet, Padding};
+use crate::convnet::{
+    inverted_residual, stage_strides, Act, BatchNorm, BlockKeys, ConvNet, Padding,
+};
 use crate::state::StateDict;
 use crate::Result;
 use edgeslim_onnx::OnnxModel;
@@ -26,7 +28,7 @@ fn block_keys(i: usize, sd: &StateDict) -> BlockKeys {
 }
 
 /// The classifier: [1, 3, size, size] → ImageNet logits [1, classes].
-pub fn build(sd: &StateDict, name: &str, size: usize) -> Result<OnnxModel> {
+pub fn build(sd: &StateDict, name: &str, size: usize, batch_norm: BatchNorm) -> Result<OnnxModel> {
     let blocks: Vec<BlockKeys> = (0..)
         .take_while(|i| sd.contains(&format!("_blocks.{i}._project_conv.weight")))
         .map(|i| block_keys(i, sd))
@@ -37,6 +39,7 @@ pub fn build(sd: &StateDict, name: &str, size: usize) -> Result<OnnxModel> {
         .collect::<Result<Vec<usize>>>()?;
     let strides = stage_strides(&widths)?;
     let (mut net, x) = ConvNet::new(name, sd, Padding::TfSame, BN_EPS, INPUT, size);
+    net.batch_norm = batch_norm;
     let mut y = net.conv_bn(&x, "_conv_stem", "_bn0", 2, Act::Relu6)?;
     for (keys, stride) in blocks.iter().zip(strides) {
         y = inverted_residual(&mut net, &y, keys, stride)?;

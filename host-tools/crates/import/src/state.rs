@@ -137,6 +137,28 @@ impl StateDict {
         })
     }
 
+    /// Convolution `conv`'s weight and batch norm `bn`'s (scale, bias, mean, variance), as
+    /// stored: for graphs that keep the BatchNormalization node.
+    pub fn conv_and_bn(&self, conv: &str, bn: &str) -> Result<(Tensor, [Tensor; 4])> {
+        let (shape, w) = self.float(&format!("{conv}.weight"), &[None, None, None, None])?;
+        let out = shape[0];
+        let weight = Tensor::f32(shape, w.to_vec())?;
+        let get = |k: &str| -> Result<Tensor> {
+            let (_, v) = self.float(&format!("{bn}.{k}"), &[Some(out)])?;
+            Tensor::f32(vec![out], v.to_vec())
+        };
+        let bn_tensors = [
+            get("weight")?,
+            get("bias")?,
+            get("running_mean")?,
+            get("running_var")?,
+        ];
+        self.read
+            .borrow_mut()
+            .insert(format!("{bn}.num_batches_tracked"));
+        Ok((weight, bn_tensors))
+    }
+
     /// Fail naming the tensors that were never read: a checkpoint of a related but
     /// different architecture (squeeze-excitation blocks, an extra head) must not import
     /// as if those weights did not exist.
