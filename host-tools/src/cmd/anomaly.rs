@@ -4,10 +4,11 @@ use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
 use edgeslim::anomaly::data::{make_data, Defect, MakeDataOptions};
 use edgeslim::anomaly::finetune::{finetune, trunk_meta, FinetuneOptions};
-use edgeslim::anomaly::{export, fit, FitOptions, Prep, Shrinkage, PPOCR_LAYERS};
+use edgeslim::anomaly::fit::normal_images;
+use edgeslim::anomaly::{backbones, export, fit, FitOptions, ImageScore, Prep, Shrinkage};
 use edgeslim::assets::Assets;
 use edgeslim::onnx::SaveOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Gaussian (Mahalanobis) anomaly detection: fit on good parts only, export one ONNX.
 #[derive(ClapArgs)]
@@ -20,7 +21,7 @@ pub struct Args {
 enum Command {
     /// Fit a detector on normal images and write it as one ONNX graph.
     #[command(
-        after_help = "Examples:\n  edgeslim anomaly make-data --texture brick --seed 1 -o brick\n  edgeslim anomaly fit --normal brick/train/good -o brick.onnx --maps\n  edgeslim anomaly fit --backbone my.onnx --layers layer1.out layer2.out --rgb --normal good/ -o det.onnx\n\nWithout --backbone the PP-OCRv4 detector's backbone from the asset cache is used,\nwith layers p2o.Add.43, p2o.Add.71, p2o.Add.147 (stages 2-4) and its BGR/ImageNet input."
+        after_help = "Examples:\n  edgeslim anomaly make-data --texture brick --seed 1 -o brick\n  edgeslim anomaly fit --normal brick/train/good -o brick.onnx --maps\n  edgeslim anomaly fit --normal coffee/train/good -o coffee.onnx --maps --per-position --image-score map-max\n  edgeslim anomaly fit --backbone my.onnx --layers layer1.out layer2.out --rgb --normal good/ -o det.onnx\n\nWithout --backbone, EfficientNet-Lite0 (ImageNet, `edgeslim zoo import`) imported at the images'\nsize, layers blocks.0.project_conv.out, blocks.2.add.out, blocks.4.add.out, blocks.7.add.out\n(strides 2-16). --backbone ppocr-det: PP-OCRv4's detector (layers p2o.Add.43/71/147, BGR input);\n--backbone mobilenetv2. docs/results/anomaly-backbones.md compares them."
     )]
     Fit(FitArgs),
     /// Fine-tune the backbone on normal images (Mahalanobis loss), early-stopped on synthetic anomalies.
@@ -57,6 +58,14 @@ struct FitArgs {
     /// Location vectors per level for the map Gaussians (sampled evenly with --seed).
     #[arg(long, default_value_t = 50_000)]
     map_samples: usize,
+    /// One map Gaussian per feature-map position (PaDiM) instead of one per level shared by
+    /// every position (needs --maps).
+    #[arg(long, requires = "maps")]
+    per_position: bool,
+    /// The image score: the pooled features' distance, or the anomaly map's maximum (needs
+    /// --maps; finds small defects a pooled score averages away).
+    #[arg(long, value_enum, default_value = "pooled")]
+    image_score: ImageScore,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print the metadata as JSON.
@@ -155,10 +164,11 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 /// The backbone and how its input is prepared: shared by `fit` and `finetune`.
 #[derive(ClapArgs)]
 struct BackboneArgs {
-    /// Backbone ONNX with named intermediate tensors (default: PP-OCRv4 det from the asset cache).
-    #[arg(long)]
+    /// efficientnet-lite0 (default), mobilenetv2 or ppocr-det (PP-OCRv4's detector), or an
+    /// ONNX file with named intermediate tensors (then --layers).
+    #[arg(long, value_name = "NAME|FILE")]
     backbone: Option<PathBuf>,
-    /// Feature tensors, shallow to deep (default for PP-OCRv4 det: its stages 2-4).
+    /// Feature tensors, shallow to deep (default for the named backbones: their stage outputs).
     #[arg(long, num_args = 1..)]
     layers: Vec<String>,
     /// Resize every image to H,W (or S for a square) instead of requiring one size.
@@ -178,30 +188,44 @@ struct BackboneArgs {
     bgr: bool,
 }
 
-/// Backbone path, layers and input preparation: the PP-OCR default, a fine-tuned trunk from
-/// `anomaly finetune` (its layers; the normalisation is inside it), or a user backbone.
-fn resolve_backbone(a: &BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
-    let default_backbone = a.backbone.is_none();
-    let backbone = match &a.backbone {
-        Some(b) => b.clone(),
-        None => {
-            let assets = Assets::open();
-            assets.ensure()?;
-            assets.ppocr_det()
-        }
-    };
-    let trunk = if default_backbone {
+/// Backbone path, layers and input preparation: a named backbone (default
+/// efficientnet-lite0, imported at the images' size), a fine-tuned trunk from `anomaly
+/// finetune` (its layers; the normalisation is inside it), or a user backbone file.
+fn resolve_backbone(a: &BackboneArgs, normal: &Path) -> Result<(PathBuf, Vec<String>, Prep)> {
+    let spec = a
+        .backbone
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(backbones::DEFAULT));
+    let named = if spec.is_file() {
         None
     } else {
-        let m = edgeslim::onnx::OnnxModel::load(&backbone)?;
-        trunk_meta(&m).with_context(|| backbone.display().to_string())?
+        let name = spec.to_string_lossy().into_owned();
+        let (h, w) = match a.size.as_deref().map(parse_size).transpose()? {
+            Some(s) => s,
+            None => normal_images(normal, None)?.1,
+        };
+        match backbones::named(&name, h, w, &Assets::open())? {
+            Some(n) => Some(n),
+            None => anyhow::bail!(
+                "--backbone {name}: neither an ONNX file nor a backbone name ({})",
+                backbones::NAMES.join(", ")
+            ),
+        }
+    };
+    let (backbone, trunk) = match &named {
+        Some(n) => (n.path.clone(), None),
+        None => {
+            let m = edgeslim::onnx::OnnxModel::load(&spec)?;
+            let t = trunk_meta(&m).with_context(|| spec.display().to_string())?;
+            (spec.clone(), t)
+        }
     };
     let layers = if !a.layers.is_empty() {
         a.layers.clone()
     } else if let Some(t) = &trunk {
         t.layers.clone()
-    } else if default_backbone {
-        PPOCR_LAYERS.iter().map(|s| s.to_string()).collect()
+    } else if let Some(n) = &named {
+        n.layers.clone()
     } else {
         anyhow::bail!(
             "--layers: name the feature tensors of {} (list them with `edgeslim inspect`)",
@@ -215,8 +239,8 @@ fn resolve_backbone(a: &BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
             std: [1.0; 3],
             bgr: false,
         }
-    } else if default_backbone {
-        Prep::ppocr()
+    } else if let Some(n) = &named {
+        n.prep.clone()
     } else {
         Prep {
             bgr: false,
@@ -245,7 +269,7 @@ fn resolve_backbone(a: &BackboneArgs) -> Result<(PathBuf, Vec<String>, Prep)> {
 }
 
 fn run_fit(a: FitArgs) -> Result<()> {
-    let (backbone, layers, prep) = resolve_backbone(&a.backbone)?;
+    let (backbone, layers, prep) = resolve_backbone(&a.backbone, &a.normal)?;
     let det = fit(&FitOptions {
         backbone: backbone.clone(),
         layers,
@@ -256,6 +280,8 @@ fn run_fit(a: FitArgs) -> Result<()> {
         fpr: a.fpr,
         maps: a.maps,
         map_samples: a.map_samples.max(1),
+        per_position: a.per_position,
+        image_score: a.image_score,
         seed: a.seed,
         progress: true,
     })?;
@@ -304,7 +330,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
 }
 
 fn run_finetune(a: FinetuneArgs) -> Result<()> {
-    let (backbone, layers, prep) = resolve_backbone(&a.backbone)?;
+    let (backbone, layers, prep) = resolve_backbone(&a.backbone, &a.normal)?;
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&backbone])?;
     let r = finetune(&FinetuneOptions {
         backbone: backbone.clone(),

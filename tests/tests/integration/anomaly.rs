@@ -131,6 +131,8 @@ fn fixture() -> &'static Fixture {
             fpr: 0.0027,
             maps: true,
             map_samples: 20_000,
+            per_position: false,
+            image_score: edgeslim::anomaly::ImageScore::Pooled,
             seed: 0,
             progress: false,
         })
@@ -487,6 +489,8 @@ fn bad_input_gets_one_line_messages() {
             &good,
             "-o",
             &out,
+            "--backbone",
+            "ppocr-det",
             "--layers",
             "p2o.Add.44x",
         ],
@@ -498,6 +502,26 @@ fn bad_input_gets_one_line_messages() {
         r.stderr
     );
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+
+    // A backbone that is neither a file nor a name says which names there are.
+    let r = run(
+        "edgeslim",
+        &[
+            "anomaly",
+            "fit",
+            "--backbone",
+            "resnet50",
+            "--normal",
+            &good,
+            "-o",
+            &out,
+        ],
+    );
+    assert!(
+        r.stderr.contains("--backbone resnet50") && r.stderr.contains("efficientnet-lite0"),
+        "{}",
+        r.stderr
+    );
 
     // Mixed sizes name both files and the way out.
     let mixed = d.path().join("mixed");
@@ -530,7 +554,16 @@ fn bad_input_gets_one_line_messages() {
     }
     let r = run_ok(
         "edgeslim",
-        &["anomaly", "fit", "--normal", &s(&few), "-o", &out],
+        &[
+            "anomaly",
+            "fit",
+            "--backbone",
+            "ppocr-det",
+            "--normal",
+            &s(&few),
+            "-o",
+            &out,
+        ],
     );
     assert!(
         r.stderr
@@ -544,6 +577,8 @@ fn bad_input_gets_one_line_messages() {
         &[
             "anomaly",
             "fit",
+            "--backbone",
+            "ppocr-det",
             "--normal",
             &s(&few),
             "-o",
@@ -689,7 +724,8 @@ fn finetune_lowers_the_objective_and_its_trunk_feeds_fit() {
             .iter()
             .map(|l| l.tensor.as_str())
             .collect::<Vec<_>>(),
-        PPOCR_LAYERS.to_vec()
+        edgeslim::anomaly::backbones::EFFICIENTNET_LAYERS.to_vec(),
+        "the default backbone's layers"
     );
     let check = edgeslim_e2e::python_check(&det, None, &[]);
     assert_eq!(check.checker, "ok", "onnx.checker: {}", check.checker);
@@ -739,4 +775,81 @@ fn finetune_lowers_the_objective_and_its_trunk_feeds_fit() {
         r.stderr
     );
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+}
+
+/// One Gaussian per map position with the map's maximum as the image score: the exported
+/// graph (batched per-position MatMuls, ReduceMax) computes what the host computes, in tract
+/// and in ONNX Runtime, and passes the checker.
+#[test]
+fn per_position_map_max_detector_matches_host_and_both_engines() {
+    let f = fixture();
+    let a = assets();
+    let det = fit(&FitOptions {
+        backbone: a.ppocr_det(),
+        layers: PPOCR_LAYERS.iter().map(|s| s.to_string()).collect(),
+        normal: f.data.join("train/good"),
+        size: None,
+        prep: Prep::ppocr(),
+        shrinkage: Shrinkage::LedoitWolf,
+        fpr: 0.0027,
+        maps: true,
+        map_samples: 20_000,
+        per_position: true,
+        image_score: edgeslim::anomaly::ImageScore::MapMax,
+        seed: 0,
+        progress: false,
+    })
+    .unwrap();
+    let positions = det.levels[0].positions.as_ref().unwrap();
+    let [_, gh, gw] = det.trunk.shapes[0];
+    assert_eq!(positions.len(), gh * gw);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pp.onnx");
+    export(&det)
+        .unwrap()
+        .save(&path, &SaveOptions::default())
+        .unwrap();
+    assert_eq!(edgeslim_e2e::python_check(&path, None, &[]).checker, "ok");
+    let ex = det.trunk.extractor().unwrap();
+    let insp = Inspector::load(&path, 1).unwrap();
+    let mut ort = edgeslim::engines::ort::OrtSession::load(&path, 1).unwrap();
+    for p in test_images(f) {
+        let img = edgeslim::anomaly::fit::open_rgb(&p).unwrap();
+        let feats = ex.extract(&img).unwrap();
+        let host_map = det.map(&feats);
+        let host = det.image_score(&feats);
+        let max = host_map.iter().fold(f32::MIN, |m, v| m.max(*v)) as f64;
+        assert!(
+            (host - max).abs() < 1e-9,
+            "the image score is the map's maximum"
+        );
+        let r = insp.inspect(&img, det.meta.image.threshold).unwrap();
+        assert!(
+            (r.score - host).abs() <= 1e-4 * host.abs().max(1.0),
+            "{}: graph {} vs host {host}",
+            p.display(),
+            r.score
+        );
+        let x = edgeslim_runtime::inspect::frame_tensor(&img, det.meta.height, det.meta.width);
+        let x = ndarray::ArrayD::from_shape_vec(
+            ndarray::IxDyn(x.shape()),
+            edgeslim_runtime::input::tensor_to_f32_vec(&x).unwrap(),
+        )
+        .unwrap();
+        let out = ort.run(&[(det.meta.input.clone(), x)]).unwrap();
+        let score = out
+            .iter()
+            .find(|(n, _)| n == "score")
+            .unwrap()
+            .1
+            .iter()
+            .next()
+            .copied()
+            .unwrap();
+        assert!(
+            (score as f64 - r.score).abs() <= 1e-4 * r.score.abs().max(1.0),
+            "ORT {score} vs tract {}",
+            r.score
+        );
+    }
 }

@@ -5,7 +5,10 @@
 //!   image: GlobalAveragePool → Flatten → Sub μ → MatMul W → Mul (square) → MatMul 1ᵏ → Sqrt
 //!   map:   Transpose to [1, h, w, C] → Sub μ → MatMul W → square → MatMul 1ᵏ → Sqrt
 //!          → Transpose to [1, 1, h, w] → Resize (bilinear, half_pixel) to [1, 1, H, W]
-//! and the levels are added. Summing through a MatMul with a ones vector (rather than
+//! and the levels are added. With one Gaussian per position (P = h·w positions), the map is
+//!   Transpose → Reshape [P, 1, C] → Sub μ [P, 1, C] → MatMul W [P, C, C] (batched) → square →
+//!   MatMul 1ᵏ → Sqrt → Reshape [1, 1, h, w] → Resize,
+//! and with the map-max image score, the score is ReduceMax of the summed map. Summing through a MatMul with a ones vector (rather than
 //! ReduceSum) keeps the graph valid for every opset the backbone may use: ReduceSum moved its
 //! axes from an attribute to an input at opset 13.
 
@@ -77,6 +80,62 @@ impl Emitter<'_> {
     }
 }
 
+impl Emitter<'_> {
+    /// Per-position distances of `x_nhwc` [1, h, w, C] under `gaussians` (one per position,
+    /// row-major): [1, 1, h, w].
+    fn per_position(
+        &mut self,
+        prefix: &str,
+        x_nhwc: &str,
+        gaussians: &[(crate::gaussian::Gaussian, Vec<f64>)],
+        k: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<String> {
+        let p = h * w;
+        let mut mean = Vec::with_capacity(p * k);
+        let mut white = Vec::with_capacity(p * k * k);
+        for (g, _) in gaussians {
+            mean.extend(g.mean.iter().map(|&v| v as f32));
+            white.extend(g.whitening.iter().map(|&v| v as f32));
+        }
+        let rows = self.init(
+            &format!("{prefix}.rows"),
+            Tensor::i64(vec![3], vec![p as i64, 1, k as i64])?,
+        );
+        let mu = self.init(&format!("{prefix}.mean"), Tensor::f32(vec![p, 1, k], mean)?);
+        let wt = self.init(
+            &format!("{prefix}.whitening"),
+            Tensor::f32(vec![p, k, k], white)?,
+        );
+        let ones = self.init(
+            &format!("{prefix}.ones"),
+            Tensor::f32(vec![k, 1], vec![1.0; k])?,
+        );
+        let grid = self.init(
+            &format!("{prefix}.grid"),
+            Tensor::i64(vec![4], vec![1, 1, h as i64, w as i64])?,
+        );
+        let r = self.op(
+            "Reshape",
+            &format!("{prefix}.per_position"),
+            &[x_nhwc, &rows],
+            vec![],
+        );
+        let d = self.op("Sub", &format!("{prefix}.centred"), &[&r, &mu], vec![]);
+        let z = self.op("MatMul", &format!("{prefix}.whitened"), &[&d, &wt], vec![]);
+        let z2 = self.op("Mul", &format!("{prefix}.squared"), &[&z, &z], vec![]);
+        let s = self.op("MatMul", &format!("{prefix}.d2"), &[&z2, &ones], vec![]);
+        let dist = self.op("Sqrt", &format!("{prefix}.distance"), &[&s], vec![]);
+        Ok(self.op(
+            "Reshape",
+            &format!("{prefix}.nchw"),
+            &[&dist, &grid],
+            vec![],
+        ))
+    }
+}
+
 /// Sum tensors with a chain of Adds (Sum would do, but Add is the op every engine fuses).
 fn add_all(e: &mut Emitter, parts: &[String], base: &str) -> String {
     let mut acc = parts[0].clone();
@@ -115,20 +174,29 @@ pub fn export(det: &Detector) -> Result<OnnxModel> {
             &lf.image.whitening,
             k,
         )?);
-        if let Some(g) = &lf.map {
+        if lf.map.is_some() || lf.positions.is_some() {
             let t = e.op(
                 "Transpose",
                 &format!("{p}.nhwc"),
                 &[name],
                 vec![node::ints("perm", &[0, 2, 3, 1])],
             );
-            let d = e.mahalanobis(&format!("{p}.map"), &t, &g.mean, &g.whitening, k)?;
-            let nchw = e.op(
-                "Transpose",
-                &format!("{p}.map.nchw"),
-                &[&d],
-                vec![node::ints("perm", &[0, 3, 1, 2])],
-            );
+            let nchw = match (&lf.positions, &lf.map) {
+                (Some(ps), _) => {
+                    let [_, gh, gw] = det.trunk.shapes[l];
+                    e.per_position(&format!("{p}.map"), &t, ps, k, gh, gw)?
+                }
+                (None, Some(g)) => {
+                    let d = e.mahalanobis(&format!("{p}.map"), &t, &g.mean, &g.whitening, k)?;
+                    e.op(
+                        "Transpose",
+                        &format!("{p}.map.nchw"),
+                        &[&d],
+                        vec![node::ints("perm", &[0, 3, 1, 2])],
+                    )
+                }
+                (None, None) => unreachable!("checked by the enclosing if"),
+            };
             let roi = e.init(&format!("{p}.roi"), Tensor::f32(vec![0], vec![])?);
             let scales = e.init(&format!("{p}.scales"), Tensor::f32(vec![0], vec![])?);
             let sizes = e.init(
@@ -147,8 +215,17 @@ pub fn export(det: &Detector) -> Result<OnnxModel> {
             map_parts.push(up);
         }
     }
-    // [1, 1] per level → summed → [1].
-    let total = add_all(&mut e, &image_parts, "anomaly.score_sum");
+    let map_sum = (!map_parts.is_empty()).then(|| add_all(&mut e, &map_parts, "anomaly.map_sum"));
+    // [1, 1] per level → summed → [1]; or the map's maximum.
+    let total = match (det.image_score, &map_sum) {
+        (crate::fit::ImageScore::MapMax, Some(m)) => e.op(
+            "ReduceMax",
+            "anomaly.map_max",
+            &[m],
+            vec![node::int("keepdims", 0)],
+        ),
+        _ => add_all(&mut e, &image_parts, "anomaly.score_sum"),
+    };
     let shape1 = e.init("anomaly.shape1", Tensor::i64(vec![1], vec![1])?);
     let score_name = det.meta.score_output.clone();
     e.nodes.push(node::make(
@@ -159,15 +236,9 @@ pub fn export(det: &Detector) -> Result<OnnxModel> {
         vec![],
     ));
     let map_name = det.meta.map_output.clone();
-    if let Some(mn) = &map_name {
-        let sum = add_all(&mut e, &map_parts, "anomaly.map_sum");
-        e.nodes.push(node::make(
-            "Identity",
-            &[&sum],
-            &[mn],
-            "anomaly.map",
-            vec![],
-        ));
+    if let (Some(mn), Some(sum)) = (&map_name, &map_sum) {
+        e.nodes
+            .push(node::make("Identity", &[sum], &[mn], "anomaly.map", vec![]));
     }
     let nodes = std::mem::take(&mut e.nodes);
     let g = model.graph_mut();

@@ -25,8 +25,21 @@ pub struct FitOptions {
     /// At most this many location vectors per level for the map Gaussians (sampled evenly
     /// over the images with `seed`): the estimate is long converged by then.
     pub map_samples: usize,
+    /// One map Gaussian per feature-map position (PaDiM) instead of one shared by all
+    /// positions: a texture's statistics differ with position in aligned parts and photos.
+    pub per_position: bool,
+    /// How the image score is made.
+    pub image_score: ImageScore,
     pub seed: u64,
     pub progress: bool,
+}
+
+/// The image score: the pooled features' distance (Rippel et al. 2020), or the anomaly map's
+/// maximum (PaDiM), which a small defect in a busy texture cannot be averaged away from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageScore {
+    Pooled,
+    MapMax,
 }
 
 /// One level's Gaussians.
@@ -34,6 +47,8 @@ pub struct FitOptions {
 pub struct LevelFit {
     pub image: Gaussian,
     pub map: Option<Gaussian>,
+    /// Per-position map Gaussians (row-major over the level's grid) and their precisions.
+    pub positions: Option<Vec<(Gaussian, Vec<f64>)>>,
     /// Precision matrices (Σ⁻¹) for the host-side scores.
     pub image_precision: Vec<f64>,
     pub map_precision: Option<Vec<f64>>,
@@ -47,6 +62,7 @@ pub struct Detector {
     pub meta: DetectorMeta,
     /// Things the user should know (shrinkage carrying a singular covariance, ...).
     pub notes: Vec<String>,
+    pub image_score: ImageScore,
 }
 
 /// The normal images, all of one size unless `size` is given.
@@ -118,6 +134,23 @@ pub fn fit(o: &FitOptions) -> Result<Detector> {
     let nl = trunk.layers.len();
     let mut pooled: Vec<Vec<f64>> = vec![Vec::new(); nl];
     let mut located: Vec<Vec<f64>> = vec![Vec::new(); nl];
+    if o.image_score == ImageScore::MapMax && !o.maps {
+        return Err(Error::option(
+            "image_score",
+            "map-max scores images by their anomaly map: add --maps",
+        ));
+    }
+    let per_position = o.maps && o.per_position;
+    // Per level, every image's vector at every position, laid out [position][image][channel].
+    let mut at_position: Vec<Vec<f64>> = if per_position {
+        trunk
+            .shapes
+            .iter()
+            .map(|[c, gh, gw]| vec![0.0; gh * gw * n * c])
+            .collect()
+    } else {
+        vec![Vec::new(); nl]
+    };
     // Feature maps kept for the map's normal statistics (a bounded number of images).
     let keep_maps = if o.maps { n.min(64) } else { 0 };
     let mut kept: Vec<Vec<FeatureMap>> = Vec::new();
@@ -128,7 +161,14 @@ pub fn fit(o: &FitOptions) -> Result<Detector> {
         let feats = ex.extract(&open_rgb(f)?)?;
         for (l, fm) in feats.iter().enumerate() {
             pooled[l].extend(fm.pooled());
-            if o.maps {
+            if per_position {
+                let c = fm.c;
+                for at in 0..fm.h * fm.w {
+                    fm.at(at / fm.w, at % fm.w, &mut v);
+                    let base = (at * n + i) * c;
+                    at_position[l][base..base + c].copy_from_slice(&v);
+                }
+            } else if o.maps {
                 let locs = fm.h * fm.w;
                 let per_image = (o.map_samples / n).clamp(1, locs);
                 for s in 0..per_image {
@@ -173,7 +213,34 @@ pub fn fit(o: &FitOptions) -> Result<Detector> {
                 image.shrinkage
             ));
         }
-        let map = if o.maps {
+        let positions = if per_position {
+            let pb = progress(
+                gh * gw,
+                &format!("level {l}: per-position Gaussians"),
+                o.progress,
+            );
+            let all = (0..gh * gw)
+                .map(|p| {
+                    pb.inc(1);
+                    let g = Gaussian::fit(
+                        &Samples {
+                            data: &at_position[l][p * n * c..(p + 1) * n * c],
+                            n,
+                            k: c,
+                        },
+                        o.shrinkage,
+                        &format!("{what}, position ({}, {})", p / gw, p % gw),
+                    )?;
+                    let precision = g.precision();
+                    Ok((g, precision))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            pb.finish_and_clear();
+            Some(all)
+        } else {
+            None
+        };
+        let map = if o.maps && !per_position {
             let m = located[l].len() / c;
             Some(Gaussian::fit(
                 &Samples {
@@ -192,25 +259,48 @@ pub fn fit(o: &FitOptions) -> Result<Detector> {
             channels: c,
             grid: [gh, gw],
             shrinkage_image: image.shrinkage,
-            shrinkage_map: map.as_ref().map(|g| g.shrinkage).unwrap_or(0.0),
-            chi_quantile: chi2_isf(c, o.fpr).sqrt(),
+            shrinkage_map: match (&map, &positions) {
+                (Some(g), _) => g.shrinkage,
+                (None, Some(ps)) => {
+                    ps.iter().map(|(g, _)| g.shrinkage).sum::<f64>() / ps.len().max(1) as f64
+                }
+                _ => 0.0,
+            },
+            // The map's maximum over P positions passes a per-position quantile at fpr / P
+            // with probability at most fpr (Bonferroni): the threshold for a map-max score.
+            chi_quantile: match o.image_score {
+                ImageScore::Pooled => chi2_isf(c, o.fpr).sqrt(),
+                ImageScore::MapMax => chi2_isf(c, o.fpr / (gh * gw) as f64).sqrt(),
+            },
             samples_image: n,
-            samples_map: map.as_ref().map(|g| g.n).unwrap_or(0),
+            samples_map: match (&map, &positions) {
+                (Some(g), _) => g.n,
+                (None, Some(_)) => n,
+                _ => 0,
+            },
         });
         levels.push(LevelFit {
             image_precision: image.precision(),
             map_precision: map.as_ref().map(|g| g.precision()),
             image,
             map,
+            positions,
         });
     }
     let threshold: f64 = level_meta.iter().map(|l| l.chi_quantile).sum();
-    let rule = format!(
-        "sum over levels of sqrt(chi2_k quantile at 1 - {}) with k = channels per level; exact \
-         for Gaussian features whose levels are comonotonic, conservative (fewer false alarms) \
-         when they are less dependent",
-        o.fpr
-    );
+    let rule = match o.image_score {
+        ImageScore::Pooled => format!(
+            "sum over levels of sqrt(chi2_k quantile at 1 - {}) with k = channels per level; exact \
+             for Gaussian features whose levels are comonotonic, conservative (fewer false alarms) \
+             when they are less dependent",
+            o.fpr
+        ),
+        ImageScore::MapMax => format!(
+            "sum over levels of sqrt(chi2_k quantile at 1 - {} / P) with k = channels and P = \
+             positions per level: a Bonferroni bound for the maximum of the map",
+            o.fpr
+        ),
+    };
     let mut det = Detector {
         meta: DetectorMeta {
             format: FORMAT,
@@ -230,9 +320,21 @@ pub fn fit(o: &FitOptions) -> Result<Detector> {
                 normal_max: 0.0,
             },
             map: None,
-            combine: "score = sum over levels of the Mahalanobis distance sqrt(d^2); the map sums \
-                      the per-location distances after bilinear upsampling to the input size"
-                .into(),
+            combine: format!(
+                "{}; the map sums the per-location distances ({}) after bilinear upsampling to \
+                 the input size",
+                match o.image_score {
+                    ImageScore::Pooled =>
+                        "score = sum over levels of the Mahalanobis distance \
+                                           sqrt(d^2) of the pooled features",
+                    ImageScore::MapMax => "score = the maximum of the anomaly map",
+                },
+                if per_position {
+                    "one Gaussian per position"
+                } else {
+                    "one Gaussian per level, shared by all positions"
+                }
+            ),
             backbone: o
                 .backbone
                 .file_name()
@@ -244,19 +346,25 @@ pub fn fit(o: &FitOptions) -> Result<Detector> {
         trunk,
         levels,
         notes,
+        image_score: ImageScore::Pooled,
     };
+    det.image_score = o.image_score;
     // Normal statistics (in-sample) for the normalisation anchor and for the user to judge.
-    let scores: Vec<f64> = (0..n)
-        .map(|i| {
-            let f: Vec<Vec<f64>> = (0..nl)
-                .map(|l| {
-                    let c = det.trunk.shapes[l][0];
-                    pooled[l][i * c..(i + 1) * c].to_vec()
-                })
-                .collect();
-            det.image_score_pooled(&f)
-        })
-        .collect();
+    let scores: Vec<f64> = if o.image_score == ImageScore::MapMax {
+        kept.iter().map(|f| det.image_score(f)).collect()
+    } else {
+        (0..n)
+            .map(|i| {
+                let f: Vec<Vec<f64>> = (0..nl)
+                    .map(|l| {
+                        let c = det.trunk.shapes[l][0];
+                        pooled[l][i * c..(i + 1) * c].to_vec()
+                    })
+                    .collect();
+                det.image_score_pooled(&f)
+            })
+            .collect()
+    };
     det.meta.image = score_meta(&scores, threshold, &rule);
     if o.maps {
         let mut pixels = Vec::new();
@@ -328,6 +436,12 @@ impl Detector {
 
     /// The image score of an image's feature maps (host computation, f64).
     pub fn image_score(&self, feats: &[FeatureMap]) -> f64 {
+        if self.image_score == ImageScore::MapMax {
+            return self
+                .map(feats)
+                .into_iter()
+                .fold(f64::NEG_INFINITY, |m, v| m.max(v as f64));
+        }
         let pooled: Vec<Vec<f64>> = feats.iter().map(|f| f.pooled()).collect();
         self.image_score_pooled(&pooled)
     }
@@ -338,14 +452,19 @@ impl Detector {
         let mut total = vec![0.0f64; oh * ow];
         let mut v = Vec::new();
         for (lf, fm) in self.levels.iter().zip(feats) {
-            let (Some(g), Some(p)) = (&lf.map, &lf.map_precision) else {
-                return Vec::new();
-            };
             let mut d = vec![0.0; fm.h * fm.w];
             for y in 0..fm.h {
                 for x in 0..fm.w {
                     fm.at(y, x, &mut v);
-                    d[y * fm.w + x] = g.mahalanobis2(p, &v).max(0.0).sqrt();
+                    let d2 = match (&lf.positions, &lf.map, &lf.map_precision) {
+                        (Some(ps), _, _) => {
+                            let (g, p) = &ps[y * fm.w + x];
+                            g.mahalanobis2(p, &v)
+                        }
+                        (None, Some(g), Some(p)) => g.mahalanobis2(p, &v),
+                        _ => return Vec::new(),
+                    };
+                    d[y * fm.w + x] = d2.max(0.0).sqrt();
                 }
             }
             for (t, u) in total

@@ -9,6 +9,7 @@
 //! Fine-tuning the backbone (`edgeslim anomaly finetune`, [`finetune`]) slots in before `fit`:
 //! it writes a fine-tuned trunk ONNX that `fit` takes as its backbone.
 
+pub mod backbones;
 pub mod chi2;
 pub mod data;
 pub mod eval;
@@ -21,7 +22,7 @@ pub mod metrics;
 
 pub use export::export;
 pub use features::{Prep, Trunk, PPOCR_LAYERS};
-pub use fit::{fit, Detector, FitOptions};
+pub use fit::{fit, Detector, FitOptions, ImageScore};
 pub use gaussian::Shrinkage;
 
 pub use edgeslim_onnx::{Error, Result};
