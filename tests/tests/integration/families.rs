@@ -513,3 +513,70 @@ fn bad_family_configs_name_the_field() {
         .to_string();
     assert!(e.contains("backbone.conv1.weight"), "{e}");
 }
+
+/// The Siamese family on a pretrained backbone (ImageNet MobileNetV2 cut after block 3): the
+/// geometry matches the own backbone's (17×17 responses at stride 4), the runtime pair passes
+/// the checker and agrees between engines, and the backbone holds the imported weights.
+#[test]
+fn siamese_on_pretrained_mobilenetv2_builds_and_holds_the_imported_weights() {
+    edgeslim_e2e::assets();
+    let cfg = SiameseConfig {
+        pretrained: Some("mobilenetv2".into()),
+        pretrained_blocks: 3,
+        ..Default::default()
+    };
+    cfg.validate().unwrap();
+    assert_eq!(
+        (
+            cfg.template_features(),
+            cfg.search_features(),
+            cfg.response_size()
+        ),
+        (16, 32, 17)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let template = siamese::build_template(&cfg).unwrap();
+    let search = siamese::build_search(&cfg).unwrap();
+    // The backbone's weights are the checkpoint's (batch norm folded into the first conv).
+    let sd = edgeslim::import::state::StateDict::read(
+        &edgeslim_e2e::assets().file(edgeslim::assets::MOBILENETV2_PT),
+    )
+    .unwrap();
+    let folded = sd.conv_bn("features.0.0", "features.0.1", 1e-5).unwrap();
+    let w = Tensor::from_proto(template.initializer("features.0.0.weight").unwrap()).unwrap();
+    assert_eq!(w.to_f32_vec(), folded.weight.to_f32_vec());
+    assert!(
+        template.initializer("features.4.conv.0.weight").is_none(),
+        "cut after block 3"
+    );
+    let ptm = save(&template, dir.path(), "template.onnx");
+    let psr = save(&search, dir.path(), "search.onnx");
+    assert_eq!(python_check(&ptm, None, &[]).checker, "ok");
+    assert_eq!(
+        python_check(&psr, None, &["--input-shape", "search=3,3,127,127"]).checker,
+        "ok"
+    );
+    let (t, s, c) = (cfg.template_size, cfg.search_size, cfg.channels());
+    let kernel = assert_engines_agree(
+        &ptm,
+        &[("template", vec![1, 3, t, t], random(3 * t * t, 1))],
+    );
+    assert_eq!(kernel[0].len(), c * 16 * 16);
+    let r = assert_engines_agree(
+        &psr,
+        &[
+            ("search", vec![2, 3, s, s], random(2 * 3 * s * s, 2)),
+            ("kernel", vec![c, 1, 16, 16], kernel[0].clone()),
+        ],
+    );
+    assert_eq!(r[0].len(), 2 * 17 * 17);
+    let e = SiameseConfig {
+        pretrained: Some("mobilenetv2".into()),
+        pretrained_blocks: 6,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("stride") && e.contains("block 6"), "{e}");
+}

@@ -522,3 +522,67 @@ fn bad_input_fails_early_with_a_one_line_error_and_no_file() {
     assert!(out.exists(), "the best checkpoint so far is written");
     assert_eq!(python_check(&out, None, &[]).checker, "ok");
 }
+
+/// A tracker recipe on the pretrained MobileNetV2 backbone trains only the neck and the head:
+/// the frozen backbone's weights come out exactly as imported.
+#[test]
+fn pretrained_tracker_recipe_trains_neck_and_head_only() {
+    assets();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        dir.path(),
+        "mnv2-tracker",
+        r#"name = "mnv2-tracker"
+seed = 2
+output = "tracker"
+batch_size = 4
+
+[model]
+family = "siamese"
+widths = [8, 8, 8, 16]
+template_size = 63
+search_size = 127
+stride = 4
+pretrained = "mobilenetv2"
+pretrained_blocks = 3
+
+[data]
+spec = "tracking:1"
+pairs_per_epoch = 8
+val_pairs = 4
+
+[optimizer]
+kind = "adamw"
+lr = 0.01
+
+[schedule]
+epochs = 1
+warmup_epochs = 0
+kind = "cosine"
+"#,
+    );
+    run_ok("edgeslim", &["train", s(&recipe), "--quiet"]);
+    let out = dir.path().join("tracker");
+    let trained = edgeslim::onnx::OnnxModel::load(&out.join("template.onnx")).unwrap();
+    let fresh = edgeslim::train::families::siamese::build_template(
+        &edgeslim::train::families::siamese::SiameseConfig {
+            widths: [8, 8, 8, 16],
+            pretrained: Some("mobilenetv2".into()),
+            seed: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let get = |m: &edgeslim::onnx::OnnxModel, n: &str| {
+        edgeslim::onnx::Tensor::from_proto(m.initializer(n).unwrap())
+            .unwrap()
+            .to_f32_vec()
+    };
+    for name in ["features.0.0.weight", "features.3.conv.6.bias"] {
+        assert_eq!(get(&trained, name), get(&fresh, name), "{name} moved");
+    }
+    assert_ne!(
+        get(&trained, "neck.conv.weight"),
+        get(&fresh, "neck.conv.weight")
+    );
+}

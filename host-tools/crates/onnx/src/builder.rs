@@ -120,6 +120,56 @@ impl GraphBuilder {
             .push(node::make(op, inputs, outputs, name, attrs));
     }
 
+    /// Append another model's graph, fed by `input` (this graph's tensor) in place of its one
+    /// graph input: its node names and inner tensor names get `prefix.`, its initializers keep
+    /// their names and are added when `with_initializers` (shared weights: the first use adds
+    /// them, later uses refer to them). Returns this graph's names of its outputs.
+    pub fn splice(
+        &mut self,
+        model: &OnnxModel,
+        input: &str,
+        prefix: &str,
+        with_initializers: bool,
+    ) -> crate::Result<Vec<String>> {
+        let g = model.graph();
+        let inits: std::collections::HashSet<&str> =
+            g.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&str> = g
+            .input
+            .iter()
+            .map(|i| i.name.as_str())
+            .filter(|n| !inits.contains(n))
+            .collect();
+        let [source] = inputs.as_slice() else {
+            return Err(crate::Error::Graph(format!(
+                "{}: splicing needs one graph input, it has {}",
+                model.label(),
+                inputs.len()
+            )));
+        };
+        let rename = |t: &str| -> String {
+            if t.is_empty() || inits.contains(t) {
+                t.to_string()
+            } else if t == *source {
+                input.to_string()
+            } else {
+                format!("{prefix}.{t}")
+            }
+        };
+        if with_initializers {
+            self.graph.initializer.extend(g.initializer.iter().cloned());
+        }
+        for n in &g.node {
+            let mut n = n.clone();
+            n.name = format!("{prefix}.{}", n.name);
+            for t in n.input.iter_mut().chain(n.output.iter_mut()) {
+                *t = rename(t);
+            }
+            self.graph.node.push(n);
+        }
+        Ok(g.output.iter().map(|o| rename(&o.name)).collect())
+    }
+
     pub fn finish(self) -> OnnxModel {
         let mut m = ModelProto::new();
         m.ir_version = 8;

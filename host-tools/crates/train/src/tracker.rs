@@ -312,15 +312,25 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
         siamese::copy_weights_by_name(
             &mut graph,
             &sources,
-            |n| n.starts_with("backbone.") || n.starts_with("head."),
+            |n| {
+                n.starts_with("backbone.")
+                    || n.starts_with("head.")
+                    || n.starts_with("neck.")
+                    || n.starts_with("features.")
+            },
             "the starting weights",
         )?;
     }
+    // A pretrained backbone stays as it is unless the recipe trains it too.
+    let freeze = (cfg.pretrained.is_some() && !cfg.train_backbone)
+        .then(|| super::engine::Freeze::pattern(r"^features\."))
+        .transpose()?;
     let module = GraphModule::from_onnx(
         &graph,
         &EngineOptions {
             threads: run.threads,
             seed: recipe.seed,
+            freeze,
             ..EngineOptions::default()
         },
     )?;

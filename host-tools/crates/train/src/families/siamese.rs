@@ -50,6 +50,14 @@ pub struct SiameseConfig {
     /// Total stride of the backbone: 4 or 8.
     pub stride: usize,
     pub seed: u64,
+    /// A pretrained backbone in place of conv1..conv4: `mobilenetv2` (ImageNet weights from
+    /// the asset cache, `edgeslim zoo import`), cut after `pretrained_blocks` inverted-residual
+    /// blocks and followed by a trainable 1×1 `neck.conv` to `widths[3]` channels. Its
+    /// convolutions are padded: a stride-2 layer maps n to ceil(n/2).
+    pub pretrained: Option<String>,
+    pub pretrained_blocks: usize,
+    /// Train the pretrained backbone's weights too (default: frozen, only neck and head train).
+    pub train_backbone: bool,
 }
 
 impl Default for SiameseConfig {
@@ -60,17 +68,39 @@ impl Default for SiameseConfig {
             search_size: 127,
             stride: 4,
             seed: 0,
+            pretrained: None,
+            pretrained_blocks: 3,
+            train_backbone: false,
         }
     }
 }
+
+/// The strides of MobileNetV2's stem and its 17 blocks.
+const MOBILENETV2_STRIDES: [usize; 18] = [2, 1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1];
 
 fn conv_out(n: usize, k: usize, s: usize) -> Option<usize> {
     (n >= k).then(|| (n - k) / s + 1)
 }
 
 impl SiameseConfig {
+    /// The pretrained backbone's total stride (stem and kept blocks).
+    pub fn pretrained_stride(&self) -> usize {
+        MOBILENETV2_STRIDES
+            .iter()
+            .take(self.pretrained_blocks + 1)
+            .product()
+    }
+
     /// Spatial size of the backbone's output for an input of side `n`.
     pub fn feature_size(&self, n: usize) -> Option<usize> {
+        if self.pretrained.is_some() {
+            // Padded 3×3 convolutions: stride 2 maps n to ceil(n/2).
+            let mut n = n;
+            for s in MOBILENETV2_STRIDES.iter().take(self.pretrained_blocks + 1) {
+                n = n.div_ceil(*s);
+            }
+            return Some(n);
+        }
         let mut n = conv_out(n, 3, 2)?; // conv1
         n = conv_out(n, 3, 2)?; // pool1
         n = conv_out(n, 3, 1)?; // conv2
@@ -103,6 +133,28 @@ impl SiameseConfig {
             |field: &str, why: String| Err(Error::Invalid(format!("siamese: {field}: {why}")));
         if self.stride != 4 && self.stride != 8 {
             return bad("stride", format!("{} (supported: 4, 8)", self.stride));
+        }
+        if let Some(p) = &self.pretrained {
+            if p != "mobilenetv2" {
+                return bad("pretrained", format!("'{p}' (supported: mobilenetv2)"));
+            }
+            if !(1..=17).contains(&self.pretrained_blocks) {
+                return bad(
+                    "pretrained_blocks",
+                    format!("{} (MobileNetV2 has blocks 1..=17)", self.pretrained_blocks),
+                );
+            }
+            if self.pretrained_stride() != self.stride {
+                return bad(
+                    "stride",
+                    format!(
+                        "{}, but MobileNetV2 cut after block {} has stride {}",
+                        self.stride,
+                        self.pretrained_blocks,
+                        self.pretrained_stride()
+                    ),
+                );
+            }
         }
         if self.widths.contains(&0) {
             return bad("widths", format!("{:?}: all positive", self.widths));
@@ -147,10 +199,33 @@ impl SiameseConfig {
 struct Backbone {
     widths: [usize; 4],
     stride: usize,
+    /// The pretrained trunk (MobileNetV2 cut after some block, batch norms folded).
+    pretrained: Option<OnnxModel>,
 }
 
 impl Backbone {
-    fn apply(&self, n: &mut Net, branch: &str, x: &str, first: bool) -> String {
+    fn apply(&self, n: &mut Net, branch: &str, x: &str, first: bool) -> Result<String> {
+        let Some(trunk) = &self.pretrained else {
+            return Ok(self.apply_own(n, branch, x, first));
+        };
+        let outs = n.b.splice(trunk, x, &format!("{branch}.backbone"), first)?;
+        let [f] = outs.as_slice() else {
+            return Err(Error::Graph(
+                "the pretrained trunk has more than one output".into(),
+            ));
+        };
+        let cin = trunk_channels(trunk)?;
+        let cout = self.widths[3];
+        let (w, b) = ("neck.conv.weight", "neck.conv.bias");
+        if first {
+            let t = n.init.kaiming_uniform(&[cout, cin, 1, 1]);
+            n.b.init(w, &t);
+            n.b.init(b, &super::init::Init::zeros(&[cout]));
+        }
+        Ok(n.node("Conv", &format!("{branch}.neck.conv"), &[f, w, b], vec![]))
+    }
+
+    fn apply_own(&self, n: &mut Net, branch: &str, x: &str, first: bool) -> String {
         let cins = [3, self.widths[0], self.widths[1], self.widths[2]];
         let mut x = x.to_string();
         for (i, (&cin, &cout)) in cins.iter().zip(&self.widths).enumerate() {
@@ -230,11 +305,43 @@ impl Backbone {
     }
 }
 
-fn backbone(cfg: &SiameseConfig) -> Backbone {
-    Backbone {
+/// Channels of the trunk's output, from its declared shape.
+fn trunk_channels(trunk: &OnnxModel) -> Result<usize> {
+    trunk
+        .graph()
+        .output
+        .first()
+        .and_then(|o| edgeslim_onnx::optimize::shapes::declared(o).get(1).cloned())
+        .and_then(|d| match d {
+            edgeslim_runtime::model::Dim::Fixed(c) => Some(c),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Graph("the pretrained trunk declares no output channels".into()))
+}
+
+fn backbone(cfg: &SiameseConfig) -> Result<Backbone> {
+    let pretrained = match &cfg.pretrained {
+        Some(_) => {
+            let assets = edgeslim_data::assets::Assets::open();
+            assets.ensure()?;
+            let sd = edgeslim_import::state::StateDict::read(
+                &assets.file(edgeslim_data::assets::MOBILENETV2_PT),
+            )?;
+            Some(edgeslim_import::mobilenetv2::build(
+                &sd,
+                "mobilenetv2",
+                cfg.template_size,
+                edgeslim_import::mobilenetv2::Head::Truncated(cfg.pretrained_blocks),
+                edgeslim_import::convnet::BatchNorm::Fold,
+            )?)
+        }
+        None => None,
+    };
+    Ok(Backbone {
         widths: cfg.widths,
         stride: cfg.stride,
-    }
+        pretrained,
+    })
 }
 
 /// `head.adjust`: 1×1 conv C → 1 with bias, weight 1/(C·h·w) (the mean correlation).
@@ -281,9 +388,9 @@ pub fn build_train(cfg: &SiameseConfig, batch: usize) -> Result<OnnxModel> {
     );
     let z = n.b.input("template", &[b, 3, t, t]);
     let x = n.b.input("search", &[b, 3, s, s]);
-    let bb = backbone(cfg);
-    let zf = bb.apply(&mut n, "template", &z, true);
-    let xf = bb.apply(&mut n, "search", &x, false);
+    let bb = backbone(cfg)?;
+    let zf = bb.apply(&mut n, "template", &z, true)?;
+    let xf = bb.apply(&mut n, "search", &x, false)?;
     let (c, tf, sf, m) = (
         cfg.channels() as i64,
         cfg.template_features() as i64,
@@ -305,7 +412,7 @@ pub fn build_template(cfg: &SiameseConfig) -> Result<OnnxModel> {
     let mut n = Net::new("siamese_template", cfg.seed);
     let t = cfg.template_size as i64;
     let z = n.b.input("template", &[1, 3, t, t]);
-    let zf = backbone(cfg).apply(&mut n, "template", &z, true);
+    let zf = backbone(cfg)?.apply(&mut n, "template", &z, true)?;
     let (c, tf) = (cfg.channels() as i64, cfg.template_features() as i64);
     let shape = n.const_i64("kernel.shape", &[c, 1, tf, tf]);
     n.b.node_named("Reshape", "kernel", &[&zf, &shape], &["kernel"], vec![]);
@@ -331,7 +438,7 @@ pub fn build_search(cfg: &SiameseConfig) -> Result<OnnxModel> {
     let k = n.b.input("kernel", &[c, 1, tf, tf]);
     // Consume the backbone's random draws in the same order as the other graphs, so an
     // untrained search graph holds the same weights as the template graph with that seed.
-    let xf = backbone(cfg).apply(&mut n, "search", &x, true);
+    let xf = backbone(cfg)?.apply(&mut n, "search", &x, true)?;
     let r = n.node("Conv", "head.xcorr", &[&xf, &k], vec![int("group", c)]);
     adjust(&mut n, cfg, &r);
     n.b.output_dims("response", &[D::Sym("N"), D::N(1), D::N(m), D::N(m)]);
