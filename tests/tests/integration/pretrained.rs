@@ -295,3 +295,28 @@ fn the_animal_mnist_spec_trains_a_classifier() {
     assert!(pct[0] < 30.0 && pct[1] > 40.0, "{line}");
     assert!(out.is_file());
 }
+
+/// Unknown names and unusable sizes are one-line errors naming the value, and write nothing.
+#[test]
+fn zoo_import_refuses_bad_names_and_sizes() {
+    assets();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("x");
+    for (args, says) in [
+        (vec!["resnet50"], "'resnet50' is not in the catalogue"),
+        (vec!["mobilenetv2", "--size", "16"], "--size 16"),
+        (
+            vec!["dinov2-s14", "--size", "100"],
+            "multiple of the patch size 14",
+        ),
+    ] {
+        let mut a = vec!["zoo", "import"];
+        a.extend(args);
+        a.extend(["-o", out.to_str().unwrap(), "--runs", "0"]);
+        let r = edgeslim_e2e::run("edgeslim", &a);
+        assert_eq!(r.code, 1, "{a:?}");
+        assert!(r.stderr.contains(says), "{a:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+        assert!(!out.exists(), "{a:?} wrote {}", out.display());
+    }
+}

@@ -109,11 +109,10 @@ pub const ENTRIES: &[Entry] = &[
 pub fn find(name: &str) -> Result<&'static Entry> {
     ENTRIES.iter().find(|e| e.name == name).ok_or_else(|| {
         let names: Vec<&str> = ENTRIES.iter().map(|e| e.name).collect();
-        Error::option_value(
-            "model",
-            name,
-            format!("not in the catalogue (one of: {})", names.join(", ")),
-        )
+        Error::Invalid(format!(
+            "zoo model '{name}' is not in the catalogue (one of: {})",
+            names.join(", ")
+        ))
     })
 }
 
