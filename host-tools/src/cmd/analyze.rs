@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     after_help = "Example:\n  edgeslim analyze cls.onnx --input-shape x=1,3,48,192 --calib ppocr-text --report cls-analysis\n\n\
   edgeslim analyze --groups det.onnx --input-shape x=1,3,640,640   (channel groups for pruning)\n\n\
-Data SPECs: ppocr-text, mnist, images:DIR, npy:FILE (see docs/methods/lowrank.md)."
+Data SPECs: ppocr-text, mnist, animal-mnist, images:DIR, npy:FILE (see docs/methods/lowrank.md)."
 )]
 pub struct Args {
     /// The ONNX model.

