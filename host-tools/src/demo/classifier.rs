@@ -10,6 +10,7 @@ use crate::measure::facts::bench_models_side_by_side;
 use crate::measure::runner::Runner;
 use crate::onnx::{OnnxModel, SaveOptions};
 use crate::prune::{self, Criterion, PruneOptions};
+use crate::report::esc;
 use crate::Result;
 use edgeslim_runtime::InputShape;
 use serde::Serialize;
@@ -149,12 +150,6 @@ pub fn run(
         .map_err(|e| crate::Error::Other(format!("{}: {e}", json.display())))?;
     edgeslim_runtime::fsutil::write_atomic(&json, &text)?;
     Ok(demo)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The report section.

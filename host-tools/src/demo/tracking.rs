@@ -15,6 +15,7 @@
 use crate::data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use crate::onnx::{OnnxModel, SaveOptions};
 use crate::prune::{self, Criterion, PruneOptions};
+use crate::report::esc;
 use crate::{Error, Result};
 use edgeslim_runtime::track::draw::draw_rect;
 use edgeslim_runtime::track::otb::{self, EvalReport, OtbSequence};
@@ -327,13 +328,6 @@ pub fn run(
         .map_err(|e| Error::Other(format!("encoding {}: {e}", j.display())))?;
     edgeslim_runtime::fsutil::write_atomic(&j, &bytes)?;
     Ok(demo)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Standard base64 (for the frames embedded in the page, which stays one self-contained file).

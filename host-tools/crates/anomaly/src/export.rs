@@ -174,19 +174,24 @@ pub fn export(det: &Detector) -> Result<OnnxModel> {
             &lf.image.whitening,
             k,
         )?);
-        if lf.map.is_some() || lf.positions.is_some() {
+        let map_gaussians = match (&lf.positions, &lf.map) {
+            (Some(ps), _) => Some(Ok(ps)),
+            (None, Some(g)) => Some(Err(g)),
+            (None, None) => None,
+        };
+        if let Some(gaussians) = map_gaussians {
             let t = e.op(
                 "Transpose",
                 &format!("{p}.nhwc"),
                 &[name],
                 vec![node::ints("perm", &[0, 2, 3, 1])],
             );
-            let nchw = match (&lf.positions, &lf.map) {
-                (Some(ps), _) => {
+            let nchw = match gaussians {
+                Ok(ps) => {
                     let [_, gh, gw] = det.trunk.shapes[l];
                     e.per_position(&format!("{p}.map"), &t, ps, k, gh, gw)?
                 }
-                (None, Some(g)) => {
+                Err(g) => {
                     let d = e.mahalanobis(&format!("{p}.map"), &t, &g.mean, &g.whitening, k)?;
                     e.op(
                         "Transpose",
@@ -195,7 +200,6 @@ pub fn export(det: &Detector) -> Result<OnnxModel> {
                         vec![node::ints("perm", &[0, 3, 1, 2])],
                     )
                 }
-                (None, None) => unreachable!("checked by the enclosing if"),
             };
             let roi = e.init(&format!("{p}.roi"), Tensor::f32(vec![0], vec![])?);
             let scales = e.init(&format!("{p}.scales"), Tensor::f32(vec![0], vec![])?);

@@ -365,14 +365,20 @@ fn half_to_f32(h: u16) -> f32 {
 mod tests {
     use super::*;
 
-    /// A legacy checkpoint with one 2×3 float tensor viewed transposed (stride 1, 2) from a
-    /// storage of 6, and one int64 scalar, written byte by byte as torch.save does.
-    fn legacy_file() -> Vec<u8> {
+    /// The three pickles before a legacy state dict: magic (LONG1 of 10 bytes), protocol 1001,
+    /// system info `{}`.
+    fn legacy_header() -> Vec<u8> {
         let mut f = Vec::new();
-        // magic (LONG1 of 10 bytes), protocol 1001, sys info {}
         f.extend(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.");
         f.extend(b"\x80\x02M\xe9\x03.");
         f.extend(b"\x80\x02}.");
+        f
+    }
+
+    /// A legacy checkpoint with one 2×3 float tensor viewed transposed (stride 1, 2) from a
+    /// storage of 6, and one int64 scalar, written byte by byte as torch.save does.
+    fn legacy_file() -> Vec<u8> {
+        let mut f = legacy_header();
         // OrderedDict with 'w' and 'n'
         f.extend(b"\x80\x02ccollections\nOrderedDict\n)R(");
         f.extend(b"X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(");
@@ -446,10 +452,7 @@ mod tests {
     #[test]
     fn a_checkpoint_that_runs_code_is_refused() {
         // The state dict replaced by os.system('ls') in a legacy file.
-        let mut f = Vec::new();
-        f.extend(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.");
-        f.extend(b"\x80\x02M\xe9\x03.");
-        f.extend(b"\x80\x02}.");
+        let mut f = legacy_header();
         f.extend(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsR.");
         let e = read_legacy(&f, "evil.pth").unwrap_err().to_string();
         assert!(e.contains("evil.pth") && e.contains("os.system"), "{e}");

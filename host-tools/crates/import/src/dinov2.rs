@@ -50,15 +50,6 @@ pub fn backbone(mut model: OnnxModel, size: usize) -> Result<OnnxModel> {
     Ok(model)
 }
 
-/// The one node producing `name`, with its index.
-fn producer<'m>(model: &'m OnnxModel, name: &str) -> Option<&'m onnx_protobuf::NodeProto> {
-    model
-        .graph()
-        .node
-        .iter()
-        .find(|n| n.output.iter().any(|o| o == name))
-}
-
 /// Replace the dynamic resampling subgraph by the grid resampled to `grid`×`grid`; returns
 /// the embedding width.
 fn resample_position_embedding(model: &mut OnnxModel, grid: usize) -> Result<usize> {
@@ -94,12 +85,15 @@ fn resample_position_embedding(model: &mut OnnxModel, grid: usize) -> Result<usi
         ));
     }
     // Backwards from the Resize through Cast / Transpose / Reshape to the stored grid.
+    let producers = model.producers();
     let mut name = resize.input[0].clone();
     let source = loop {
         if let Some(Ok(t)) = model.constant(&name) {
             break t;
         }
-        let n = producer(model, &name)
+        let n = producers
+            .get(&name)
+            .map(|&i| &model.graph().node[i])
             .ok_or_else(|| unexpected(format!("'{name}' has no producer")))?;
         if !matches!(n.op_type.as_str(), "Cast" | "Transpose" | "Reshape") {
             return Err(unexpected(format!("{} before the Resize", n.op_type)));

@@ -7,8 +7,9 @@
 /// What the page shows for a value the report does not have.
 pub(crate) const ABSENT: &str = "—";
 
-/// Escape text for HTML element content and for quoted attribute values.
-pub(crate) fn esc(text: &str) -> String {
+/// Escape text for HTML element content and for quoted attribute values (the demo's sections
+/// use it too).
+pub fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

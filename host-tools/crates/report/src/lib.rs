@@ -22,7 +22,7 @@ pub mod write;
 pub use edgeslim_onnx::{Error, Result};
 
 use edgeslim_runtime::report::BenchReport;
-use format::esc;
+pub use format::esc;
 use std::path::Path;
 
 /// One benchmark report and where it came from.
