@@ -103,6 +103,12 @@ pub fn import(
     let model = catalogue::import(entry, &assets, size, batch_norm)?;
     let import_seconds = start.elapsed().as_secs_f64();
     let peak_rss_bytes = edgeslim_runtime::device::peak_rss_bytes();
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "-o {}: exists and is not a folder (zoo import writes model.onnx and its card into a folder)",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("model.onnx");
     model.save(&path, &SaveOptions::default())?;

@@ -319,4 +319,22 @@ fn zoo_import_refuses_bad_names_and_sizes() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
         assert!(!out.exists(), "{a:?} wrote {}", out.display());
     }
+    // An output that is a file (or a device) is refused before anything is written.
+    let file = d.path().join("taken");
+    std::fs::write(&file, b"keep me").unwrap();
+    let r = edgeslim_e2e::run(
+        "edgeslim",
+        &[
+            "zoo",
+            "import",
+            "mobilenetv2",
+            "-o",
+            file.to_str().unwrap(),
+            "--runs",
+            "0",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is not a folder"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
