@@ -6,17 +6,18 @@
 # 1. the benchmark set (6 x 100 frames, seed 7);
 # 2. the frozen-backbone variant of models/recipes/siamese-mnv2.toml trained into OUT (~5 min
 #    on 2 cores; the committed models/siamese-mnv2 is the fine-tuned one, ~13 min to retrain);
-# 3. today's tracker, both pretrained-backbone trackers, and the fine-tuned one pruned per graph
-#    (L1, no recovery: the pair pruner with fine-tuning knows only the own 4-layer backbone),
-#    evaluated by the board runtime's tracking loop (tract, 1 thread).
+# 3. today's tracker, both pretrained-backbone trackers, and the fine-tuned one pruned as a pair
+#    to 50/25/10/1 % of its parameters (L1 over the trunk's dependency groups), each as pruned
+#    and after fine-tuning (EPOCHS, default 5; ~4-8 min per level on 2 cores), evaluated by the
+#    board runtime's tracking loop (tract, 1 thread).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-tracking-pretrained}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p edgeslim -p edgeslim-runtime >&2
-ES=$PWD/target/release/edgeslim
-RT=$PWD/target/release/edgeslim-rt
+ES=${ES:-$PWD/target/release/edgeslim}
+RT=${RT:-$PWD/target/release/edgeslim-rt}
 "$ES" assets fetch >&2
 DATA=$OUT/bench
 [ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 6 --frames 100 --seed 7 >&2
@@ -43,12 +44,18 @@ row "own 4-layer backbone (models/siamese-tracker)" "$OUT/own"
 row "MobileNetV2 block 3, frozen" "$FROZEN"
 cp -r models/siamese-mnv2 "$OUT/mnv2"
 row "MobileNetV2 block 3, fine-tuned (models/siamese-mnv2)" "$OUT/mnv2"
-for r in 0.25 0.5 0.75; do
-  d=$OUT/mnv2-p$r
-  mkdir -p "$d"
-  "$ES" compress prune "$OUT/mnv2/template.onnx" --ratio "$r" -o "$d/template.onnx" --runs 0 >&2
-  "$ES" compress prune "$OUT/mnv2/search.onnx" --ratio "$r" --input-shape search=3,3,127,127 \
-    --input-shape kernel=48,1,16,16 -o "$d/search.onnx" --report "$d/search-report" --runs 20 >&2
-  params=$(jq -r '.summary.params_after / .summary.params_before * 1000 | round / 10' "$d/search-report/report.json")
-  row "fine-tuned, pruned $r (L1, no recovery; search graph keeps $params % of its parameters)" "$d"
+# The pair pruner (both graphs together, the trunk's dependency groups, the correlation
+# channels on both sides) along the own tracker's curve, each level as pruned and after
+# fine-tuning with the tracker's own recipe (from its card; EPOCHS epochs, lr 1e-3).
+EPOCHS=${EPOCHS:-5}
+for keep in 0.5 0.25 0.1 0.01; do
+  d=$OUT/mnv2-k$keep
+  "$ES" compress prune "$OUT/mnv2" --keep-params "$keep" --criterion l1 -o "$d" \
+    --report "$d-report" --runs 20 >&2
+  params=$(jq -r '"\(.params_after) (\(.params_kept * 1000 | round / 10) %), trunk \(.trunk_widths_after | map(tostring) | join("/")), neck \(.widths_after[3])"' "$d-report/report.json")
+  row "fine-tuned, pruned to $keep: $params, no recovery" "$d"
+  f=$OUT/mnv2-k$keep-ft
+  [ -f "$f/search.onnx" ] || "$ES" compress prune "$OUT/mnv2" --keep-params "$keep" --criterion l1 \
+    -o "$f" --finetune tracking:1 --epochs "$EPOCHS" --report "$f-report" --runs 0 >&2
+  row "fine-tuned, pruned to $keep, fine-tuned $EPOCHS epochs" "$f"
 done

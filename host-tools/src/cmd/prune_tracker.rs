@@ -190,6 +190,9 @@ pub fn run(a: &PruneArgs) -> Result<()> {
         summary.params_after,
         100.0 * summary.params_kept
     );
+    if let (Some(b), Some(a)) = (&summary.trunk_widths_before, &summary.trunk_widths_after) {
+        println!("  pretrained trunk widths (stem, block outputs and expansions) {b:?} -> {a:?}");
+    }
     if let Some(f) = &finetune {
         println!(
             "  fine-tuned {} epochs on {}: held-out pairs within one stride {:.1}% (best epoch {}, {:.0} s)",

@@ -297,25 +297,46 @@ pub fn inverted_residual(
     net: &mut ConvNet,
     x: &str,
     keys: &BlockKeys,
-    stride: usize,
+    layout: BlockLayout,
 ) -> Result<String> {
     let input_channels = net.shape.0;
     let mut y = x.to_string();
     if let Some((conv, bn)) = &keys.expand {
         y = net.conv_bn(&y, conv, bn, 1, Act::Relu6)?;
     }
-    y = net.conv_bn(&y, &keys.depthwise.0, &keys.depthwise.1, stride, Act::Relu6)?;
+    y = net.conv_bn(
+        &y,
+        &keys.depthwise.0,
+        &keys.depthwise.1,
+        layout.stride,
+        Act::Relu6,
+    )?;
     y = net.conv_bn(&y, &keys.project.0, &keys.project.1, 1, Act::None)?;
-    if stride == 1 && net.shape.0 == input_channels {
+    if layout.residual {
+        if net.shape.0 != input_channels {
+            return Err(crate::Error::Invalid(format!(
+                "{}: a residual block whose output has {} channels and its input {input_channels}",
+                keys.name, net.shape.0
+            )));
+        }
         y = net.add(x, &y, &keys.name);
     }
     Ok(y)
 }
 
-/// The stride of each block of the seven-stage MobileNetV2 / EfficientNet-B0 layout: a stage
+/// Where a block sits in its stage: the first block of a stage carries the stage's stride and
+/// changes the width; the others keep both and add their input back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLayout {
+    pub stride: usize,
+    pub residual: bool,
+}
+
+/// The layout of each block of the seven-stage MobileNetV2 / EfficientNet-B0 design: a stage
 /// starts where the output width changes, and stages 2, 3, 4 and 6 start with stride 2.
-/// `widths` are the blocks' output channels in order.
-pub fn stage_strides(widths: &[usize]) -> Result<Vec<usize>> {
+/// `widths` are the blocks' output channels in order, as the original network has them (a
+/// pruned network keeps its original layout even where two stages end up equally wide).
+pub fn stage_layout(widths: &[usize]) -> Result<Vec<BlockLayout>> {
     const STAGE_STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
     let mut stage = 0usize;
     let mut out = Vec::with_capacity(widths.len());
@@ -330,7 +351,10 @@ pub fn stage_strides(widths: &[usize]) -> Result<Vec<usize>> {
                 stage + 1
             ))
         })?;
-        out.push(if first { s } else { 1 });
+        out.push(BlockLayout {
+            stride: if first { s } else { 1 },
+            residual: !first,
+        });
     }
     if stage + 1 != STAGE_STRIDES.len() {
         return Err(crate::Error::Invalid(format!(
@@ -362,9 +386,16 @@ mod tests {
         let widths = [
             16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320,
         ];
-        let s = stage_strides(&widths).unwrap();
-        assert_eq!(s, vec![1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]);
-        assert!(stage_strides(&[16, 24]).is_err());
+        let s = stage_layout(&widths).unwrap();
+        let strides: Vec<usize> = s.iter().map(|b| b.stride).collect();
+        assert_eq!(
+            strides,
+            vec![1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]
+        );
+        // Residual exactly where torchvision has one: stride 1 and the width unchanged.
+        let residual: Vec<usize> = (0..17).filter(|&i| s[i].residual).collect();
+        assert_eq!(residual, vec![2, 4, 5, 7, 8, 9, 11, 12, 14, 15]);
+        assert!(stage_layout(&[16, 24]).is_err());
     }
 
     #[test]

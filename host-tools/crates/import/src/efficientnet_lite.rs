@@ -4,7 +4,7 @@
 //! with TensorFlow "SAME" padding and batch-norm ε = 1e-3 as the TF checkpoints were trained.
 
 use crate::convnet::{
-    inverted_residual, stage_strides, Act, BatchNorm, BlockKeys, ConvNet, Padding,
+    inverted_residual, stage_layout, Act, BatchNorm, BlockKeys, ConvNet, Padding,
 };
 use crate::state::StateDict;
 use crate::Result;
@@ -37,12 +37,12 @@ pub fn build(sd: &StateDict, name: &str, size: usize, batch_norm: BatchNorm) -> 
         .iter()
         .map(|k| Ok(sd.float(&format!("{}.weight", k.project.0), &[None; 4])?.0[0]))
         .collect::<Result<Vec<usize>>>()?;
-    let strides = stage_strides(&widths)?;
+    let layout = stage_layout(&widths)?;
     let (mut net, x) = ConvNet::new(name, sd, Padding::TfSame, BN_EPS, INPUT, size);
     net.batch_norm = batch_norm;
     let mut y = net.conv_bn(&x, "_conv_stem", "_bn0", 2, Act::Relu6)?;
-    for (keys, stride) in blocks.iter().zip(strides) {
-        y = inverted_residual(&mut net, &y, keys, stride)?;
+    for (keys, layout) in blocks.iter().zip(layout) {
+        y = inverted_residual(&mut net, &y, keys, layout)?;
     }
     y = net.conv_bn(&y, "_conv_head", "_bn1", 1, Act::Relu6)?;
     let pooled = net.pool(&y);

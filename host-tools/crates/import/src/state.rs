@@ -57,6 +57,23 @@ impl StateDict {
         })
     }
 
+    /// The file (or description) the tensors came from, for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The tensor `key` as stored, marked as read.
+    pub fn tensor(&self, key: &str) -> Result<&torch::Tensor> {
+        let t = self.tensors.get(key).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no tensor '{key}': not a checkpoint of the architecture being imported",
+                self.label
+            ))
+        })?;
+        self.read.borrow_mut().insert(key.to_string());
+        Ok(t)
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.tensors.contains_key(key)
     }
@@ -72,12 +89,7 @@ impl StateDict {
     /// The float tensor `key`, whose shape must be `expected` where given (`None` = any size
     /// along that axis).
     pub fn float(&self, key: &str, expected: &[Option<usize>]) -> Result<(Vec<usize>, &[f32])> {
-        let t = self.tensors.get(key).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: no tensor '{key}': not a checkpoint of the architecture being imported",
-                self.label
-            ))
-        })?;
+        let t = self.tensor(key)?;
         let fits = t.shape.len() == expected.len()
             && t.shape
                 .iter()
@@ -101,7 +113,6 @@ impl StateDict {
                 self.label
             )));
         };
-        self.read.borrow_mut().insert(key.to_string());
         Ok((t.shape.clone(), v))
     }
 

@@ -17,6 +17,11 @@ fn prune_json(dir: &Path) -> serde_json::Value {
 /// The response of a tracker pair in tract and in ONNX Runtime: the template graph's kernel
 /// (from each engine) fed to its search graph on the same search crops.
 fn pair_response(dir: &Path, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    pair_response_at(dir, seed, 9)
+}
+
+/// [`pair_response`] for a pair whose template features are `tf`×`tf`.
+fn pair_response_at(dir: &Path, seed: u64, tf: usize) -> (Vec<f32>, Vec<f32>) {
     let template = random(3 * 63 * 63, seed);
     let (kt, ko) = run_both(
         &dir.join("template.onnx"),
@@ -26,13 +31,13 @@ fn pair_response(dir: &Path, seed: u64) -> (Vec<f32>, Vec<f32>) {
         rel_diff(&kt[0], &ko[0]) < 1e-4,
         "template: engines disagree"
     );
-    let c = kt[0].len() / 81;
+    let c = kt[0].len() / (tf * tf);
     let search = random(2 * 3 * 127 * 127, seed + 1);
     let (rt, ro) = run_both(
         &dir.join("search.onnx"),
         &[
             ("search", vec![2, 3, 127, 127], search),
-            ("kernel", vec![c, 1, 9, 9], kt[0].clone()),
+            ("kernel", vec![c, 1, tf, tf], kt[0].clone()),
         ],
     );
     (rt[0].clone(), ro[0].clone())
@@ -327,4 +332,102 @@ fn zoo_pruned_trackers_meet_their_budgets_and_run_in_both_engines() {
             rel_diff(&t, &o)
         );
     }
+}
+
+/// The tracker on a pretrained MobileNetV2 trunk: its inverted-residual blocks pruned by the
+/// dependency groups (the residual pair kept equal), the correlation channels on both sides;
+/// nothing pruned changes nothing; the folded batch norms refuse the `bn` criterion.
+#[test]
+fn the_pretrained_trunk_tracker_prunes_as_a_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let trk = workspace().join("models/siamese-mnv2");
+    let t = trk.to_str().unwrap();
+    let (out, rep) = (dir.path().join("k25"), dir.path().join("rep"));
+    let r = run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "prune",
+            t,
+            "--keep-params",
+            "0.25",
+            "--criterion",
+            "l1",
+            "-o",
+            out.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--runs",
+            "2",
+        ],
+    );
+    assert!(r.stdout.contains("pretrained trunk widths"), "{}", r.stdout);
+    let j = prune_json(&rep);
+    let kept = j["params_kept"].as_f64().unwrap();
+    assert!(kept <= 0.25 && kept > 0.15, "kept {kept} of the parameters");
+    let before: Vec<usize> = serde_json::from_value(j["trunk_widths_before"].clone()).unwrap();
+    let after: Vec<usize> = serde_json::from_value(j["trunk_widths_after"].clone()).unwrap();
+    assert_eq!(before, vec![32, 16, 96, 24, 144, 24]);
+    assert!(after.iter().zip(&before).all(|(a, b)| a < b), "{after:?}");
+    // Blocks 2 and 3 share the residual stream: their outputs stay equally wide.
+    assert_eq!(after[3], after[5], "{after:?}");
+    let neck = j["widths_after"][3].as_u64().unwrap();
+    assert!(neck < 48, "correlation channels {neck}");
+    assert!(
+        j["macs_per_search_scale_after"].as_u64().unwrap()
+            < j["macs_per_search_scale_before"].as_u64().unwrap() / 2
+    );
+    // The config describes the weights: the family rebuilds the pruned trunk from it.
+    let pair = edgeslim::prune::tracker::TrackerPair::load(&out).unwrap();
+    assert_eq!(pair.config.pretrained_widths.as_deref(), Some(&after[..]));
+    for f in ["template.onnx", "search.onnx"] {
+        let c = python_check(&out.join(f), None, &[]);
+        assert_eq!(c.checker, "ok", "{f}: {}", c.checker);
+    }
+    let (pt, po) = pair_response_at(&out, 4, 16);
+    assert_eq!(pt.len(), 2 * 17 * 17);
+    assert!(rel_diff(&pt, &po) < 1e-4, "engines: {}", rel_diff(&pt, &po));
+
+    // Ratio 0 rebuilds the pair through the same path and changes nothing.
+    let same = dir.path().join("same");
+    run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "prune",
+            t,
+            "--ratio",
+            "0",
+            "--criterion",
+            "l1",
+            "-o",
+            same.to_str().unwrap(),
+        ],
+    );
+    let (orig, _) = pair_response_at(&trk, 4, 16);
+    let (s, _) = pair_response_at(&same, 4, 16);
+    assert!(
+        rel_diff(&s, &orig) < 1e-6,
+        "ratio 0: {}",
+        rel_diff(&s, &orig)
+    );
+    assert!(rel_diff(&pt, &orig) > 1e-3);
+
+    let r = run(
+        "edgeslim",
+        &[
+            "compress",
+            "prune",
+            t,
+            "--ratio",
+            "0.5",
+            "--criterion",
+            "bn",
+            "-o",
+            dir.path().join("bn").to_str().unwrap(),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("l1 or l2"), "{}", r.stderr);
+    assert!(!dir.path().join("bn").exists());
 }

@@ -25,6 +25,8 @@ use edgeslim_train::families::siamese::{self, SiameseConfig};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+mod pretrained;
+
 /// A tracker directory as the runtime reads it.
 #[derive(Debug, Clone)]
 pub struct TrackerPair {
@@ -75,6 +77,19 @@ impl TrackerPair {
             config,
         };
         // The config must describe the weights (a hand-edited file would be sliced wrong).
+        if pair.config.pretrained.is_some() {
+            let dims = pair.weight("neck.conv.weight")?.dims;
+            if dims.first() != Some(&pair.config.widths[3]) {
+                return Err(Error::tensor(
+                    "neck.conv.weight",
+                    format!(
+                        "shape {dims:?} disagrees with the metadata's correlation width {}",
+                        pair.config.widths[3]
+                    ),
+                ));
+            }
+            return Ok(pair);
+        }
         for l in 1..=4 {
             let dims = pair.weight(&format!("backbone.conv{l}.weight"))?.dims;
             if dims.first() != Some(&pair.config.widths[l - 1]) {
@@ -141,8 +156,14 @@ pub struct TrackerPruneSummary {
     pub params_before: u64,
     pub params_after: u64,
     pub params_kept: f64,
-    /// Kept channel indices of conv1..conv4 (original numbering).
+    /// Kept channel indices of conv1..conv4 (original numbering); empty for a pretrained
+    /// trunk (pruned by the graph pruner's dependency groups).
     pub kept: Vec<Vec<usize>>,
+    /// A pretrained trunk's widths (stem, block 1 out, then hidden and out per block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trunk_widths_before: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trunk_widths_after: Option<Vec<usize>>,
 }
 
 /// Per-channel scores of `backbone.conv{l}` (higher = more important).
@@ -331,7 +352,12 @@ fn fill(model: &mut OnnxModel, pair: &TrackerPair, kept: &[Vec<usize>]) -> Resul
         let t = pruned_weight(pair, &name, kept)?;
         model.set_initializer(&name, &t);
     }
-    // Runtime facts the trainer wrote (normalisation, epoch) travel with the weights.
+    copy_runtime_facts(model, pair);
+    Ok(())
+}
+
+/// Runtime facts the trainer wrote (normalisation, epoch) travel with the weights.
+fn copy_runtime_facts(model: &mut OnnxModel, pair: &TrackerPair) {
     for key in [
         "edgeslim.tracker.mean",
         "edgeslim.tracker.std",
@@ -342,7 +368,6 @@ fn fill(model: &mut OnnxModel, pair: &TrackerPair, kept: &[Vec<usize>]) -> Resul
             model.set_metadata(key, &v);
         }
     }
-    Ok(())
 }
 
 /// Prune the pair; returns the new template and search graphs and what changed.
@@ -350,6 +375,9 @@ pub fn prune_pair(
     pair: &TrackerPair,
     opts: &TrackerPruneOptions,
 ) -> Result<(OnnxModel, OnnxModel, SiameseConfig, TrackerPruneSummary)> {
+    if pair.config.pretrained.is_some() {
+        return pretrained::prune(pair, opts);
+    }
     let widths = plan_widths(pair, opts)?;
     let mut kept = Vec::with_capacity(4);
     for l in 1..=4 {
@@ -381,6 +409,8 @@ pub fn prune_pair(
         params_after: pa,
         params_kept: pa as f64 / pb.max(1) as f64,
         kept,
+        trunk_widths_before: None,
+        trunk_widths_after: None,
     };
     Ok((template, search, cfg, summary))
 }

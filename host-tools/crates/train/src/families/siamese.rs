@@ -56,6 +56,11 @@ pub struct SiameseConfig {
     /// convolutions are padded: a stride-2 layer maps n to ceil(n/2).
     pub pretrained: Option<String>,
     pub pretrained_blocks: usize,
+    /// The pretrained trunk's channel widths after pruning (`edgeslim compress prune` of a
+    /// tracker pair): the stem, block 1's output, then each later block's hidden and output
+    /// width (`edgeslim_import::mobilenetv2::narrow`). None: the ImageNet widths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained_widths: Option<Vec<usize>>,
     /// Train the pretrained backbone's weights too (default: frozen, only neck and head train).
     pub train_backbone: bool,
 }
@@ -70,6 +75,7 @@ impl Default for SiameseConfig {
             seed: 0,
             pretrained: None,
             pretrained_blocks: 3,
+            pretrained_widths: None,
             train_backbone: false,
         }
     }
@@ -155,6 +161,12 @@ impl SiameseConfig {
                     ),
                 );
             }
+        }
+        if self.pretrained.is_none() && self.pretrained_widths.is_some() {
+            return bad(
+                "pretrained_widths",
+                "set without a pretrained backbone".to_string(),
+            );
         }
         if self.widths.contains(&0) {
             return bad("widths", format!("{:?}: all positive", self.widths));
@@ -324,9 +336,12 @@ fn backbone(cfg: &SiameseConfig) -> Result<Backbone> {
         Some(_) => {
             let assets = edgeslim_data::assets::Assets::open();
             assets.ensure()?;
-            let sd = edgeslim_import::state::StateDict::read(
+            let mut sd = edgeslim_import::state::StateDict::read(
                 &assets.file(edgeslim_data::assets::MOBILENETV2_PT),
             )?;
+            if let Some(w) = &cfg.pretrained_widths {
+                sd = edgeslim_import::mobilenetv2::narrow(&sd, cfg.pretrained_blocks, w)?;
+            }
             Some(edgeslim_import::mobilenetv2::build(
                 &sd,
                 "mobilenetv2",
@@ -443,6 +458,24 @@ pub fn build_search(cfg: &SiameseConfig) -> Result<OnnxModel> {
     adjust(&mut n, cfg, &r);
     n.b.output_dims("response", &[D::Sym("N"), D::N(1), D::N(m), D::N(m)]);
     Ok(finish(n, cfg, "search"))
+}
+
+/// The search branch's weights as one chain for channel analysis: `search [1,3,S,S]` →
+/// backbone → `head.adjust` applied to the features → `probe [1,1,s,s]`. Same weight names
+/// as the search graph; the correlation with the template (channel j times channel j) is left
+/// out, it removes the same channels from both sides. A graph pruner sees every channel of
+/// the backbone and the correlation as prunable here, which it cannot in the search graph
+/// (where the kernel is a graph input).
+pub fn build_channel_probe(cfg: &SiameseConfig) -> Result<OnnxModel> {
+    cfg.validate()?;
+    let mut n = Net::new("siamese_probe", cfg.seed);
+    let s = cfg.search_size as i64;
+    let x = n.b.input("search", &[1, 3, s, s]);
+    let xf = backbone(cfg)?.apply(&mut n, "search", &x, true)?;
+    let r = adjust(&mut n, cfg, &xf);
+    let sf = cfg.search_features() as i64;
+    n.b.output_dims(&r, &[D::N(1), D::N(1), D::N(sf), D::N(sf)]);
+    Ok(n.b.finish())
 }
 
 /// Copy the initializers of `dst` that `wanted` accepts from the first of `sources` holding
