@@ -19,4 +19,4 @@ else
   source=("--source" "synthetic:3" "--fps" "25")
 fi
 echo "open http://127.0.0.1:$port/ and drag a box around an object (Ctrl-C to stop)" >&2
-exec ./target/release/edgeslim-rt track --model "$model" "${source[@]}" --serve "127.0.0.1:$port" --quiet
+exec ./target/release/edgeslim-rt track "$model" "${source[@]}" --serve "127.0.0.1:$port" --quiet

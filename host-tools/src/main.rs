@@ -2,12 +2,40 @@
 
 mod cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use edgeslim_runtime::process;
 
 fn main() {
-    edgeslim_runtime::process::init_cli();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = cmd::Cli::parse();
+    process::init_cli();
+    let engines = [
+        format!("tract {}", process::TRACT_VERSION),
+        if cfg!(feature = "ort") {
+            format!(
+                "ort {} (ONNX Runtime {} loaded at run time from the asset cache)",
+                process::ORT_VERSION,
+                edgeslim::data::assets::ONNXRUNTIME_VERSION
+            )
+        } else {
+            "ort: not built in (feature ort off)".to_string()
+        },
+    ];
+    let mut features: Vec<&str> = Vec::new();
+    if cfg!(feature = "ort") {
+        features.push("ort");
+    }
+    features.extend(process::runtime_features());
+    let command = cmd::Cli::command()
+        .long_version(process::long_version(&engines, &features))
+        .after_help(format!(
+            "Start with `edgeslim demo`, or `edgeslim inspect MODEL.onnx`. The flags and outputs \
+             every command shares: docs/cli.md.\n\n{}",
+            process::EXIT_CODES
+        ));
+    let cli = match cmd::Cli::from_arg_matches(&command.get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    process::init_logging(cli.verbosity);
     if let Err(e) = cmd::run(cli) {
         eprintln!("edgeslim: error: {}", cmd::error_line(&e));
         std::process::exit(1);

@@ -10,6 +10,7 @@ pub mod graph_check;
 pub mod input;
 pub mod inspect;
 pub mod io;
+pub mod json_out;
 pub mod macs;
 pub mod model;
 pub mod plan;

@@ -3,12 +3,21 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+use edgeslim_runtime::process;
 
 fn main() {
-    edgeslim_runtime::process::init_cli();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = cli::Cli::parse();
+    process::init_cli();
+    let engines = [format!("tract {}", process::TRACT_VERSION)];
+    let command = cli::Cli::command().long_version(process::long_version(
+        &engines,
+        &process::runtime_features(),
+    ));
+    let cli = match cli::Cli::from_arg_matches(&command.get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    process::init_logging(cli.verbosity);
     if let Err(e) = cli::run(&cli) {
         eprintln!(
             "edgeslim-rt: error: {}",

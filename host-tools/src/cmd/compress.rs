@@ -92,9 +92,9 @@ pub struct LowrankArgs {
     /// Timed tract runs per model for the latency comparison (0 skips it).
     #[arg(long, default_value_t = 50)]
     bench_runs: usize,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 fn lowrank(a: LowrankArgs) -> Result<()> {
@@ -127,8 +127,7 @@ fn lowrank(a: LowrankArgs) -> Result<()> {
     let MethodReport::Lowrank(r) = outcome.report else {
         bail!("the low-rank job returned another method's report");
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if edgeslim_runtime::json_out::emit(&a.json, &r)? {
         return Ok(());
     }
     for w in &r.warnings {
@@ -226,8 +225,9 @@ pub struct QuantizeArgs {
     /// Timed tract runs per model (0 skips the latency comparison).
     #[arg(long, default_value_t = 50)]
     bench_runs: usize,
-    #[arg(long)]
-    json: bool,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
@@ -262,8 +262,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let MethodReport::Quantize(r) = outcome.report else {
         bail!("the quantisation job returned another method's report");
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    if edgeslim_runtime::json_out::emit(&a.json, &r)? {
         return Ok(());
     }
     for w in &r.warnings {

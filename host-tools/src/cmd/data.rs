@@ -18,7 +18,7 @@ enum What {
     /// OTB-layout tracking sequences: NAME/img/0001.jpg…, groundtruth_rect.txt, absence.label,
     /// meta.json. Sequence k uses seed SEED·1000 + k.
     #[command(
-        after_help = "Example:\n  edgeslim data tracking --out data/track-bench --sequences 8 --frames 120 --seed 7"
+        after_help = "Example:\n  edgeslim data tracking -o data/track-bench --sequences 8 --frames 120 --seed 7"
     )]
     Tracking(TrackingArgs),
 }
@@ -27,8 +27,11 @@ enum What {
 struct TrackingArgs {
     /// Folder to write the sequences into (created; existing sequences of the same name are
     /// replaced atomically).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(short, long, value_name = "DIR", required_unless_present = "out")]
+    output: Option<PathBuf>,
+    /// Deprecated spelling of -o/--output.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "output")]
+    out: Option<PathBuf>,
     #[arg(long, default_value_t = 8)]
     sequences: usize,
     #[arg(long, default_value_t = 120)]
@@ -55,7 +58,14 @@ fn tracking(a: TrackingArgs) -> Result<()> {
     if a.sequences == 0 {
         anyhow::bail!("--sequences must be at least 1");
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let out = edgeslim_runtime::process::current_or_deprecated(
+        &a.output,
+        &a.out,
+        "--out DIR",
+        "-o/--output DIR",
+    )
+    .context("no output folder given")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let photos = Photos::open(&edgeslim::assets::Assets::open())?;
     let cfg = if a.plain {
         SequenceConfig::plain(a.width, a.height, a.frames)
@@ -66,7 +76,7 @@ fn tracking(a: TrackingArgs) -> Result<()> {
     for k in 0..a.sequences {
         let name = format!("seq-{:03}", k);
         let seed = a.seed.wrapping_mul(1000).wrapping_add(k as u64);
-        let info = write_otb_sequence_with(&photos, &a.out, &name, seed, &cfg)?;
+        let info = write_otb_sequence_with(&photos, &out, &name, seed, &cfg)?;
         bar.println(format!(
             "{name}: {} frames, target {} over {}, {}",
             info.n_frames,
@@ -77,6 +87,6 @@ fn tracking(a: TrackingArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("wrote {} sequences to {}", a.sequences, a.out.display());
+    println!("wrote {} sequences to {}", a.sequences, out.display());
     Ok(())
 }

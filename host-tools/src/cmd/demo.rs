@@ -16,10 +16,16 @@ enum Part {
 /// EfficientNet-Lite0 and compare it with the original on photographs; write
 /// edgeslim-demo/report.html.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  edgeslim demo\n  edgeslim demo --quick --part tracking -o /tmp/demo\n  edgeslim demo --part classifier --threads 2\n\nNeeds the assets (fetched on first use, ~300 MB); ~30 s with --quick on 2 cores."
+)]
 pub struct Args {
-    /// Where to write models, JSON reports and report.html.
-    #[arg(long, default_value = "edgeslim-demo")]
-    out: PathBuf,
+    /// Where to write models, JSON reports and report.html (default edgeslim-demo).
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Deprecated spelling of -o/--output.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "output")]
+    out: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// A tenth of the benchmark runs.
@@ -62,7 +68,13 @@ pub fn run(a: Args) -> Result<()> {
         None
     };
     let opts = DemoOptions {
-        out_dir: a.out,
+        out_dir: edgeslim_runtime::process::current_or_deprecated(
+            &a.output,
+            &a.out,
+            "--out DIR",
+            "-o/--output DIR",
+        )
+        .unwrap_or_else(|| PathBuf::from("edgeslim-demo")),
         threads: a.threads.max(1),
         quick: a.quick,
         ocr: matches!(a.part, Part::All | Part::Ocr),

@@ -1,8 +1,9 @@
 //! `edgeslim eval MODEL --task ...`: task metrics on a data folder. Each task is one enum
 //! variant and one function; add yours next to `anomaly`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
+use edgeslim_runtime::json_out::{self, JsonDest};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -30,26 +31,19 @@ pub struct Args {
     /// The data folder (anomaly: MVTec layout).
     #[arg(long)]
     data: PathBuf,
-    /// Write the metrics here as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<JsonDest>,
     /// Anomaly: score images only (no masks needed).
     #[arg(long)]
     image_only: bool,
 }
 
-fn write_json<T: serde::Serialize>(path: &Option<PathBuf>, v: &T) -> Result<()> {
-    if let Some(p) = path {
-        let bytes = serde_json::to_vec_pretty(v)?;
-        edgeslim_runtime::fsutil::write_atomic(p, &bytes)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
 fn anomaly(a: &Args) -> Result<()> {
     let r = edgeslim::anomaly::eval::evaluate(&a.model, &a.data, a.image_only, true)?;
-    write_json(&a.json, &r)?;
+    if json_out::emit(&a.json, &r)? {
+        return Ok(());
+    }
     let pct = |v: Option<f64>| {
         v.map(|x| format!("{:.1}%", 100.0 * x))
             .unwrap_or_else(|| "-".into())
@@ -86,8 +80,10 @@ fn anomaly(a: &Args) -> Result<()> {
 fn track(a: &Args) -> Result<()> {
     use edgeslim_runtime::track::{otb, TrackerParams};
     let r = otb::evaluate(&a.model, &a.data, &TrackerParams::default(), 1, true)?;
-    print!("{}", otb::render(&r));
-    write_json(&a.json, &r)
+    if !json_out::emit(&a.json, &r)? {
+        print!("{}", otb::render(&r));
+    }
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use edgeslim::data::DataSpec;
 use edgeslim::train::classify::{evaluate_tract, image_input};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(serde::Serialize)]
 struct Json<'a> {
@@ -17,7 +17,12 @@ struct Json<'a> {
 }
 
 /// `data` is a spec (`mnist`, `folder:DIR`); a plain existing folder counts as `folder:DIR`.
-pub fn run(model: &Path, data: &Path, json: &Option<PathBuf>, seed: u64) -> Result<()> {
+pub fn run(
+    model: &Path,
+    data: &Path,
+    json: &Option<edgeslim_runtime::json_out::JsonDest>,
+    seed: u64,
+) -> Result<()> {
     let text = data.to_string_lossy();
     let spec: DataSpec = match text.parse() {
         Ok(s) => s,
@@ -28,14 +33,14 @@ pub fn run(model: &Path, data: &Path, json: &Option<PathBuf>, seed: u64) -> Resu
     let (_, c, h, w) = image_input(&m)?;
     let split = edgeslim::train::zoo::load_data(&spec, Some((c, h, w)), 0.2, seed)?;
     let r = evaluate_tract(model, &split.held_out)?;
-    if let Some(p) = json {
-        let v = Json {
-            model: model.display().to_string(),
-            data: spec.to_string(),
-            split: &split.split,
-            report: &r,
-        };
-        edgeslim_runtime::fsutil::write_atomic(p, &serde_json::to_vec_pretty(&v)?)?;
+    let v = Json {
+        model: model.display().to_string(),
+        data: spec.to_string(),
+        split: &split.split,
+        report: &r,
+    };
+    if edgeslim_runtime::json_out::emit(json, &v)? {
+        return Ok(());
     }
     println!(
         "{} on {} (held out: {}):",

@@ -29,11 +29,14 @@ use clap::{Parser, Subcommand};
     name = "edgeslim",
     version,
     about = "Compress ONNX models on the host and run them on small ARM boards",
-    after_help = "Start with `edgeslim demo`, or `edgeslim inspect MODEL.onnx`."
+    after_help = "Start with `edgeslim demo`, or `edgeslim inspect MODEL.onnx`. The flags and \
+                  outputs every command shares: docs/cli.md."
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    pub verbosity: edgeslim_runtime::process::Verbosity,
 }
 
 #[derive(Subcommand)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// shapes fixed.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  edgeslim optimize ch_ppocr_mobile_v2.0_cls_infer.onnx -o cls-opt.onnx\n  edgeslim optimize ch_PP-OCRv4_det_infer.onnx --outputs p2o.Add.147 -o det-backbone.onnx   # cut"
+    after_help = "Examples:\n  edgeslim optimize ch_ppocr_mobile_v2.0_cls_infer.onnx -o cls-opt.onnx\n  edgeslim optimize ch_PP-OCRv4_det_infer.onnx --outputs p2o.Add.147 -o det-backbone.onnx   # cut\n  edgeslim optimize model.onnx -o model-opt.onnx -v   # list every change"
 )]
 pub struct Args {
     /// The ONNX model (never overwritten).
@@ -31,12 +31,9 @@ pub struct Args {
     /// detector's backbone stages.
     #[arg(long, value_delimiter = ',', value_name = "TENSORS")]
     outputs: Vec<String>,
-    /// List every change, not only the counts.
-    #[arg(short, long)]
-    verbose: bool,
-    /// Print the changes as JSON.
-    #[arg(long)]
-    json: bool,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -56,14 +53,13 @@ pub fn run(a: Args) -> Result<()> {
             external_data_threshold: a.external_data,
         },
     )?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+    if edgeslim_runtime::json_out::emit(&a.json, &reports)? {
         return Ok(());
     }
     println!("{} -> {}", a.model.display(), a.output.display());
     for r in &reports {
         println!("  {:<44} {}", r.pass, r.count);
-        if a.verbose {
+        if edgeslim_runtime::process::verbose() > 0 {
             for d in &r.details {
                 println!("      {d}");
             }

@@ -261,16 +261,11 @@ pub fn run(a: PruneArgs) -> Result<()> {
 pub fn print_groups(
     model: &std::path::Path,
     input_shapes: &[InputShape],
-    json: bool,
+    json: &Option<edgeslim_runtime::json_out::JsonDest>,
 ) -> Result<()> {
     let model = OnnxModel::load(model)?;
     let analysis = prune::analyze(&model, input_shapes)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&prune::summary(&analysis.groups))?
-        );
-    } else {
+    if !edgeslim_runtime::json_out::emit(json, &prune::summary(&analysis.groups))? {
         print!("{}", prune::render_groups(&analysis.groups));
     }
     Ok(())

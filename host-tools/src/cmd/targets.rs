@@ -11,26 +11,22 @@ use edgeslim::boards::{find, toolchain};
 pub struct Args {
     /// A profile to show in full (a name, or the path of a profile TOML).
     name: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     match &a.name {
         None => {
             let all = builtin()?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-            } else {
+            if !edgeslim_runtime::json_out::emit(&a.json, &all)? {
                 print!("{}", table(&all));
             }
         }
         Some(name) => {
             let p = find(name)?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
-            } else {
+            if !edgeslim_runtime::json_out::emit(&a.json, &p)? {
                 print!("{}", detail(&p));
             }
         }

@@ -50,10 +50,6 @@ pub struct TrainArgs {
     /// Cut each epoch to this many batches (smoke tests).
     #[arg(long, hide = true)]
     max_batches_per_epoch: Option<usize>,
-    /// No progress bar and no per-epoch lines (RUST_LOG=info shows them). Without a
-    /// terminal the bar is hidden and the per-epoch lines go to stderr.
-    #[arg(long)]
-    quiet: bool,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -68,7 +64,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             threads: a.threads,
             command: command_line(),
             recipe_path: Some(a.recipe.clone()),
-            progress: !a.quiet,
+            progress: !edgeslim_runtime::process::quiet(),
             epochs: a.epochs,
             ..Default::default()
         };
@@ -86,7 +82,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         threads: a.threads,
         command: command_line(),
         recipe_path: Some(a.recipe.clone()),
-        progress: !a.quiet,
+        progress: !edgeslim_runtime::process::quiet(),
         epochs: a.epochs,
         max_batches_per_epoch: a.max_batches_per_epoch,
         output: a.output.clone(),
@@ -176,11 +172,10 @@ pub struct FinetuneArgs {
     /// Cut each epoch to this many batches (smoke tests).
     #[arg(long, hide = true)]
     max_batches_per_epoch: Option<usize>,
-    /// Write the per-epoch history and final metrics here.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    #[arg(long)]
-    quiet: bool,
+    /// The per-epoch history and final metrics as JSON: `--json` on stdout instead of the
+    /// text, `--json FILE.json` also written there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 #[derive(serde::Serialize)]
@@ -246,7 +241,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         distill,
         seed: a.seed,
         threads: a.threads,
-        progress: !a.quiet,
+        progress: !edgeslim_runtime::process::quiet(),
         max_batches_per_epoch: a.max_batches_per_epoch,
         stop_on_ctrl_c: true,
         ..FinetuneOptions::default()
@@ -260,7 +255,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         &format!("{:.4}", r.best.accuracy),
     );
     out.save(&a.output, &SaveOptions::default())?;
-    if let Some(j) = &a.json {
+    let to_stdout = {
         let v = FinetuneJson {
             model: a.model.display().to_string(),
             output: a.output.display().to_string(),
@@ -275,10 +270,10 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
             history: &r.history,
             best: &r.best,
         };
-        edgeslim_runtime::fsutil::write_atomic(j, &serde_json::to_vec_pretty(&v)?)
-            .with_context(|| format!("writing {}", j.display()))?;
-    }
-    println!(
+        edgeslim_runtime::json_out::emit(&a.json, &v)?
+    };
+    if !to_stdout {
+        println!(
         "held-out accuracy {:.2}% -> {:.2}% (best epoch {} of {}), {:.0} s, {:.0} samples/s; wrote {}",
         r.initial.accuracy * 100.0,
         r.best.accuracy * 100.0,
@@ -287,7 +282,8 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         r.seconds,
         r.samples_per_second,
         a.output.display()
-    );
+        );
+    }
     if let Some(why) = r.stopped {
         if interrupt::requested() {
             eprintln!("edgeslim: {why}; wrote the best checkpoint so far");

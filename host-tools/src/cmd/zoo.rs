@@ -44,6 +44,7 @@ enum Action {
         keep_batchnorm: bool,
     },
     /// The models `import` knows, with their packages and licences.
+    #[command(after_help = "Example:\n  edgeslim zoo list")]
     List,
 }
 

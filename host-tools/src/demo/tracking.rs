@@ -467,10 +467,10 @@ pub fn section(t: &TrackingDemo, out_dir: &Path) -> String {
             f.frame
         );
     }
-    h += "</div>\n<p class=\"note\">Reproduce: <code>edgeslim data tracking --out seqs --sequences 4 \
+    h += "</div>\n<p class=\"note\">Reproduce: <code>edgeslim data tracking -o seqs --sequences 4 \
           --frames 60 --seed 7</code>; <code>edgeslim compress prune models/siamese-tracker/search.onnx \
           --ratio 0.25 --criterion bn --input-shape search=3,3,127,127 -o p/search.onnx</code> (and \
-          <code>template.onnx</code>); <code>edgeslim-rt track --model p --eval seqs --json e.json</code>. \
+          <code>template.onnx</code>); <code>edgeslim-rt track p --eval seqs --json e.json</code>. \
           Without fine-tuning the pruned tracker loses accuracy; docs/results/tracking.md has the \
           other ratios.</p>\n";
     h

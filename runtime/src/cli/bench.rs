@@ -1,13 +1,12 @@
 //! `edgeslim-rt bench`: latency percentiles, per-node profile, memory, device facts.
 
 use super::ModelArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use edgeslim_runtime::bench::{bench, BenchConfig};
 use edgeslim_runtime::device::current_rss_bytes;
 use edgeslim_runtime::input::random_inputs;
 use edgeslim_runtime::model::{LoadOptions, LoadedModel};
-use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -22,9 +21,9 @@ pub struct BenchArgs {
     /// Seed of the generated input values.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Write the report here (JSON, docs/architecture.md).
-    #[arg(long)]
-    json: Option<PathBuf>,
+    /// The report as JSON (docs/architecture.md): `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
     /// Name in tables and charts (default: the model's file stem).
     #[arg(long)]
     label: Option<String>,
@@ -84,14 +83,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             |_, _| Ok(()),
         )?);
     }
-    if let Some(path) = &a.json {
-        report
-            .write(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    print!("{}", report.text_summary());
-    if let Some(path) = &a.json {
-        println!("report: {}", path.display());
+    if !edgeslim_runtime::json_out::emit(&a.json, &report)? {
+        print!("{}", report.text_summary());
+        if let Some(path) = edgeslim_runtime::json_out::file(&a.json) {
+            println!("report: {}", path.display());
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `edgeslim-rt inspect`: the inspection line on the board.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use edgeslim_runtime::inspect::{self, InspectConfig, Inspector};
 use edgeslim_runtime::io::reject::{parse_pin_spec, RejectWorker};
@@ -11,8 +11,16 @@ use std::time::Duration;
 #[derive(Args)]
 pub struct InspectArgs {
     /// The detector written by `edgeslim anomaly fit` (threshold and normalisation inside).
-    #[arg(long)]
-    detector: PathBuf,
+    #[arg(value_name = "DETECTOR", required_unless_present = "detector_flag")]
+    detector_arg: Option<PathBuf>,
+    /// Deprecated: the detector is positional now.
+    #[arg(
+        long = "detector",
+        value_name = "M.onnx",
+        hide = true,
+        conflicts_with = "detector_arg"
+    )]
+    detector_flag: Option<PathBuf>,
     /// Frames: an image file or a folder of images (searched recursively, sorted by path).
     #[arg(long)]
     source: PathBuf,
@@ -47,15 +55,12 @@ pub struct InspectArgs {
     /// Save every overlay as a JPEG into this folder.
     #[arg(long, value_name = "DIR")]
     save_overlays: Option<PathBuf>,
-    /// Write the verdicts and a summary here (JSON).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    /// The verdicts and a summary as JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
     /// Threads for tract's matrix products.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Print only the summary.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 fn reject_worker(a: &InspectArgs) -> Result<Option<RejectWorker>> {
@@ -110,7 +115,14 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     if a.serve.is_some() {
         anyhow::bail!("--serve needs a build with the `serve` feature (on by default)");
     }
-    let inspector = Inspector::load(&a.detector, a.threads)?;
+    let detector = edgeslim_runtime::process::current_or_deprecated(
+        &a.detector_arg,
+        &a.detector_flag,
+        "--detector M.onnx",
+        "the positional DETECTOR",
+    )
+    .ok_or_else(|| anyhow::anyhow!("no detector given"))?;
+    let inspector = Inspector::load(&detector, a.threads)?;
     let mut source = ImageFiles::open(&a.source, a.looped)?;
     let reject = reject_worker(a)?;
     let threshold = a.threshold.unwrap_or(inspector.meta.image.threshold);
@@ -139,10 +151,10 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         .map(|s| s as &dyn edgeslim_runtime::view::View);
     #[cfg(not(feature = "serve"))]
     let view: Option<&dyn edgeslim_runtime::view::View> = None;
-    if !a.quiet {
+    if !quiet_lines(a) {
         println!(
             "{}: {}x{} input, threshold {threshold:.4} ({})",
-            a.detector.display(),
+            detector.display(),
             inspector.meta.width,
             inspector.meta.height,
             if a.threshold.is_some() {
@@ -152,7 +164,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             }
         );
     }
-    let quiet = a.quiet;
+    let quiet = quiet_lines(a);
     let mut summary = inspect::run(&inspector, &mut source, &cfg, view, reject.as_ref(), |r| {
         if !quiet {
             println!(
@@ -176,10 +188,8 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         summary.rejects_pulsed = counts.pulsed.load(std::sync::atomic::Ordering::SeqCst);
         summary.rejects_dropped = counts.dropped.load(std::sync::atomic::Ordering::SeqCst);
     }
-    if let Some(p) = &a.json {
-        let bytes = serde_json::to_vec_pretty(&summary)?;
-        edgeslim_runtime::fsutil::write_atomic(p, &bytes)
-            .with_context(|| format!("writing {}", p.display()))?;
+    if edgeslim_runtime::json_out::emit(&a.json, &summary)? {
+        return Ok(());
     }
     println!(
         "{} frames: {} pass, {} fail, {} unreadable, {} left out of the folder; inference p50 {:.1} ms, p90 {:.1} ms{}",
@@ -197,4 +207,9 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// No per-frame lines with -q, nor when the JSON goes to stdout.
+fn quiet_lines(a: &InspectArgs) -> bool {
+    edgeslim_runtime::process::quiet() || edgeslim_runtime::json_out::to_stdout(&a.json)
 }

@@ -17,11 +17,14 @@ mod track;
 #[command(
     name = "edgeslim-rt",
     version,
-    about = "Run and benchmark ONNX models on the board (tract, no Python)"
+    about = "Run and benchmark ONNX models on the board (tract, no Python)",
+    after_help = edgeslim_runtime::process::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    pub verbosity: edgeslim_runtime::process::Verbosity,
 }
 
 #[derive(Subcommand)]
@@ -38,12 +41,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Inspection line: score frames with an anomaly detector, pass/fail, heat-map, reject pin.
     #[command(
-        after_help = "Examples:\n  edgeslim-rt inspect --detector brick.onnx --source parts/ --serve 8080\n  edgeslim-rt inspect --detector brick.onnx --source parts/ --loop --interval-ms 200 --serve 0.0.0.0:8080 --reject-pin gpiochip0:17 --pulse-ms 150"
+        after_help = "Examples:\n  edgeslim-rt inspect brick.onnx --source parts/ --serve 8080\n  edgeslim-rt inspect brick.onnx --source parts/ --loop --interval-ms 200 --serve 0.0.0.0:8080 --reject-pin gpiochip0:17 --pulse-ms 150"
     )]
     Inspect(inspect::InspectArgs),
     /// Follow an object with a Siamese tracker: live (page, pan-tilt) or on OTB-layout data.
     #[command(
-        after_help = "Examples:\n  edgeslim-rt track --model models/siamese-tracker --source seqs/seq-000 --serve 8080\n  edgeslim-rt track --model models/siamese-tracker --source clip.mp4 --init 120,80,40,60 --record out/\n  edgeslim-rt track --model models/siamese-tracker --eval seqs/ --json eval.json"
+        after_help = "Examples:\n  edgeslim-rt track models/siamese-tracker --source seqs/seq-000 --serve 8080\n  edgeslim-rt track models/siamese-tracker --source clip.mp4 --init 120,80,40,60 --record out/\n  edgeslim-rt track models/siamese-tracker --eval seqs/ --json eval.json"
     )]
     Track(track::TrackArgs),
     /// Show what tract will execute: the optimised plan node by node, with kernel names.

@@ -3,15 +3,14 @@
 use super::ModelArgs;
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Write the plan here as JSON (nodes with op, info and output facts; kernel names).
-    #[arg(long)]
-    json: Option<PathBuf>,
+    /// The plan as JSON (nodes with op, info and output facts; kernel names): `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
 }
 
 pub fn run(a: &PlanArgs) -> Result<()> {
@@ -19,16 +18,15 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     let model = a.model.load()?;
     let nodes = plan_nodes(&model);
     let kernels = kernel_names(&nodes);
-    if let Some(path) = &a.json {
-        let doc = serde_json::json!({
-            "model": model.path.display().to_string(),
-            "sha256": model.sha256,
-            "optimized": model.optimized,
-            "kernels": kernels,
-            "nodes": nodes,
-        });
-        let bytes = serde_json::to_vec_pretty(&doc)?;
-        edgeslim_runtime::fsutil::write_atomic(path, &bytes)?;
+    let doc = serde_json::json!({
+        "model": model.path.display().to_string(),
+        "sha256": model.sha256,
+        "optimized": model.optimized,
+        "kernels": kernels,
+        "nodes": nodes,
+    });
+    if edgeslim_runtime::json_out::emit(&a.json, &doc)? {
+        return Ok(());
     }
     for n in &nodes {
         println!("{:>5} {:<22} {}", n.id, n.op, n.name);

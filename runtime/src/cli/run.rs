@@ -19,7 +19,7 @@ pub struct RunArgs {
     #[arg(long)]
     input: PathBuf,
     /// Save outputs as .npy (several outputs: OUT.0.npy, OUT.1.npy, ...).
-    #[arg(long)]
+    #[arg(short, long)]
     output: Option<PathBuf>,
     /// Also save the preprocessed input tensor as .npy (to feed the same bytes elsewhere).
     #[arg(long)]

@@ -16,8 +16,16 @@ use std::time::Duration;
 #[derive(Args)]
 pub struct TrackArgs {
     /// The tracker: a folder with template.onnx and search.onnx (e.g. models/siamese-tracker).
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(value_name = "TRACKER_DIR", required_unless_present = "model_flag")]
+    model_arg: Option<PathBuf>,
+    /// Deprecated: the tracker folder is positional now.
+    #[arg(
+        long = "model",
+        value_name = "DIR",
+        hide = true,
+        conflicts_with = "model_arg"
+    )]
+    model_flag: Option<PathBuf>,
     /// Frames: a V4L2 camera (/dev/video0; MJPEG or YUYV), an OTB sequence folder
     /// (img/*.jpg + groundtruth_rect.txt), a folder of images, a video file (decoded by an
     /// external ffmpeg), an image file, or synthetic:SEED (a generated sequence from the
@@ -34,9 +42,9 @@ pub struct TrackArgs {
     /// Evaluate on every OTB-layout sequence under this folder instead of running live.
     #[arg(long, value_name = "DATASET_DIR", conflicts_with = "source")]
     eval: Option<PathBuf>,
-    /// Write the evaluation (or the live run's summary) here as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    /// The evaluation (or the live run's summary) as JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<edgeslim_runtime::json_out::JsonDest>,
     /// Live view: PORT, 127.0.0.1:PORT, or 0.0.0.0:PORT to allow other machines.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
@@ -72,9 +80,6 @@ pub struct TrackArgs {
     /// Confidence below which frames count towards "lost".
     #[arg(long, default_value_t = 0.25)]
     lost_threshold: f32,
-    /// Print only the summary.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 fn parse_rect(s: &str) -> Result<Rect> {
@@ -296,12 +301,9 @@ fn start_view(a: &TrackArgs) -> Result<Option<TrackView>> {
 
 fn eval(a: &TrackArgs, dir: &Path) -> Result<()> {
     let p = params(a)?;
-    let r = otb::evaluate(&a.model, dir, &p, a.threads, !a.quiet)?;
-    print!("{}", otb::render(&r));
-    if let Some(j) = &a.json {
-        let bytes = serde_json::to_vec_pretty(&r)?;
-        edgeslim_runtime::fsutil::write_atomic(j, &bytes)
-            .with_context(|| format!("writing {}", j.display()))?;
+    let r = otb::evaluate(&a.model()?, dir, &p, a.threads, !quiet_lines(a))?;
+    if !edgeslim_runtime::json_out::emit(&a.json, &r)? {
+        print!("{}", otb::render(&r));
     }
     Ok(())
 }
@@ -312,7 +314,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     }
     let p = params(a)?;
     let spec = a.source.as_deref().context("--source is required")?;
-    let model = TrackerModel::load(&a.model, p.scales, a.threads)?;
+    let model = TrackerModel::load(&a.model()?, p.scales, a.threads)?;
     let (mut source, gt_init) = open_source(spec, a.looped, a.camera_size)?;
     let init = match &a.init {
         Some(s) => Some(parse_rect(s)?),
@@ -333,10 +335,10 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         std::fs::create_dir_all(r.join("img"))
             .with_context(|| format!("creating {}", r.display()))?;
     }
-    if !a.quiet {
+    if !quiet_lines(a) {
         eprintln!(
             "{}: template {}, search {} ×{} scales, response {}×{}, stride {}; source {}",
-            a.model.display(),
+            a.model()?.display(),
             model.template_size,
             model.search_size,
             model.batch,
@@ -365,7 +367,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         view.as_ref().map(|v| v as &dyn View),
         actuators.as_mut().map(|x| x as &mut dyn Follower),
         |ev| {
-            if let (false, Some(r)) = (a.quiet, ev.result) {
+            if let (false, Some(r)) = (quiet_lines(a), ev.result) {
                 println!(
                     "{:>5} {:<24} {:>7.1} {:>7.1} {:>6.1} {:>6.1}  conf {:.3}  {:?}  search {:.1} ms",
                     ev.number, ev.label, ev.rect[0], ev.rect[1], ev.rect[2], ev.rect[3],
@@ -384,11 +386,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         edgeslim_runtime::fsutil::write_atomic(&f, sum.otb_boxes().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    if let Some(j) = &a.json {
-        let bytes = serde_json::to_vec_pretty(sum)?;
-        edgeslim_runtime::fsutil::write_atomic(j, &bytes)
-            .with_context(|| format!("writing {}", j.display()))?;
-    }
+    edgeslim_runtime::json_out::emit(&a.json, sum)?;
     // Serving: the source ended, keep the page up (and answer re-inits on the last frame)
     // until interrupted.
     if let (Some(v), Some(img)) = (&view, &out.last_frame) {
@@ -400,4 +398,22 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         live::linger(&mut tracker, v, img, sum);
     }
     Ok(())
+}
+
+/// No per-frame lines with -q, nor when the JSON goes to stdout.
+fn quiet_lines(a: &TrackArgs) -> bool {
+    edgeslim_runtime::process::quiet() || edgeslim_runtime::json_out::to_stdout(&a.json)
+}
+
+impl TrackArgs {
+    /// The tracker folder, positional or by the deprecated `--model`.
+    fn model(&self) -> Result<PathBuf> {
+        edgeslim_runtime::process::current_or_deprecated(
+            &self.model_arg,
+            &self.model_flag,
+            "--model DIR",
+            "the positional TRACKER_DIR",
+        )
+        .ok_or_else(|| anyhow::anyhow!("no tracker folder given"))
+    }
 }

@@ -352,7 +352,6 @@ fn cli_fit_eval_and_inspect_on_a_generated_set() {
         "edgeslim-rt",
         &[
             "inspect",
-            "--detector",
             &s(&det),
             "--source",
             &s(&data.join("test")),
@@ -376,7 +375,6 @@ fn cli_fit_eval_and_inspect_on_a_generated_set() {
         "edgeslim-rt",
         &[
             "inspect",
-            "--detector",
             &s(&det),
             "--source",
             &s(&data.join("test/good")),
@@ -408,12 +406,7 @@ fn http_get(addr: &str, path: &str) -> Vec<u8> {
 fn inspect_serves_a_live_view() {
     let f = fixture();
     let mut child = Command::new(bin("edgeslim-rt"))
-        .args([
-            "inspect",
-            "--detector",
-            f.path.to_str().unwrap(),
-            "--source",
-        ])
+        .args(["inspect", f.path.to_str().unwrap(), "--source"])
         .arg(f.data.join("test"))
         .args([
             "--loop",

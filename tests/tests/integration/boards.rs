@@ -111,9 +111,7 @@ fn unknown_targets_list_the_known_ones() {
     for args in [
         vec!["build", "--target", "rpi9"],
         vec!["targets", "rpi9"],
-        vec![
-            "bundle", "--target", "rpi9", "--model", "m.onnx", "-o", "b.tar.gz",
-        ],
+        vec!["bundle", "--target", "rpi9", "m.onnx", "-o", "b.tar.gz"],
     ] {
         let line = assert_one_line_error(&run("edgeslim", &args));
         assert!(line.contains("unknown target 'rpi9'"), "{line}");
@@ -252,7 +250,7 @@ fn a_pi_bundle_is_complete_reproducible_and_runs_under_qemu() {
     let make = |out: &Path| {
         let out = Command::new(bin("edgeslim"))
             .args(["bundle", "--target", "rpi4", "--binary", s(&rt.binary)])
-            .args(["--model", s(&cls), "--model", s(&mix)])
+            .args([s(&cls), s(&mix)])
             .args([
                 "--input-shape",
                 "x=1,3,48,192",
@@ -436,7 +434,6 @@ fn a_tracker_bundle_serves_and_tracks_under_qemu() {
             "--binary",
             s(&rt.binary),
             // The tracker's folder: the bundle ships its two graphs.
-            "--model",
             s(&zoo),
             "--source",
             s(&seq),
@@ -493,7 +490,6 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
             "rpi4",
             "--binary",
             s(&x86),
-            "--model",
             s(&cls),
             "--input-shape",
             "x=1,3,48,192",
@@ -518,7 +514,6 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
             "x86_64",
             "--binary",
             s(&x86),
-            "--model",
             s(&junk),
             "-o",
             s(&out),
@@ -533,20 +528,16 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
         let mut args = vec!["bundle", "--target", "x86_64", "--app", "track"];
         args.extend(["--binary", s(&x86)]);
         for m in models {
-            args.extend(["--model", s(m)]);
+            args.extend([s(m)]);
         }
         args.extend(["-o", s(&out)]);
         run("edgeslim", &args)
     };
     let line = assert_one_line_error(&track_bundle(&[cls.as_path()]));
-    assert!(
-        line.contains("--model") && line.contains("the track app needs a tracker"),
-        "{line}"
-    );
+    assert!(line.contains("the track app needs a tracker"), "{line}");
     let line = assert_one_line_error(&track_bundle(&[zoo.join("template.onnx").as_path()]));
     assert!(
-        line.contains("--model")
-            && line.contains("the other graph of the tracker too: search.onnx"),
+        line.contains("the other graph of the tracker too: search.onnx"),
         "{line}"
     );
     let line = assert_one_line_error(&track_bundle(&[dir.path()]));
@@ -561,7 +552,6 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
             "x86_64",
             "--binary",
             s(&x86),
-            "--model",
             s(&cls),
             "-o",
             s(&out),
@@ -578,7 +568,6 @@ fn bundles_refuse_wrong_binaries_and_unrunnable_models() {
             "x86_64",
             "--binary",
             s(&x86),
-            "--model",
             s(&cls),
             "--input-shape",
             "x=1,3,48,192",

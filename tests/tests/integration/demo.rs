@@ -21,7 +21,7 @@ fn demo_tracking_part_reports_metrics_speed_and_frames() {
             "--part",
             "tracking",
             "--quick",
-            "--out",
+            "-o",
             out.to_str().unwrap(),
         ],
     );
@@ -119,7 +119,7 @@ fn demo_classifier_part_prunes_times_and_compares_on_photographs() {
             "--part",
             "classifier",
             "--quick",
-            "--out",
+            "-o",
             out.to_str().unwrap(),
         ],
     );

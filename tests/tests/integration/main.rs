@@ -6,6 +6,7 @@
 mod anomaly;
 mod bench_json;
 mod boards;
+mod cli;
 mod demo;
 mod deploy;
 mod engines;

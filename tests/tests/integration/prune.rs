@@ -786,8 +786,8 @@ fn analyze_groups_lists_members_and_reasons() {
         &[
             "analyze",
             "--groups",
-            "--json",
             c,
+            "--json",
             "--input-shape",
             CLS_SHAPE,
         ],

@@ -80,7 +80,6 @@ fn tracker_beats_standing_still_on_generated_sequences() {
         "edgeslim-rt",
         &[
             "track",
-            "--model",
             tracker_dir().to_str().unwrap(),
             "--eval",
             d.path().to_str().unwrap(),
@@ -327,7 +326,6 @@ fn bad_input_fails_with_a_clear_message() {
         "edgeslim-rt",
         &[
             "track",
-            "--model",
             m.to_str().unwrap(),
             "--source",
             seq.to_str().unwrap(),
@@ -342,7 +340,6 @@ fn bad_input_fails_with_a_clear_message() {
         "edgeslim-rt",
         &[
             "track",
-            "--model",
             d.path().to_str().unwrap(),
             "--source",
             seq.to_str().unwrap(),
@@ -353,13 +350,7 @@ fn bad_input_fails_with_a_clear_message() {
     // A camera that is not there: the device is named and the likely causes given.
     let r = run(
         "edgeslim-rt",
-        &[
-            "track",
-            "--model",
-            m.to_str().unwrap(),
-            "--source",
-            "/dev/video99",
-        ],
+        &["track", m.to_str().unwrap(), "--source", "/dev/video99"],
     );
     assert_ne!(r.code, 0);
     assert!(
@@ -372,7 +363,6 @@ fn bad_input_fails_with_a_clear_message() {
         "edgeslim-rt",
         &[
             "track",
-            "--model",
             m.to_str().unwrap(),
             "--source",
             "/dev/video0",
@@ -387,7 +377,6 @@ fn bad_input_fails_with_a_clear_message() {
         "edgeslim-rt",
         &[
             "track",
-            "--model",
             m.to_str().unwrap(),
             "--source",
             seq.to_str().unwrap(),
@@ -407,7 +396,6 @@ fn bad_input_fails_with_a_clear_message() {
         "edgeslim-rt",
         &[
             "track",
-            "--model",
             m.to_str().unwrap(),
             "--eval",
             seq.to_str().unwrap(),

@@ -37,6 +37,8 @@ pub const PPOCR_CLS: &str = "models/ch_ppocr_mobile_v2.0_cls_infer.onnx";
 pub const PPOCR_DET: &str = "models/ch_PP-OCRv4_det_infer.onnx";
 pub const MNIST_CSV: &str = "data/mnist_5k.csv.gz";
 pub const ORT_LIBRARY: &str = "lib/libonnxruntime.so";
+/// The ONNX Runtime release whose library the assets hold (the `onnxruntime` wheel).
+pub const ONNXRUNTIME_VERSION: &str = "1.32.0";
 pub const IMAGES_DIR: &str = "images";
 /// Pretrained ImageNet weights and a pretrained ViT (issue 18, docs/zoo-import.md).
 pub const EFFICIENTNET_LITE0_PTH: &str = "models/efficientnet-lite0-57934424.pth";
@@ -141,7 +143,7 @@ pub const PACKAGES: &[PackageSpec] = &[
     },
     PackageSpec {
         name: "onnxruntime",
-        version: "1.32.0",
+        version: ONNXRUNTIME_VERSION,
         wheels: &[WheelPin {
             file: "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl",
             sha256: "5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d",

@@ -103,7 +103,7 @@ fn tracker_pair_pruned_to_a_tenth_meets_the_budget_and_runs_in_both_engines() {
         &[
             "data",
             "tracking",
-            "--out",
+            "-o",
             seqs.to_str().unwrap(),
             "--sequences",
             "1",
@@ -203,7 +203,7 @@ fn fine_tuning_a_one_percent_tracker_recovers_tracking() {
         &[
             "data",
             "tracking",
-            "--out",
+            "-o",
             seqs.to_str().unwrap(),
             "--sequences",
             "3",

@@ -124,12 +124,12 @@ case "$cmd" in
         ;;
     track)
         check_machine
-        rt track --model "models/$first_model" --source "$EDGESLIM_SOURCE" \
+        rt track "models/$first_model" --source "$EDGESLIM_SOURCE" \
             --serve "$EDGESLIM_SERVE" --threads "$EDGESLIM_THREADS" $EDGESLIM_EXTRA_ARGS
         ;;
     inspect)
         check_machine
-        rt inspect --detector "models/$first_model" --source "$EDGESLIM_SOURCE" \
+        rt inspect "models/$first_model" --source "$EDGESLIM_SOURCE" \
             --serve "$EDGESLIM_SERVE" --threads "$EDGESLIM_THREADS" $EDGESLIM_EXTRA_ARGS
         ;;
     check)

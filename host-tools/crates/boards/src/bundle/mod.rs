@@ -318,26 +318,20 @@ fn check_tracker_pair(models: &[PathBuf]) -> crate::Result<()> {
     let first = &models[0];
     let (template, search) =
         edgeslim_runtime::track::tracker::tracker_files(first).map_err(|e| {
-            crate::Error::option(
-                "model",
-                format!(
-                    "{}: the track app needs a tracker: its folder (models/siamese-tracker) or \
+            crate::Error::Invalid(format!(
+                "{}: the track app needs a tracker: its folder (models/siamese-tracker) or \
                      template.onnx and search.onnx ({e})",
-                    first.display()
-                ),
-            )
+                first.display()
+            ))
         })?;
     let partner = if template == *first { search } else { template };
     let partner_name = partner.file_name().unwrap_or_default();
     if !models.iter().any(|m| m.file_name() == Some(partner_name)) {
-        return Err(crate::Error::option(
-            "model",
-            format!(
-                "{}: the track app needs the other graph of the tracker too: {}",
-                first.display(),
-                partner_name.to_string_lossy()
-            ),
-        ));
+        return Err(crate::Error::Invalid(format!(
+            "{}: the track app needs the other graph of the tracker too: {}",
+            first.display(),
+            partner_name.to_string_lossy()
+        )));
     }
     Ok(())
 }
