@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 ES=target/release/edgeslim
 TRK=models/siamese-tracker
 DATA="$OUT/bench"
-[ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 6 --frames 100 --seed 7 >&2
+[ -d "$DATA" ] || "$ES" data tracking -o "$DATA" --sequences 6 --frames 100 --seed 7 >&2
 RUNS=${RUNS:-100}
 EPOCHS=${EPOCHS:-5}
 CRITERION=${CRITERION:-bn}

@@ -20,7 +20,7 @@ ES=${ES:-$PWD/target/release/edgeslim}
 RT=${RT:-$PWD/target/release/edgeslim-rt}
 "$ES" assets fetch >&2
 DATA=$OUT/bench
-[ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 6 --frames 100 --seed 7 >&2
+[ -d "$DATA" ] || "$ES" data tracking -o "$DATA" --sequences 6 --frames 100 --seed 7 >&2
 
 FROZEN=$OUT/siamese-mnv2-frozen
 if [ ! -f "$FROZEN/search.onnx" ]; then
@@ -31,7 +31,7 @@ if [ ! -f "$FROZEN/search.onnx" ]; then
 fi
 
 row() { # label dir
-  "$RT" track --model "$2" --eval "$DATA" --json "$2.eval.json" --threads 1 --quiet >&2
+  "$RT" track "$2" --eval "$DATA" --json "$2.eval.json" --threads 1 --quiet >&2
   jq -r --arg l "$1" '
     def r3: . * 1000 | round / 1000 | tostring;
     "| \($l) | \(.overall.auc | r3) | \(.overall.precision_20px | r3) | \(.overall.average_overlap | r3) | \(.overall.success_rate_50 | r3) | \(.fps * 10 | round / 10) | \(.mean_search_ms * 100 | round / 100) |"' "$2.eval.json"

@@ -14,9 +14,9 @@ ES=target/release/edgeslim
 RT=target/release/edgeslim-rt
 TRK=models/siamese-tracker
 DATA="$OUT/bench"
-[ -d "$DATA" ] || "$ES" data tracking --out "$DATA" --sequences 6 --frames 100 --seed 7 >&2
+[ -d "$DATA" ] || "$ES" data tracking -o "$DATA" --sequences 6 --frames 100 --seed 7 >&2
 
-"$RT" track --model "$TRK" --eval "$DATA" --json "$OUT/original.json" --quiet >&2
+"$RT" track "$TRK" --eval "$DATA" --json "$OUT/original.json" --quiet >&2
 for v in bn:0.1 bn:0.25 l1:0.25 bn:0.4; do
   c=${v%%:*}; r=${v##*:}; d="$OUT/$c-$r"
   mkdir -p "$d"
@@ -24,7 +24,7 @@ for v in bn:0.1 bn:0.25 l1:0.25 bn:0.4; do
     --report "$d/template" --runs 40 >&2
   "$ES" compress prune "$TRK/search.onnx" --ratio "$r" --criterion "$c" \
     --input-shape search=3,3,127,127 -o "$d/search.onnx" --report "$d/search" --runs 40 >&2
-  "$RT" track --model "$d" --eval "$DATA" --json "$d/eval.json" --quiet >&2
+  "$RT" track "$d" --eval "$DATA" --json "$d/eval.json" --quiet >&2
 done
 
 python3 - "$OUT" "$DATA" <<'PY'

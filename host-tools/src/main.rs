@@ -36,6 +36,8 @@ fn main() {
         Err(e) => e.exit(),
     };
     process::init_logging(cli.verbosity);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    edgeslim::onnx::provenance::enable(&format!("edgeslim {}", env!("CARGO_PKG_VERSION")), &args);
     if let Err(e) = cmd::run(cli) {
         eprintln!("edgeslim: error: {}", cmd::error_line(&e));
         std::process::exit(1);

@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod eval;
 mod eval_classify;
+mod fit;
 mod inspect;
 mod optimize;
 mod prune;
@@ -62,6 +63,8 @@ enum Command {
     Targets(targets::Args),
     Build(build::Args),
     Bundle(bundle::Args),
+    /// Does a model fit on a board: peak RSS (measured with the board's runtime) against its RAM, latency estimate.
+    Fit(fit::Args),
     Deploy(deploy::Args),
     Zoo(zoo::Args),
 }
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => build::run(a),
         Command::Zoo(a) => zoo::run(a),
         Command::Bundle(a) => bundle::run(a),
+        Command::Fit(a) => fit::run(a),
         Command::Deploy(a) => deploy::run(a),
     }
 }

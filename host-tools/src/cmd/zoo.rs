@@ -74,7 +74,18 @@ pub fn run(a: Args) -> Result<()> {
             } else {
                 BatchNorm::Fold
             };
-            let card = import(entry, size.unwrap_or(entry.default_size), bn, &dir, runs)?;
+            let size = size.unwrap_or(entry.default_size);
+            // The written bytes depend on these alone (not on -o or --runs): recorded so.
+            edgeslim::onnx::provenance::set_command(&format!(
+                "zoo import {} --size {size}{}",
+                entry.name,
+                if keep_batchnorm {
+                    " --keep-batchnorm"
+                } else {
+                    ""
+                }
+            ));
+            let card = import(entry, size, bn, &dir, runs)?;
             println!("{}", card.to_markdown());
             println!("wrote {}", dir.display());
             Ok(())
@@ -100,6 +111,14 @@ pub fn import(
 ) -> Result<ImportCard> {
     let assets = Assets::open();
     assets.ensure()?;
+    let source = assets.file(entry.asset);
+    if !entry.asset.ends_with(".onnx") {
+        // An ONNX source is recorded when it is read; a checkpoint is not an ONNX load.
+        let (_, sha) = edgeslim::assets::file_sha256(&source)
+            .with_context(|| format!("reading {}", source.display()))?;
+        let name = source.file_name().unwrap_or_default().to_string_lossy();
+        edgeslim::onnx::provenance::add_input(&name, &sha);
+    }
     let start = Instant::now();
     let model = catalogue::import(entry, &assets, size, batch_norm)?;
     let import_seconds = start.elapsed().as_secs_f64();

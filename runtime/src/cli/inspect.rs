@@ -55,6 +55,10 @@ pub struct InspectArgs {
     /// Save every overlay as a JPEG into this folder.
     #[arg(long, value_name = "DIR")]
     save_overlays: Option<PathBuf>,
+    /// JSON Lines on stdout: one record per frame, then one `{"summary": ...}` record; the
+    /// text lines are left out (for other programs to consume without HTTP).
+    #[arg(long)]
+    jsonl: bool,
     /// The verdicts and a summary as JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     json: Option<edgeslim_runtime::json_out::JsonDest>,
@@ -115,6 +119,9 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     if a.serve.is_some() {
         anyhow::bail!("--serve needs a build with the `serve` feature (on by default)");
     }
+    if a.jsonl && edgeslim_runtime::json_out::to_stdout(&a.json) {
+        anyhow::bail!("--jsonl and a bare --json both write to stdout: give --json FILE.json");
+    }
     let detector = edgeslim_runtime::process::current_or_deprecated(
         &a.detector_arg,
         &a.detector_flag,
@@ -166,7 +173,17 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     }
     let quiet = quiet_lines(a);
     let mut summary = inspect::run(&inspector, &mut source, &cfg, view, reject.as_ref(), |r| {
-        if !quiet {
+        if a.jsonl {
+            let rec = serde_json::json!({
+                "frame": r.index,
+                "label": r.label,
+                "score": r.score,
+                "normalised": r.normalised,
+                "verdict": r.verdict.to_string(),
+                "infer_ms": r.infer_ms,
+            });
+            println!("{rec}");
+        } else if !quiet {
             println!(
                 "{:>5}  {:<40} score {:>10.4}  norm {:.3}  {}  {:.1} ms",
                 r.index, r.label, r.score, r.normalised, r.verdict, r.infer_ms
@@ -191,6 +208,10 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     if edgeslim_runtime::json_out::emit(&a.json, &summary)? {
         return Ok(());
     }
+    if a.jsonl {
+        println!("{}", serde_json::json!({ "summary": &summary }));
+        return Ok(());
+    }
     println!(
         "{} frames: {} pass, {} fail, {} unreadable, {} left out of the folder; inference p50 {:.1} ms, p90 {:.1} ms{}",
         summary.frames,
@@ -211,5 +232,5 @@ pub fn run(a: &InspectArgs) -> Result<()> {
 
 /// No per-frame lines with -q, nor when the JSON goes to stdout.
 fn quiet_lines(a: &InspectArgs) -> bool {
-    edgeslim_runtime::process::quiet() || edgeslim_runtime::json_out::to_stdout(&a.json)
+    edgeslim_runtime::process::quiet() || a.jsonl || edgeslim_runtime::json_out::to_stdout(&a.json)
 }

@@ -42,6 +42,10 @@ pub struct TrackArgs {
     /// Evaluate on every OTB-layout sequence under this folder instead of running live.
     #[arg(long, value_name = "DATASET_DIR", conflicts_with = "source")]
     eval: Option<PathBuf>,
+    /// JSON Lines on stdout: one record per frame, then one `{"summary": ...}` record; the
+    /// text lines are left out (for other programs to consume without HTTP).
+    #[arg(long)]
+    jsonl: bool,
     /// The evaluation (or the live run's summary) as JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     json: Option<edgeslim_runtime::json_out::JsonDest>,
@@ -98,7 +102,7 @@ fn parse_rect(s: &str) -> Result<Rect> {
 }
 
 fn params(a: &TrackArgs) -> Result<TrackerParams> {
-    if a.scales == 0 || a.scales % 2 == 0 {
+    if a.scales == 0 || a.scales.is_multiple_of(2) {
         bail!("--scales {}: use an odd number (1, 3, 5)", a.scales);
     }
     Ok(TrackerParams {
@@ -309,6 +313,12 @@ fn eval(a: &TrackArgs, dir: &Path) -> Result<()> {
 }
 
 pub fn run(a: &TrackArgs) -> Result<()> {
+    if a.jsonl && edgeslim_runtime::json_out::to_stdout(&a.json) {
+        anyhow::bail!("--jsonl and a bare --json both write to stdout: give --json FILE.json");
+    }
+    if a.jsonl && a.eval.is_some() {
+        anyhow::bail!("--jsonl streams a live run (--source); --eval reports with --json");
+    }
     if let Some(d) = &a.eval {
         return eval(a, d);
     }
@@ -367,7 +377,17 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         view.as_ref().map(|v| v as &dyn View),
         actuators.as_mut().map(|x| x as &mut dyn Follower),
         |ev| {
-            if let (false, Some(r)) = (quiet_lines(a), ev.result) {
+            if let (true, Some(r)) = (a.jsonl, ev.result) {
+                let rec = serde_json::json!({
+                    "frame": ev.number,
+                    "label": ev.label,
+                    "box": ev.rect,
+                    "confidence": r.confidence,
+                    "state": format!("{:?}", r.state),
+                    "search_ms": r.search_ms,
+                });
+                println!("{rec}");
+            } else if let (false, Some(r)) = (quiet_lines(a), ev.result) {
                 println!(
                     "{:>5} {:<24} {:>7.1} {:>7.1} {:>6.1} {:>6.1}  conf {:.3}  {:?}  search {:.1} ms",
                     ev.number, ev.label, ev.rect[0], ev.rect[1], ev.rect[2], ev.rect[3],
@@ -377,10 +397,14 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         },
     )?;
     let sum = &out.summary;
-    println!(
-        "{} frames ({} corrupt, {} lost): {:.1} fps tracking loop, search {:.2} ms/frame, template {:.2} ms/init, {} re-inits",
-        sum.frames, sum.corrupt_frames, sum.lost_frames, sum.fps, sum.mean_search_ms, sum.mean_template_ms, sum.reinits
-    );
+    if a.jsonl {
+        println!("{}", serde_json::json!({ "summary": sum }));
+    } else if !edgeslim_runtime::json_out::to_stdout(&a.json) {
+        println!(
+            "{} frames ({} corrupt, {} lost): {:.1} fps tracking loop, search {:.2} ms/frame, template {:.2} ms/init, {} re-inits",
+            sum.frames, sum.corrupt_frames, sum.lost_frames, sum.fps, sum.mean_search_ms, sum.mean_template_ms, sum.reinits
+        );
+    }
     if let Some(dir) = &a.record {
         let f = dir.join("boxes.txt");
         edgeslim_runtime::fsutil::write_atomic(&f, sum.otb_boxes().as_bytes())
@@ -400,9 +424,9 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     Ok(())
 }
 
-/// No per-frame lines with -q, nor when the JSON goes to stdout.
+/// No per-frame lines with -q, nor when JSON (or JSON Lines) goes to stdout.
 fn quiet_lines(a: &TrackArgs) -> bool {
-    edgeslim_runtime::process::quiet() || edgeslim_runtime::json_out::to_stdout(&a.json)
+    edgeslim_runtime::process::quiet() || a.jsonl || edgeslim_runtime::json_out::to_stdout(&a.json)
 }
 
 impl TrackArgs {

@@ -348,19 +348,13 @@ fn cli_fit_eval_and_inspect_on_a_generated_set() {
     // The board side over the same test images, with overlays and a JSON summary.
     let out = d.path().join("inspect.json");
     let overlays = d.path().join("overlays");
-    let r = run_ok(
-        "edgeslim-rt",
-        &[
-            "inspect",
-            &s(&det),
-            "--source",
-            &s(&data.join("test")),
-            "--json",
-            &s(&out),
-            "--save-overlays",
-            &s(&overlays),
-        ],
-    );
+    let (det_s, test_s) = (s(&det), s(&data.join("test")));
+    let inspect = |extra: &[&str]| {
+        let mut a = vec!["inspect", det_s.as_str(), "--source", test_s.as_str()];
+        a.extend_from_slice(extra);
+        run_ok("edgeslim-rt", &a)
+    };
+    let r = inspect(&["--json", &s(&out), "--save-overlays", &s(&overlays)]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(v["frames"].as_u64().unwrap(), 16 + 5 * 6, "{}", r.stdout);
     assert!(
@@ -369,6 +363,19 @@ fn cli_fit_eval_and_inspect_on_a_generated_set() {
         r.stdout
     );
     assert_eq!(std::fs::read_dir(&overlays).unwrap().count(), 46);
+
+    // The same run as JSON Lines: one record per frame, then the summary, nothing else.
+    let r = inspect(&["--jsonl"]);
+    let records: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (last, frames) = records.split_last().unwrap();
+    assert_eq!(frames.len(), 46);
+    assert_eq!(last["summary"]["failed"], v["failed"]);
+    let failed = frames.iter().filter(|f| f["verdict"] == "FAIL").count() as u64;
+    assert_eq!(failed, v["failed"].as_u64().unwrap(), "{}", frames[0]);
 
     // --reject-pin without the gpio feature (the default build) says how to get it.
     let r = run(

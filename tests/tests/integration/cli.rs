@@ -201,10 +201,163 @@ fn deprecated_spellings_still_work_and_say_so() {
         v["overall"]["auc"].as_f64().unwrap()
     };
     assert_eq!(auc(&old.stdout), auc(&new.stdout));
+    // A live run as JSON Lines: one record per frame with its box, then the summary.
+    let live = run_ok(
+        "edgeslim-rt",
+        &[
+            "track",
+            s(&trk),
+            "--source",
+            s(&seqs.join("seq-000")),
+            "--jsonl",
+        ],
+    );
+    let records: Vec<Value> = live
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let (summary, frames) = records.split_last().unwrap();
+    assert_eq!(
+        summary["summary"]["frames"].as_u64(),
+        Some(frames.len() as u64)
+    );
+    // The first frame initialises the tracker (no search); every later one searches.
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f["box"].as_array().map(Vec::len), Some(4), "{f}");
+        assert!(f["confidence"].is_number(), "{f}");
+        assert_eq!(f["search_ms"].as_f64().unwrap() > 0.0, i > 0, "{f}");
+    }
+    let r = run(
+        "edgeslim-rt",
+        &["track", s(&trk), "--eval", s(&seqs), "--jsonl"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("--jsonl streams a live run"),
+        "{}",
+        r.stderr
+    );
     // Both spellings at once is a usage error.
     let r = run(
         "edgeslim-rt",
         &["track", s(&trk), "--model", s(&trk), "--eval", s(&seqs)],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+/// Every ONNX the host tool writes says which commands made it, from which inputs (by
+/// content hash), and the history survives a chain of commands.
+#[test]
+fn provenance_survives_an_optimize_prune_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = workspace().join("models/mnist-cnn.onnx");
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    run_ok("edgeslim", &["optimize", s(&src), "-o", s(&a)]);
+    run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "prune",
+            s(&a),
+            "--ratio",
+            "0.5",
+            "-o",
+            s(&b),
+            "--runs",
+            "0",
+        ],
+    );
+    let j: Value =
+        serde_json::from_str(&run_ok("edgeslim", &["inspect", s(&b), "--json"]).stdout).unwrap();
+    let h = j["provenance"].as_array().unwrap();
+    let src_history =
+        serde_json::from_str::<Value>(&run_ok("edgeslim", &["inspect", s(&src), "--json"]).stdout)
+            .unwrap()["provenance"]
+            .as_array()
+            .unwrap()
+            .len();
+    assert_eq!(h.len(), src_history + 2, "{h:?}");
+    let [.., opt, prune] = h.as_slice() else {
+        unreachable!()
+    };
+    assert_eq!(
+        opt["tool"],
+        format!("edgeslim {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(
+        opt["command"].as_str().unwrap().starts_with("optimize "),
+        "{opt}"
+    );
+    assert!(
+        opt["command"].as_str().unwrap().ends_with("-o <out>"),
+        "{opt}"
+    );
+    let sha = |p: &Path| edgeslim::assets::file_sha256(p).unwrap().1;
+    assert_eq!(opt["inputs"][0]["sha256"], sha(&src));
+    assert_eq!(opt["inputs"][0]["file"], "mnist-cnn.onnx");
+    assert!(
+        prune["command"]
+            .as_str()
+            .unwrap()
+            .contains("compress prune")
+            && prune["command"].as_str().unwrap().contains("--ratio 0.5"),
+        "{prune}"
+    );
+    assert_eq!(prune["inputs"][0]["sha256"], sha(&a));
+    let text = run_ok("edgeslim", &["inspect", s(&b)]).stdout;
+    assert!(text.contains("compress prune"), "{text}");
+}
+
+/// `fit`: the runtime's measured peak RSS against the board's usable RAM; a board too small
+/// says so with the numbers; a bench report from the board replaces the estimates.
+#[test]
+fn fit_answers_with_the_reason() {
+    let model = workspace().join("models/efficientnet-lite0/model.onnx");
+    let m = s(&model);
+    let fit = |extra: &[&str]| -> Value {
+        let mut a = vec!["fit", m, "--target", "rpi4"];
+        a.extend_from_slice(extra);
+        a.push("--json");
+        serde_json::from_str(&run_ok("edgeslim", &a).stdout).unwrap()
+    };
+    let big = fit(&[]);
+    let row = &big["models"][0];
+    assert_eq!(big["fits"], true, "{big}");
+    let rss = row["peak_rss_bytes"].as_u64().unwrap();
+    // The weights alone are 18.5 MB; tract's working set comes on top.
+    assert!(rss > 20_000_000 && rss < 400_000_000, "{rss}");
+    // 385 M MACs at 48 GFLOP/s: 16 ms at best.
+    let est = row["latency_ms"].as_f64().unwrap();
+    assert!((est - 2.0 * 385.2e6 / 48e9 * 1e3).abs() < 0.5, "{est}");
+    let small = fit(&["--ram-gb", "0.35"]);
+    assert_eq!(small["fits"], false, "{small}");
+    let reason = small["models"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("MiB usable") && reason.contains(">"),
+        "{reason}"
+    );
+    let text = run_ok(
+        "edgeslim",
+        &["fit", m, "--target", "rpi4", "--ram-gb", "0.35"],
+    )
+    .stdout;
+    assert!(text.contains("does not fit"), "{text}");
+
+    // Measured figures from a (here: host) bench report replace the estimates.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("board.json");
+    run_ok(
+        "edgeslim-rt",
+        &["bench", m, "--runs", "2", "--json", s(&report)],
+    );
+    let measured = fit(&["--board-bench", s(&report)]);
+    let bench: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let row = &measured["models"][0];
+    assert_eq!(row["latency_ms"], bench["latency"]["p50_ms"]);
+    assert_eq!(row["peak_rss_bytes"], bench["memory"]["peak_rss_bytes"]);
+    assert!(row["latency_source"]
+        .as_str()
+        .unwrap()
+        .starts_with("measured"));
 }

@@ -20,7 +20,7 @@ pub const PATCH: usize = 14;
 
 /// The backbone for [1, 3, size, size] inputs (`size` a multiple of 14): [1, 1 + (size/14)², D].
 pub fn backbone(mut model: OnnxModel, size: usize) -> Result<OnnxModel> {
-    if size == 0 || size % PATCH != 0 {
+    if size == 0 || !size.is_multiple_of(PATCH) {
         return Err(Error::option_value(
             "size",
             size,

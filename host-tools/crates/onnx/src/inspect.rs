@@ -54,6 +54,8 @@ pub struct Inspection {
     pub total_macs: u64,
     /// Why shapes (and so MACs) are missing, when they are.
     pub shape_note: Option<String>,
+    /// The edgeslim commands that wrote the file, oldest first (`edgeslim.provenance`).
+    pub provenance: Vec<crate::provenance::Entry>,
 }
 
 /// The runtime's view of a node, for MAC counting.
@@ -185,7 +187,10 @@ pub fn inspect(model: &OnnxModel, input_shapes: &[InputShape]) -> Result<Inspect
             shape: shapes.get(&vi.name).cloned(),
         }
     };
+    let provenance = crate::provenance::history(model.metadata(crate::provenance::KEY))
+        .map_err(|e| crate::Error::Invalid(format!("{}: {e}", model.label())))?;
     Ok(Inspection {
+        provenance,
         path: model.label(),
         ir_version: model.proto.ir_version,
         producer: format!(
@@ -260,6 +265,31 @@ pub fn render_text(i: &Inspection) -> String {
     }
     if let Some(note) = &i.shape_note {
         let _ = writeln!(s, "  shapes unknown: {note}");
+    }
+    for (k, e) in i.provenance.iter().enumerate() {
+        let inputs: Vec<String> = e
+            .inputs
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} (sha256 {})",
+                    i.file,
+                    &i.sha256[..i.sha256.len().min(12)]
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  history {}: {} {}{}",
+            k + 1,
+            e.tool,
+            e.command,
+            if inputs.is_empty() {
+                String::new()
+            } else {
+                format!("  <- {}", inputs.join(", "))
+            }
+        );
     }
     let _ = writeln!(
         s,

@@ -8,6 +8,7 @@ pub mod model;
 pub mod node;
 pub mod opset;
 pub mod optimize;
+pub mod provenance;
 pub mod tensor;
 
 pub use model::{OnnxModel, SaveOptions};

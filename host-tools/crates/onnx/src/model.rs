@@ -50,6 +50,8 @@ impl OnnxModel {
         check_semantics(&bytes, path)?;
         m.resolve_external_data(path.parent().unwrap_or(Path::new(".")))?;
         m.path = Some(path.to_path_buf());
+        let history = crate::provenance::history(m.metadata(crate::provenance::KEY));
+        crate::provenance::loaded(path, &bytes, history.unwrap_or_default());
         Ok(m)
     }
 
@@ -122,9 +124,21 @@ impl OnnxModel {
             .map(|p| p.as_path())
             .collect();
         fsutil::ensure_not_input(path, &inputs)?;
+        // The command that writes the file joins the history it carries (when the binary
+        // records provenance).
+        let stamped_copy;
+        let this = match crate::provenance::stamped(self.metadata(crate::provenance::KEY), path) {
+            Some(v) => {
+                let mut c = self.clone();
+                c.set_metadata(crate::provenance::KEY, &v);
+                stamped_copy = c;
+                &stamped_copy
+            }
+            None => self,
+        };
         match opts.external_data_threshold {
             None => {
-                let bytes = self.to_bytes()?;
+                let bytes = this.to_bytes()?;
                 check_semantics(&bytes, path)?;
                 fsutil::write_atomic(path, &bytes)?;
             }
@@ -135,14 +149,14 @@ impl OnnxModel {
                     .ok_or_else(|| {
                         Error::Invalid(format!("{}: not a file path", path.display()))
                     })?;
-                let mut copy = self.clone();
+                let mut copy = this.clone();
                 let mut blob: Vec<u8> = Vec::new();
                 let mut placed = Vec::new(); // (tensor index, offset, length)
                 for (i, t) in copy.all_tensor_protos_mut().into_iter().enumerate() {
                     if t.raw_data.len() >= threshold {
                         // Align each tensor to 64 bytes, as onnx's own writer may, so a
                         // reader can map it directly.
-                        while blob.len() % 64 != 0 {
+                        while !blob.len().is_multiple_of(64) {
                             blob.push(0);
                         }
                         placed.push((i, blob.len(), t.raw_data.len()));

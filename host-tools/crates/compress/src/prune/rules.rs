@@ -1145,14 +1145,15 @@ pub fn reshape_units(
         return Some((j, units.to_vec()));
     }
     // Merged with the following axes (Flatten): position p belongs to channel p / k.
-    for j in (0..so.len()).filter(|&j| prefix[j] == pre && so[j] > c && so[j] % c == 0) {
+    for j in (0..so.len()).filter(|&j| prefix[j] == pre && so[j] > c && so[j].is_multiple_of(c)) {
         let k = so[j] / c;
         if (t + 1..=si.len()).any(|e| prod(&si[t + 1..e]) == k) {
             return Some((j, (0..so[j]).map(|p| units[p / k]).collect()));
         }
     }
     // Split into several axes: keep the outermost non-trivial one, join its inner blocks.
-    for j in (0..so.len()).filter(|&j| prefix[j] == pre && so[j] > 1 && so[j] < c && c % so[j] == 0)
+    for j in (0..so.len())
+        .filter(|&j| prefix[j] == pre && so[j] > 1 && so[j] < c && c.is_multiple_of(so[j]))
     {
         if (j + 1..=so.len()).any(|e| prod(&so[j..e]) == c) {
             let b = c / so[j];
@@ -1166,7 +1167,7 @@ pub fn reshape_units(
     }
     // Merged with the preceding axes: position p belongs to channel p % c.
     for j in 0..so.len() {
-        if so[j] <= c || so[j] % c != 0 {
+        if so[j] <= c || !so[j].is_multiple_of(c) {
             continue;
         }
         let q = so[j] / c;

@@ -98,7 +98,7 @@ impl PairConfig {
                 ),
             );
         }
-        if self.stride == 0 || self.map_size == 0 || self.map_size % 2 == 0 {
+        if self.stride == 0 || self.map_size == 0 || self.map_size.is_multiple_of(2) {
             return bad(
                 "map_size",
                 format!(

@@ -77,13 +77,13 @@ impl Default for VitConfig {
 impl VitConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: String| Err(Error::Invalid(format!("vit: {field}: {why}")));
-        if self.patch == 0 || self.image_size % self.patch != 0 {
+        if self.patch == 0 || !self.image_size.is_multiple_of(self.patch) {
             return bad(
                 "patch",
                 format!("{} must divide image_size {}", self.patch, self.image_size),
             );
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return bad(
                 "heads",
                 format!("{} must divide dim {}", self.heads, self.dim),
