@@ -8,9 +8,9 @@
 # patches; 192², seed 1), and per backbone (PP-OCRv4 det, MobileNetV2, EfficientNet-Lite0: the
 # named backbones of `anomaly fit`), two detectors: fit-only with shared map Gaussians and the
 # pooled image score (the defaults), and one Gaussian per position with the map-max image score.
-# With FINETUNE=1 (default) also each backbone fine-tuned for 3 epochs on each texture's normal
-# images (`anomaly finetune`, ~5 min per texture and backbone; FT_BACKBONES picks the
-# backbones, FIT=0 skips the fit-only rows). Metrics from `edgeslim eval` (tract, the exported
+# With FINETUNE=1 (default) also each backbone fine-tuned for 3 epochs on each set's normal
+# images (`anomaly finetune`, ~5 min per set and backbone; FT_BACKBONES and FT_SETS pick
+# them, FIT=0 skips the fit-only rows). Metrics from `edgeslim eval` (tract, the exported
 # graph). Prints one markdown row per (config, set).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,12 +18,12 @@ OUT=${1:-anomaly-results}
 FINETUNE=${FINETUNE:-1}
 FIT=${FIT:-1}
 FT_BACKBONES=${FT_BACKBONES:-ppocr-det mobilenetv2 efficientnet-lite0}
+FT_SETS=${FT_SETS:-brick grass gravel coffee astronaut}
 mkdir -p "$OUT"
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p edgeslim >&2
 ES=${ES:-$PWD/target/release/edgeslim}
 "$ES" assets fetch >&2
 SETS="brick grass gravel coffee astronaut"
-TEXTURES="brick grass gravel"
 
 for t in $SETS; do
   [ -d "$OUT/$t" ] || "$ES" anomaly make-data --texture "$t" --seed 1 -o "$OUT/$t" >&2
@@ -53,7 +53,7 @@ done
 
 if [ "$FINETUNE" = 1 ]; then
   for bb in $FT_BACKBONES; do
-    for t in $TEXTURES; do
+    for t in $FT_SETS; do
       ft="$OUT/$t-$bb-ft.onnx"
       "$ES" anomaly finetune --backbone "$bb" --normal "$OUT/$t/train/good" \
         -o "$ft" --curves "$OUT/$t-$bb-ft.json" --epochs 3 --threads 2 >&2

@@ -19,6 +19,7 @@ mod optimize;
 mod prune;
 mod prune_tracker;
 mod report;
+mod run;
 mod targets;
 mod train;
 mod zoo;
@@ -65,6 +66,8 @@ enum Command {
     Bundle(bundle::Args),
     /// Does a model fit on a board: peak RSS (measured with the board's runtime) against its RAM, latency estimate.
     Fit(fit::Args),
+    /// Run a recipe: a model through optimize / compress / recovery / eval / bench / fit / bundle steps, resumable.
+    Run(run::Args),
     Deploy(deploy::Args),
     Zoo(zoo::Args),
 }
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Zoo(a) => zoo::run(a),
         Command::Bundle(a) => bundle::run(a),
         Command::Fit(a) => fit::run(a),
+        Command::Run(a) => run::run(a),
         Command::Deploy(a) => deploy::run(a),
     }
 }

@@ -20,6 +20,7 @@ mod pretrained;
 mod prune;
 mod qemu;
 mod quantize;
+mod recipe;
 mod speed;
 mod track;
 mod train_cli;
