@@ -270,7 +270,9 @@ fn a_stalled_viewer_blocks_neither_producer_nor_others() {
         reading.is_finished()
     });
     reading.join().unwrap();
-    assert!(received.load(Ordering::SeqCst) >= 2);
+    // At least the marker: the mailbox keeps only the newest frame, so on a loaded machine the
+    // producer can publish all 400 before the reader runs once (a CI run saw exactly 1).
+    assert!(received.load(Ordering::SeqCst) >= 1);
     let st = srv.stats();
     assert_eq!(st.frames_published, published);
     assert!(
