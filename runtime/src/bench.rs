@@ -57,6 +57,17 @@ pub fn interleave(
     runs: usize,
     block: usize,
 ) -> Result<Vec<Vec<f64>>> {
+    interleave_observed(contestants, runs, block, &mut |_| {})
+}
+
+/// [`interleave`], telling `progress` how many runs per contestant are done after each round
+/// (for a progress bar: the runtime itself draws none).
+pub fn interleave_observed(
+    contestants: &mut [&mut dyn Timed],
+    runs: usize,
+    block: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Vec<f64>>> {
     let n = contestants.len();
     let mut samples: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(runs)).collect();
     let block = block.max(1);
@@ -70,6 +81,7 @@ pub fn interleave(
         }
         done += k;
         round += 1;
+        progress(done);
     }
     Ok(samples)
 }

@@ -9,7 +9,7 @@
 
 use crate::{Error, Result};
 use edgeslim_runtime::bench::{
-    bench, interleave, set_timings, BenchConfig, RawTract, RuntimeRuns, Timed,
+    bench, interleave_observed, set_timings, BenchConfig, RawTract, RuntimeRuns, Timed,
 };
 use edgeslim_runtime::device::current_rss_bytes;
 use edgeslim_runtime::input::{random_inputs, tensor_to_f32_vec};
@@ -207,7 +207,7 @@ impl Contender {
 
 /// Benchmark one or several models side by side in one process: each is loaded and warmed
 /// up, then the timed runs of every contestant (each model's tract runs, and with the options
-/// its ONNX Runtime and plain-tract runs) are interleaved in blocks ([`interleave`]), so their
+/// its ONNX Runtime and plain-tract runs) are interleaved in blocks ([`edgeslim_runtime::bench::interleave`]), so their
 /// ratios hold on a noisy machine. Every report is complete (profile, memory, device facts);
 /// the memory figures of later models include the earlier ones, which stay loaded.
 pub fn bench_side_by_side(models: &[&Path], cfg: &HostBenchConfig) -> Result<Vec<BenchReport>> {
@@ -255,7 +255,11 @@ pub fn bench_side_by_side(models: &[&Path], cfg: &HostBenchConfig) -> Result<Vec
             roles.push((i, Role::Raw));
         }
     }
-    let samples = interleave(&mut contestants, cfg.runs, BLOCK_RUNS)?;
+    let pb = crate::runner::progress_bar(cfg.runs.max(1), "benchmark (interleaved runs)");
+    let samples = interleave_observed(&mut contestants, cfg.runs, BLOCK_RUNS, &mut |done| {
+        pb.set_position(done as u64)
+    })?;
+    pb.finish_and_clear();
     drop(contestants);
     let mut per_model: Vec<[Option<Vec<f64>>; 3]> =
         contenders.iter().map(|_| [None, None, None]).collect();

@@ -134,6 +134,9 @@ pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
+    if edgeslim_runtime::process::quiet() {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     pb
 }
 
