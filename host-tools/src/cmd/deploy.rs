@@ -30,9 +30,12 @@ pub struct Args {
     /// Run the benchmark on the board and copy its JSON reports back.
     #[arg(long)]
     bench: bool,
-    /// Local folder for the reports brought back.
-    #[arg(long, default_value = ".")]
-    results: PathBuf,
+    /// Local folder for the reports brought back (default: the current folder).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Deprecated spelling of --report.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "report")]
+    results: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -45,7 +48,13 @@ pub fn run(a: Args) -> Result<()> {
         ssh,
         remote_dir: a.remote_dir,
         bench: a.bench,
-        results: a.results,
+        results: edgeslim_runtime::process::current_or_deprecated(
+            &a.report,
+            &a.results,
+            "--results DIR",
+            "--report DIR",
+        )
+        .unwrap_or_else(|| PathBuf::from(".")),
     })?;
     println!(
         "deployed {} to {}:{} ({}; {})",

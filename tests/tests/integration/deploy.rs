@@ -68,7 +68,7 @@ fn deploy_benchmarks_on_the_board_and_brings_the_json_back() {
         "--remote-dir",
         s(&board),
         "--bench",
-        "--results",
+        "--report",
         s(&results),
     ]));
     let r = edgeslim(&args);
