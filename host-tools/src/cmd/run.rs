@@ -270,8 +270,13 @@ fn run_command(exe: &Path, cwd: &Path, args: &[String]) -> Result<()> {
 pub fn run(a: Args) -> Result<()> {
     let text = std::fs::read_to_string(&a.recipe)
         .with_context(|| format!("reading {}", a.recipe.display()))?;
-    let recipe: Recipe =
-        toml::from_str(&text).with_context(|| format!("{}: not a recipe", a.recipe.display()))?;
+    let recipe: Recipe = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            a.recipe.display(),
+            edgeslim::train::recipe::toml_error_line(&e, &text)
+        )
+    })?;
     if recipe.steps.is_empty() {
         bail!("{}: no [[step]]", a.recipe.display());
     }
@@ -287,6 +292,12 @@ pub fn run(a: Args) -> Result<()> {
         .clone()
         .or_else(|| recipe.output.as_ref().map(|o| recipe_dir.join(o)))
         .unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
+    if run_dir.exists() && !run_dir.is_dir() {
+        bail!(
+            "-o {}: exists and is not a folder (a run writes its steps into a folder)",
+            run_dir.display()
+        );
+    }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // Absolute from here on: the steps run in the recipe's folder.
     let run_dir = run_dir

@@ -138,6 +138,34 @@ fn a_tracker_folder_goes_through_a_recipe() {
         serde_json::from_slice(&std::fs::read(dir.path().join("run/02-fit/fit.json")).unwrap())
             .unwrap();
     assert_eq!(fit["models"].as_array().unwrap().len(), 2, "{fit}");
+    // An unknown step kind names the kinds and the line; a file as the run folder is refused.
+    std::fs::write(
+        &r,
+        "name = \"x\"\nmodel = \"m.onnx\"\n[[step]]\nkind = \"shrink\"\n",
+    )
+    .unwrap();
+    let out = run("edgeslim", &["run", s(&r)]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("unknown variant `shrink`") && out.stderr.contains("(line 4)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "keep").unwrap();
+    std::fs::write(
+        &r,
+        "name = \"x\"\nmodel = \"m.onnx\"\n[[step]]\nkind = \"fit\"\n",
+    )
+    .unwrap();
+    let out = run("edgeslim", &["run", s(&r), "-o", s(&file)]);
+    assert!(
+        out.stderr.contains("exists and is not a folder"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
     // A recipe without a model is refused before anything runs.
     std::fs::write(&r, "name = \"x\"\n[[step]]\nkind = \"fit\"\n").unwrap();
     let out = run("edgeslim", &["run", s(&r)]);

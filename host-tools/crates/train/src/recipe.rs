@@ -208,18 +208,8 @@ impl Recipe {
 
     /// Parse and validate recipe text; `label` names it in errors.
     pub fn parse(text: &str, label: &str) -> Result<Recipe> {
-        let r: Recipe = toml::from_str(text).map_err(|e| {
-            // toml's message names the key and shows the line; keep it on one line.
-            let msg = e.message().to_string();
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            Error::Invalid(format!("{label}: {msg}{at}"))
-        })?;
+        let r: Recipe = toml::from_str(text)
+            .map_err(|e| Error::Invalid(format!("{label}: {}", toml_error_line(&e, text))))?;
         r.validate(label)?;
         Ok(r)
     }
@@ -369,6 +359,19 @@ impl Recipe {
         }
         Ok(())
     }
+}
+
+/// A TOML error on one line: toml's message (it names the key) and the line it points at,
+/// without the multi-line source excerpt its Display prints.
+pub fn toml_error_line(e: &toml::de::Error, text: &str) -> String {
+    let at = e
+        .span()
+        .map(|s| {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        })
+        .unwrap_or_default();
+    format!("{}{at}", e.message())
 }
 
 #[cfg(test)]
