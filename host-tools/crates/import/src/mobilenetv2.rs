@@ -205,33 +205,16 @@ fn leading(sd: &StateDict, key: &str, keep: &[Option<usize>]) -> Result<torch::T
     let Values::F32(v) = &t.values else {
         return Ok(t.clone());
     };
-    let mut shape = t.shape.clone();
-    for (a, k) in keep.iter().enumerate() {
-        if let (Some(k), Some(d)) = (k, shape.get_mut(a)) {
-            *d = (*k).min(*d);
-        }
-    }
-    let strides: Vec<usize> = (0..t.shape.len())
-        .map(|a| t.shape[a + 1..].iter().product())
-        .collect();
-    let count: usize = shape.iter().product();
-    let mut values = Vec::with_capacity(count);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..count {
-        let off: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
-        values.push(v[off]);
-        for a in (0..shape.len()).rev() {
-            idx[a] += 1;
-            if idx[a] < shape[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
+    let all = ndarray::ArrayViewD::from_shape(t.shape.clone(), v)
+        .map_err(|e| Error::Invalid(format!("{}: tensor '{key}': {e}", sd.label())))?;
+    let cut = all.slice_each_axis(|ax| {
+        let k = keep.get(ax.axis.index()).copied().flatten();
+        ndarray::Slice::from(0..k.map_or(ax.len, |k| k.min(ax.len)))
+    });
     Ok(torch::Tensor {
         name: t.name.clone(),
-        shape,
-        values: Values::F32(values),
+        shape: cut.shape().to_vec(),
+        values: Values::F32(cut.iter().copied().collect()),
     })
 }
 
