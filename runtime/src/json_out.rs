@@ -34,6 +34,21 @@ impl FromStr for JsonDest {
     }
 }
 
+/// The `--json [FILE.json]` flag, for a command's argument struct (`#[command(flatten)]`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct JsonArg {
+    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes
+    /// it there.
+    #[arg(
+        id = "json",
+        long = "json",
+        value_name = "FILE",
+        num_args = 0..=1,
+        default_missing_value = "-"
+    )]
+    pub dest: Option<JsonDest>,
+}
+
 impl JsonDest {
     pub fn is_stdout(&self) -> bool {
         matches!(self, JsonDest::Stdout)
@@ -59,10 +74,8 @@ pub fn emit<T: Serialize + ?Sized>(dest: &Option<JsonDest>, value: &T) -> Result
     let Some(dest) = dest else {
         return Ok(false);
     };
-    let text = serde_json::to_string_pretty(value).map_err(|e| RuntimeError::Io {
-        path: PathBuf::from("-"),
-        source: std::io::Error::other(e),
-    })?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| RuntimeError::Other(e.to_string()))?;
     match dest {
         JsonDest::Stdout => {
             println!("{text}");

@@ -119,14 +119,7 @@ naming the file, node or option); 2 usage error (unknown flag, missing or malfor
 /// A renamed flag still accepted for one release: say so on stderr (the old spelling goes in
 /// the next release; docs/cli.md lists them).
 pub fn deprecated(old: &str, new: &str) {
-    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    if !said.iter().any(|s| s == old) {
-        said.push(old.to_string());
-        eprintln!(
-            "warning: {old} is deprecated and will be removed in the next release; use {new}"
-        );
-    }
+    eprintln!("warning: {old} is deprecated and will be removed in the next release; use {new}");
 }
 
 /// The value of an argument given either the current way or by its deprecated flag.

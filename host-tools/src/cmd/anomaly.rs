@@ -68,9 +68,8 @@ struct FitArgs {
     image_score: ImageScore,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 #[derive(ClapArgs)]
@@ -291,7 +290,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
     let model = export(&det)?;
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&backbone])?;
     model.save(&a.output, &SaveOptions::default())?;
-    if edgeslim_runtime::json_out::emit(&a.json, &det.meta)? {
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &det.meta)? {
         return Ok(());
     }
     let m = &det.meta;

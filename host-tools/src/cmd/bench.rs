@@ -39,9 +39,8 @@ pub struct Args {
     /// The board profile this run stands for, recorded in the report.
     #[arg(long)]
     target: Option<String>,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
     /// Also time a plain tract loop on the same graph (interleaved) and report our runtime's
     /// overhead over it.
     #[arg(long)]
@@ -64,9 +63,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.models.len() > 1 {
         let paths: Vec<&std::path::Path> = a.models.iter().map(|p| p.as_path()).collect();
         let reports = bench_side_by_side(&paths, &cfg)?;
-        if !json_out::emit(&a.json, &reports)? {
+        if !json_out::emit(&a.json.dest, &reports)? {
             print!("{}", side_by_side_summary(&reports));
-            if let Some(path) = json_out::file(&a.json) {
+            if let Some(path) = json_out::file(&a.json.dest) {
                 println!("report: {}", path.display());
             }
         }
@@ -74,9 +73,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let report = host_bench(&a.models[0], &cfg)?;
     // The file first: a closed stdout (piped into `head`) must not lose the report.
-    if !json_out::emit(&a.json, &report)? {
+    if !json_out::emit(&a.json.dest, &report)? {
         print!("{}", report.text_summary());
-        if let Some(path) = json_out::file(&a.json) {
+        if let Some(path) = json_out::file(&a.json.dest) {
             println!("report: {}", path.display());
         }
     }

@@ -38,9 +38,8 @@ pub struct Args {
     /// Cargo's target directory (default: target/board/<target> in the workspace).
     #[arg(long, value_name = "DIR")]
     target_dir: Option<PathBuf>,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -86,7 +85,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(out) = &a.output {
         copy_executable(&built.binary, out)?;
     }
-    if !edgeslim_runtime::json_out::emit(&a.json, &built)? {
+    if !edgeslim_runtime::json_out::emit(&a.json.dest, &built)? {
         print_built(&built, a.output.as_ref());
     }
     Ok(())

@@ -92,9 +92,8 @@ pub struct LowrankArgs {
     /// Timed tract runs per model for the latency comparison (0 skips it).
     #[arg(long, default_value_t = 50)]
     bench_runs: usize,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 fn lowrank(a: LowrankArgs) -> Result<()> {
@@ -127,7 +126,7 @@ fn lowrank(a: LowrankArgs) -> Result<()> {
     let MethodReport::Lowrank(r) = outcome.report else {
         bail!("the low-rank job returned another method's report");
     };
-    if edgeslim_runtime::json_out::emit(&a.json, &r)? {
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &r)? {
         return Ok(());
     }
     for w in &r.warnings {
@@ -225,9 +224,8 @@ pub struct QuantizeArgs {
     /// Timed tract runs per model (0 skips the latency comparison).
     #[arg(long, default_value_t = 50)]
     bench_runs: usize,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
@@ -262,7 +260,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let MethodReport::Quantize(r) = outcome.report else {
         bail!("the quantisation job returned another method's report");
     };
-    if edgeslim_runtime::json_out::emit(&a.json, &r)? {
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &r)? {
         return Ok(());
     }
     for w in &r.warnings {

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Args as ClapArgs, ValueEnum};
-use edgeslim_runtime::json_out::{self, JsonDest};
+use edgeslim_runtime::json_out;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -31,9 +31,8 @@ pub struct Args {
     /// The data folder (anomaly: MVTec layout).
     #[arg(long)]
     data: PathBuf,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
     /// Anomaly: score images only (no masks needed).
     #[arg(long)]
     image_only: bool,
@@ -41,7 +40,7 @@ pub struct Args {
 
 fn anomaly(a: &Args) -> Result<()> {
     let r = edgeslim::anomaly::eval::evaluate(&a.model, &a.data, a.image_only, true)?;
-    if json_out::emit(&a.json, &r)? {
+    if json_out::emit(&a.json.dest, &r)? {
         return Ok(());
     }
     let pct = |v: Option<f64>| {
@@ -80,7 +79,7 @@ fn anomaly(a: &Args) -> Result<()> {
 fn track(a: &Args) -> Result<()> {
     use edgeslim_runtime::track::{otb, TrackerParams};
     let r = otb::evaluate(&a.model, &a.data, &TrackerParams::default(), 1, true)?;
-    if !json_out::emit(&a.json, &r)? {
+    if !json_out::emit(&a.json.dest, &r)? {
         print!("{}", otb::render(&r));
     }
     Ok(())
@@ -90,6 +89,6 @@ pub fn run(a: Args) -> Result<()> {
     match a.task {
         Task::Anomaly => anomaly(&a),
         Task::Track => track(&a),
-        Task::Classify => super::eval_classify::run(&a.model, &a.data, &a.json, 0),
+        Task::Classify => super::eval_classify::run(&a.model, &a.data, &a.json.dest, 0),
     }
 }

@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use edgeslim::boards::profile::{find, Profile};
-use edgeslim_runtime::json_out::{self, JsonDest};
+use edgeslim_runtime::json_out;
 use edgeslim_runtime::report::BenchReport;
 use edgeslim_runtime::InputShape;
 use serde::Serialize;
@@ -39,9 +39,8 @@ pub struct Args {
     /// and peak RSS replace the estimates (one model).
     #[arg(long, value_name = "FILE.json")]
     board_bench: Option<PathBuf>,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 #[derive(Serialize)]
@@ -124,17 +123,18 @@ fn measure_rss(model: &Path, shapes: &[InputShape], threads: usize) -> Result<u6
         .with_context(|| format!("{}: the runtime reported no peak RSS", model.display()))
 }
 
-fn expand(models: &[PathBuf]) -> Vec<PathBuf> {
-    models
-        .iter()
-        .flat_map(|m| {
-            if m.is_dir() {
-                vec![m.join("template.onnx"), m.join("search.onnx")]
-            } else {
-                vec![m.clone()]
-            }
-        })
-        .collect()
+/// Tracker folders become their two graphs (the runtime's rule for a tracker pair).
+fn expand(models: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for m in models {
+        if m.is_dir() {
+            let (t, s) = edgeslim_runtime::track::tracker::tracker_files(m)?;
+            out.extend([t, s]);
+        } else {
+            out.push(m.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn ram_bytes(profile: &Profile, ram_gb: Option<f64>) -> Result<u64> {
@@ -160,7 +160,7 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or(1)
         .max(1);
     let peak = profile.peak.as_ref().map(|p| p.fp32_gflops);
-    let models = expand(&a.models);
+    let models = expand(&a.models)?;
     let board = match &a.board_bench {
         Some(p) if models.len() == 1 => Some(BenchReport::read(p)?),
         Some(p) => bail!(
@@ -237,7 +237,7 @@ pub fn run(a: Args) -> Result<()> {
         fits: rows.iter().all(|r| r.fits),
         models: rows,
     };
-    if json_out::emit(&a.json, &report)? {
+    if json_out::emit(&a.json.dest, &report)? {
         return Ok(());
     }
     println!(

@@ -16,15 +16,14 @@ pub struct Args {
     /// Shape of an input, NAME=D0,D1,... (needed where the model's shape is dynamic).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<InputShape>,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let model = OnnxModel::load(&a.model)?;
     let report = inspect(&model, &a.input_shapes)?;
-    if !edgeslim_runtime::json_out::emit(&a.json, &report)? {
+    if !edgeslim_runtime::json_out::emit(&a.json.dest, &report)? {
         print!("{}", render_text(&report));
     }
     Ok(())

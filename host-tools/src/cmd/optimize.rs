@@ -31,9 +31,8 @@ pub struct Args {
     /// detector's backbone stages.
     #[arg(long, value_delimiter = ',', value_name = "TENSORS")]
     outputs: Vec<String>,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -53,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
             external_data_threshold: a.external_data,
         },
     )?;
-    if edgeslim_runtime::json_out::emit(&a.json, &reports)? {
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &reports)? {
         return Ok(());
     }
     println!("{} -> {}", a.model.display(), a.output.display());

@@ -107,11 +107,19 @@ impl Kind {
         matches!(self, Kind::Prune | Kind::Lowrank | Kind::Quantize)
     }
 
-    fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+    /// The recipe's spelling (`kind = "..."`), for folder names and messages.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Optimize => "optimize",
+            Kind::Prune => "prune",
+            Kind::Lowrank => "lowrank",
+            Kind::Quantize => "quantize",
+            Kind::Finetune => "finetune",
+            Kind::Eval => "eval",
+            Kind::Bench => "bench",
+            Kind::Fit => "fit",
+            Kind::Bundle => "bundle",
+        }
     }
 }
 
@@ -176,11 +184,8 @@ fn sha256(p: &Path) -> Result<String> {
             .1)
     };
     if p.is_dir() {
-        let both = format!(
-            "{}{}",
-            file(&p.join("template.onnx"))?,
-            file(&p.join("search.onnx"))?
-        );
+        let (t, s) = edgeslim_runtime::track::tracker::tracker_files(p)?;
+        let both = format!("{}{}", file(&t)?, file(&s)?);
         return Ok(edgeslim_runtime::fsutil::sha256_hex(both.as_bytes()));
     }
     file(p)

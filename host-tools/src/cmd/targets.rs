@@ -11,22 +11,21 @@ use edgeslim::boards::{find, toolchain};
 pub struct Args {
     /// A profile to show in full (a name, or the path of a profile TOML).
     name: Option<String>,
-    /// JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     match &a.name {
         None => {
             let all = builtin()?;
-            if !edgeslim_runtime::json_out::emit(&a.json, &all)? {
+            if !edgeslim_runtime::json_out::emit(&a.json.dest, &all)? {
                 print!("{}", table(&all));
             }
         }
         Some(name) => {
             let p = find(name)?;
-            if !edgeslim_runtime::json_out::emit(&a.json, &p)? {
+            if !edgeslim_runtime::json_out::emit(&a.json.dest, &p)? {
                 print!("{}", detail(&p));
             }
         }

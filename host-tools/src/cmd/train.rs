@@ -172,10 +172,8 @@ pub struct FinetuneArgs {
     /// Cut each epoch to this many batches (smoke tests).
     #[arg(long, hide = true)]
     max_batches_per_epoch: Option<usize>,
-    /// The per-epoch history and final metrics as JSON: `--json` on stdout instead of the
-    /// text, `--json FILE.json` also written there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 #[derive(serde::Serialize)]
@@ -270,7 +268,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
             history: &r.history,
             best: &r.best,
         };
-        edgeslim_runtime::json_out::emit(&a.json, &v)?
+        edgeslim_runtime::json_out::emit(&a.json.dest, &v)?
     };
     if !to_stdout {
         println!(

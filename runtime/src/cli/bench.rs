@@ -21,9 +21,8 @@ pub struct BenchArgs {
     /// Seed of the generated input values.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The report as JSON (docs/architecture.md): `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
     /// Name in tables and charts (default: the model's file stem).
     #[arg(long)]
     label: Option<String>,
@@ -83,9 +82,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             |_, _| Ok(()),
         )?);
     }
-    if !edgeslim_runtime::json_out::emit(&a.json, &report)? {
+    if !edgeslim_runtime::json_out::emit(&a.json.dest, &report)? {
         print!("{}", report.text_summary());
-        if let Some(path) = edgeslim_runtime::json_out::file(&a.json) {
+        if let Some(path) = edgeslim_runtime::json_out::file(&a.json.dest) {
             println!("report: {}", path.display());
         }
     }

@@ -59,9 +59,8 @@ pub struct InspectArgs {
     /// text lines are left out (for other programs to consume without HTTP).
     #[arg(long)]
     jsonl: bool,
-    /// The verdicts and a summary as JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
     /// Threads for tract's matrix products.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -119,7 +118,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     if a.serve.is_some() {
         anyhow::bail!("--serve needs a build with the `serve` feature (on by default)");
     }
-    if a.jsonl && edgeslim_runtime::json_out::to_stdout(&a.json) {
+    if a.jsonl && edgeslim_runtime::json_out::to_stdout(&a.json.dest) {
         anyhow::bail!("--jsonl and a bare --json both write to stdout: give --json FILE.json");
     }
     let detector = edgeslim_runtime::process::current_or_deprecated(
@@ -205,7 +204,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         summary.rejects_pulsed = counts.pulsed.load(std::sync::atomic::Ordering::SeqCst);
         summary.rejects_dropped = counts.dropped.load(std::sync::atomic::Ordering::SeqCst);
     }
-    if edgeslim_runtime::json_out::emit(&a.json, &summary)? {
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &summary)? {
         return Ok(());
     }
     if a.jsonl {
@@ -232,5 +231,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
 
 /// No per-frame lines with -q, nor when the JSON goes to stdout.
 fn quiet_lines(a: &InspectArgs) -> bool {
-    edgeslim_runtime::process::quiet() || a.jsonl || edgeslim_runtime::json_out::to_stdout(&a.json)
+    edgeslim_runtime::process::quiet()
+        || a.jsonl
+        || edgeslim_runtime::json_out::to_stdout(&a.json.dest)
 }

@@ -8,9 +8,8 @@ use clap::Args;
 pub struct PlanArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The plan as JSON (nodes with op, info and output facts; kernel names): `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
 }
 
 pub fn run(a: &PlanArgs) -> Result<()> {
@@ -25,7 +24,7 @@ pub fn run(a: &PlanArgs) -> Result<()> {
         "kernels": kernels,
         "nodes": nodes,
     });
-    if edgeslim_runtime::json_out::emit(&a.json, &doc)? {
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &doc)? {
         return Ok(());
     }
     for n in &nodes {

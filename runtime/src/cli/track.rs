@@ -46,9 +46,8 @@ pub struct TrackArgs {
     /// text lines are left out (for other programs to consume without HTTP).
     #[arg(long)]
     jsonl: bool,
-    /// The evaluation (or the live run's summary) as JSON: `--json` prints it on stdout instead of the text, `--json FILE.json` also writes it there.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    json: Option<edgeslim_runtime::json_out::JsonDest>,
+    #[command(flatten)]
+    json: edgeslim_runtime::json_out::JsonArg,
     /// Live view: PORT, 127.0.0.1:PORT, or 0.0.0.0:PORT to allow other machines.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
@@ -303,28 +302,29 @@ fn start_view(a: &TrackArgs) -> Result<Option<TrackView>> {
     Ok(None)
 }
 
-fn eval(a: &TrackArgs, dir: &Path) -> Result<()> {
+fn eval(a: &TrackArgs, tracker: &Path, dir: &Path) -> Result<()> {
     let p = params(a)?;
-    let r = otb::evaluate(&a.model()?, dir, &p, a.threads, !quiet_lines(a))?;
-    if !edgeslim_runtime::json_out::emit(&a.json, &r)? {
+    let r = otb::evaluate(tracker, dir, &p, a.threads, !quiet_lines(a))?;
+    if !edgeslim_runtime::json_out::emit(&a.json.dest, &r)? {
         print!("{}", otb::render(&r));
     }
     Ok(())
 }
 
 pub fn run(a: &TrackArgs) -> Result<()> {
-    if a.jsonl && edgeslim_runtime::json_out::to_stdout(&a.json) {
+    if a.jsonl && edgeslim_runtime::json_out::to_stdout(&a.json.dest) {
         anyhow::bail!("--jsonl and a bare --json both write to stdout: give --json FILE.json");
     }
     if a.jsonl && a.eval.is_some() {
         anyhow::bail!("--jsonl streams a live run (--source); --eval reports with --json");
     }
+    let tracker = a.model()?;
     if let Some(d) = &a.eval {
-        return eval(a, d);
+        return eval(a, &tracker, d);
     }
     let p = params(a)?;
     let spec = a.source.as_deref().context("--source is required")?;
-    let model = TrackerModel::load(&a.model()?, p.scales, a.threads)?;
+    let model = TrackerModel::load(&tracker, p.scales, a.threads)?;
     let (mut source, gt_init) = open_source(spec, a.looped, a.camera_size)?;
     let init = match &a.init {
         Some(s) => Some(parse_rect(s)?),
@@ -348,7 +348,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     if !quiet_lines(a) {
         eprintln!(
             "{}: template {}, search {} ×{} scales, response {}×{}, stride {}; source {}",
-            a.model()?.display(),
+            tracker.display(),
             model.template_size,
             model.search_size,
             model.batch,
@@ -365,7 +365,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
             .filter(|f| *f > 0.0)
             .map(|f| Duration::from_secs_f64(1.0 / f)),
         record: a.record.clone(),
-        keep_boxes: a.record.is_some() || a.json.is_some(),
+        keep_boxes: a.record.is_some() || a.json.dest.is_some(),
         strict_init: a.init.is_some(),
     };
     let mut tracker = Tracker::new(&model, p);
@@ -399,7 +399,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
     let sum = &out.summary;
     if a.jsonl {
         println!("{}", serde_json::json!({ "summary": sum }));
-    } else if !edgeslim_runtime::json_out::to_stdout(&a.json) {
+    } else if !edgeslim_runtime::json_out::to_stdout(&a.json.dest) {
         println!(
             "{} frames ({} corrupt, {} lost): {:.1} fps tracking loop, search {:.2} ms/frame, template {:.2} ms/init, {} re-inits",
             sum.frames, sum.corrupt_frames, sum.lost_frames, sum.fps, sum.mean_search_ms, sum.mean_template_ms, sum.reinits
@@ -410,7 +410,7 @@ pub fn run(a: &TrackArgs) -> Result<()> {
         edgeslim_runtime::fsutil::write_atomic(&f, sum.otb_boxes().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    edgeslim_runtime::json_out::emit(&a.json, sum)?;
+    edgeslim_runtime::json_out::emit(&a.json.dest, sum)?;
     // Serving: the source ended, keep the page up (and answer re-inits on the last frame)
     // until interrupted.
     if let (Some(v), Some(img)) = (&view, &out.last_frame) {
@@ -426,7 +426,9 @@ pub fn run(a: &TrackArgs) -> Result<()> {
 
 /// No per-frame lines with -q, nor when JSON (or JSON Lines) goes to stdout.
 fn quiet_lines(a: &TrackArgs) -> bool {
-    edgeslim_runtime::process::quiet() || a.jsonl || edgeslim_runtime::json_out::to_stdout(&a.json)
+    edgeslim_runtime::process::quiet()
+        || a.jsonl
+        || edgeslim_runtime::json_out::to_stdout(&a.json.dest)
 }
 
 impl TrackArgs {
