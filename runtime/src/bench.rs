@@ -8,6 +8,7 @@ use crate::device::{current_rss_bytes, peak_rss_bytes, DeviceInfo};
 use crate::error::{Result, RuntimeError};
 use crate::model::LoadedModel;
 use crate::profile::{attribute, build_profile, total_macs};
+use crate::progress::Progress;
 use crate::report::{BenchReport, MemoryInfo, ModelInfo, Profile, ToolInfo, SCHEMA_VERSION};
 use crate::stats::LatencyStats;
 use std::sync::Arc;
@@ -183,6 +184,17 @@ pub fn time_runs(
     warmup: usize,
     runs: usize,
 ) -> Result<Timings> {
+    time_runs_with_progress(model, inputs, warmup, runs, &mut Progress::hidden())
+}
+
+/// [`time_runs`], counting finished runs (warm-up included) on `progress` between runs.
+pub fn time_runs_with_progress(
+    model: &LoadedModel,
+    inputs: &[Tensor],
+    warmup: usize,
+    runs: usize,
+    progress: &mut Progress,
+) -> Result<Timings> {
     model.check_inputs(inputs)?;
     let err = |e| RuntimeError::tract(&model.path, "running", e);
     let mut state = model.plan.spawn().map_err(err)?;
@@ -192,14 +204,15 @@ pub fn time_runs(
             .map(|t| t.clone().into_tvalue())
             .collect::<TVec<_>>()
     };
-    for _ in 0..warmup {
+    for i in 0..warmup {
         state.run(as_values()).map_err(err)?;
+        progress.set(i + 1);
     }
     let n_nodes = model.plan.model().nodes().len();
     let mut node_total_ms = vec![0.0f64; n_nodes];
     let mut samples_ms = Vec::with_capacity(runs);
     let mut outputs = Vec::new();
-    for _ in 0..runs.max(1) {
+    for i in 0..runs.max(1) {
         let values = as_values();
         let start = Instant::now();
         let out = state
@@ -212,7 +225,9 @@ pub fn time_runs(
             .map_err(err)?;
         samples_ms.push(start.elapsed().as_secs_f64() * 1e3);
         outputs = out.into_iter().map(|v| v.into_tensor()).collect();
+        progress.set(warmup + i + 1);
     }
+    progress.finish();
     Ok(Timings {
         samples_ms,
         node_total_ms,
@@ -255,7 +270,9 @@ pub fn bench(
     memory_after_load: Option<u64>,
 ) -> Result<(BenchReport, Vec<Tensor>)> {
     let mut device = DeviceInfo::probe();
-    let timings = time_runs(model, inputs, cfg.warmup, cfg.runs)?;
+    let total = cfg.warmup + cfg.runs.max(1);
+    let mut progress = Progress::on_terminal("bench: runs", total);
+    let timings = time_runs_with_progress(model, inputs, cfg.warmup, cfg.runs, &mut progress)?;
     device.finish();
     let profile = profile_of(model, &timings.node_total_ms, &timings.samples_ms);
     let latency = LatencyStats::from_samples(timings.samples_ms, cfg.warmup);

@@ -94,7 +94,8 @@ pub fn one_line_with(
     for cause in err.chain() {
         let text = render(cause).unwrap_or_else(|| cause.to_string());
         let first = text.lines().next().unwrap_or("").trim().to_string();
-        if !first.is_empty() && !parts.contains(&first) {
+        // A cause already quoted by the message above it (`{path}: {source}`) is not repeated.
+        if !first.is_empty() && !parts.iter().any(|p| p.contains(first.as_str())) {
             parts.push(first);
         }
     }
@@ -102,3 +103,15 @@ pub fn one_line_with(
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_quoted_by_its_message_is_said_once() {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = anyhow::Error::new(RuntimeError::io("m.onnx", missing)).context("loading");
+        assert_eq!(one_line(&err), "loading: m.onnx: No such file");
+    }
+}

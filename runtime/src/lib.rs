@@ -16,6 +16,7 @@ pub mod model;
 pub mod plan;
 pub mod process;
 pub mod profile;
+pub mod progress;
 pub mod report;
 #[cfg(feature = "serve")]
 pub mod serve;
