@@ -23,6 +23,8 @@ enum CompressMethod {
     Lowrank(LowrankArgs),
     Quantize(QuantizeArgs),
     Prune(super::prune::PruneArgs),
+    /// Run a study and keep the fastest variant within --max-drop points of the original.
+    Auto(super::study::AutoArgs),
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -34,6 +36,7 @@ pub fn run(a: Args) -> Result<()> {
             super::prune_tracker::run(&a)
         }
         CompressMethod::Prune(a) => super::prune::run(a),
+        CompressMethod::Auto(a) => super::study::auto(a),
     }
 }
 

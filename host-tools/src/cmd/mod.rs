@@ -20,6 +20,7 @@ mod prune;
 mod prune_tracker;
 mod report;
 mod run;
+mod study;
 mod targets;
 mod train;
 mod zoo;
@@ -70,6 +71,8 @@ enum Command {
     Run(run::Args),
     Deploy(deploy::Args),
     Zoo(zoo::Args),
+    /// Every compression method at every budget on one model, measured the same way: table, Pareto chart, resumable.
+    Study(study::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fit(a) => fit::run(a),
         Command::Run(a) => run::run(a),
         Command::Deploy(a) => deploy::run(a),
+        Command::Study(a) => study::run(a),
     }
 }
 

@@ -22,6 +22,7 @@ mod qemu;
 mod quantize;
 mod recipe;
 mod speed;
+mod study;
 mod track;
 mod train_cli;
 mod train_data;

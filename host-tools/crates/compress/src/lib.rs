@@ -7,5 +7,6 @@ pub mod lowrank;
 pub mod pipeline;
 pub mod prune;
 pub mod quantize;
+pub mod study;
 
 pub use edgeslim_onnx::{Error, Result};

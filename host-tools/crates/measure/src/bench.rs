@@ -165,7 +165,7 @@ struct Sides {
 }
 
 impl Contender {
-    fn load(path: &Path, cfg: &HostBenchConfig) -> Result<(Contender, Sides)> {
+    fn load(path: &Path, cfg: &HostBenchConfig, with_ort: bool) -> Result<(Contender, Sides)> {
         let before = current_rss_bytes();
         let loaded = LoadedModel::load(path, &load_options(cfg, true))?;
         let after = current_rss_bytes();
@@ -181,10 +181,13 @@ impl Contender {
         )?;
         report.tool = ToolInfo::this("edgeslim");
         #[cfg(feature = "ort")]
-        let ort = match cfg.backend {
-            Backend::Both => Some(with_ort::OrtSide::load(path, &loaded, &inputs, cfg)?),
-            _ => None,
+        let ort = if with_ort {
+            Some(with_ort::OrtSide::load(path, &loaded, &inputs, cfg)?)
+        } else {
+            None
         };
+        #[cfg(not(feature = "ort"))]
+        let _ = with_ort;
         let raw = if cfg.vs_raw_tract {
             let mut raw = RawTract::load(&loaded, &inputs)?;
             raw.block(cfg.warmup, 0, &mut Vec::new())?;
@@ -211,6 +214,17 @@ impl Contender {
 /// ratios hold on a noisy machine. Every report is complete (profile, memory, device facts);
 /// the memory figures of later models include the earlier ones, which stay loaded.
 pub fn bench_side_by_side(models: &[&Path], cfg: &HostBenchConfig) -> Result<Vec<BenchReport>> {
+    let with_ort = vec![cfg.backend == Backend::Both; models.len()];
+    bench_side_by_side_ort_for(models, &with_ort, cfg)
+}
+
+/// [`bench_side_by_side`] with ONNX Runtime as a contestant only for the models whose
+/// `with_ort` is set (a study's reference row), whatever `cfg.backend` says.
+pub fn bench_side_by_side_ort_for(
+    models: &[&Path],
+    with_ort: &[bool],
+    cfg: &HostBenchConfig,
+) -> Result<Vec<BenchReport>> {
     if cfg.backend == Backend::Ort {
         return Err(Error::option_value(
             "backend",
@@ -219,19 +233,20 @@ pub fn bench_side_by_side(models: &[&Path], cfg: &HostBenchConfig) -> Result<Vec
         ));
     }
     #[cfg(not(feature = "ort"))]
-    if cfg.backend == Backend::Both {
+    if with_ort.iter().any(|&o| o) {
         return Err(no_ort());
     }
     let many = models.len() > 1;
     let mut contenders = Vec::with_capacity(models.len());
     let mut sides = Vec::with_capacity(models.len());
-    for path in models {
+    for (k, path) in models.iter().enumerate() {
         let label_cfg = HostBenchConfig {
             // One label for several models would make their rows indistinguishable.
             label: if many { None } else { cfg.label.clone() },
             ..cfg.clone()
         };
-        let (c, s) = Contender::load(path, &label_cfg)?;
+        let ort = with_ort.get(k).copied().unwrap_or(false);
+        let (c, s) = Contender::load(path, &label_cfg, ort)?;
         contenders.push(c);
         sides.push(s);
     }

@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 const FONT: &str = "sans-serif";
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -25,7 +25,7 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = String::from("<div class=\"scroll\"><table><thead><tr>");
     for h in head {
         s.push_str(&format!("<th>{}</th>", esc(h)));

@@ -16,6 +16,7 @@ pub mod outcome;
 mod peak;
 pub mod prune;
 mod sections;
+pub mod study;
 mod summary;
 pub mod write;
 

@@ -1,0 +1,178 @@
+//! Build one variant: its architecture steps at the whole-model budget, recovery, then its
+//! precision step, written into the study folder.
+
+use super::budget;
+use super::plan::{Step, Variant};
+use super::recover::{self, RecoverSettings, RecoveryFacts, TeacherOutputs};
+use crate::lowrank::{self, CompressOptions, RankRule};
+use crate::prune::PruneOptions;
+use crate::quantize::{self, Precision, QuantizeJob};
+use crate::Result;
+use edgeslim_data::calib::{CalibData, CalibSpec, ModelInput};
+use edgeslim_onnx::{OnnxModel, SaveOptions};
+use edgeslim_runtime::InputShape;
+use std::path::Path;
+
+/// What the study shares with every variant it builds.
+pub struct Context<'a> {
+    pub original: &'a OnnxModel,
+    pub original_params: u64,
+    pub input: &'a ModelInput,
+    pub input_shapes: &'a [InputShape],
+    pub spec: &'a CalibSpec,
+    pub data: &'a CalibData,
+    pub calib_samples: Option<usize>,
+    pub teacher: &'a TeacherOutputs,
+    pub recover: &'a RecoverSettings,
+}
+
+/// A built variant before it is measured.
+pub struct Built {
+    /// The model before recovery, when there was one (to quote the quality recovery gained).
+    pub compressed: Option<OnnxModel>,
+    pub settings: Vec<String>,
+    pub recovery: Option<RecoveryFacts>,
+    pub notes: Vec<String>,
+    /// Parameters before the precision step (quantisation changes their type, not their
+    /// number; the float count alone would miss the int8 weights).
+    pub params: u64,
+}
+
+/// The whole-model fraction each architecture step aims at: one step takes the budget; in a
+/// chain of two the first takes its square root, so both cut by the same factor and the
+/// chain ends at the budget.
+fn step_fractions(n: usize, budget: f64) -> Vec<f64> {
+    match n {
+        0 => Vec::new(),
+        1 => vec![budget],
+        _ => (1..=n).map(|i| budget.powf(i as f64 / n as f64)).collect(),
+    }
+}
+
+/// Build `v` into `path` (written atomically by the savers).
+pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
+    let mut model = ctx.original.clone();
+    let mut settings = Vec::new();
+    let mut notes = Vec::new();
+    let steps = v.method.budgeted_steps();
+    let fractions = step_fractions(steps.len(), v.budget.unwrap_or(1.0));
+    for (step, fraction) in steps.iter().zip(fractions) {
+        match step {
+            Step::Prune => {
+                let base = PruneOptions {
+                    input_shapes: ctx.input_shapes.to_vec(),
+                    ..PruneOptions::default()
+                };
+                let (outcome, ratio) =
+                    budget::prune_to(&model, &base, ctx.original_params, fraction)?;
+                settings.push(format!("prune ratio {ratio:.3} (L1, per group)"));
+                notes.extend(outcome.notes.iter().cloned());
+                model = outcome.model;
+                model.share_identical_initializers();
+            }
+            Step::LowrankWeight | Step::LowrankFeature => {
+                let method = if *step == Step::LowrankWeight {
+                    lowrank::Method::Weight
+                } else {
+                    lowrank::Method::Feature
+                };
+                lowrank::prepare(&mut model)?;
+                let layers = lowrank::selected_layers(&model, None)?;
+                let total = model.float_constant_elements()?;
+                let b = budget::lowrank_budget_for(total, &layers, ctx.original_params, fraction)?;
+                settings.push(format!("{} per-layer budget {b:.3}", step.name()));
+                let opts = CompressOptions {
+                    method,
+                    rule: RankRule::Budget(b),
+                    layers: None,
+                };
+                lowrank::compress(
+                    &mut model,
+                    &opts,
+                    Some(ctx.input),
+                    Some(&ctx.data.calib),
+                    &mut notes,
+                )?;
+            }
+            _ => {}
+        }
+    }
+    let mut compressed = None;
+    let mut recovery = None;
+    if !steps.is_empty() && ctx.recover.mode != recover::Recover::None {
+        match recover::unsupported(ctx.data, ctx.teacher) {
+            Some(why) => notes.push(format!("not recovered: {why}")),
+            None => {
+                let (tuned, facts) = recover::recover(
+                    &model,
+                    ctx.original,
+                    &ctx.input.name,
+                    ctx.data,
+                    ctx.teacher,
+                    ctx.recover,
+                )?;
+                compressed = Some(std::mem::replace(&mut model, tuned));
+                recovery = Some(facts);
+            }
+        }
+    }
+    let params = model.float_constant_elements()?;
+    match v.method.precision() {
+        None => model.save(path, &SaveOptions::default())?,
+        Some(p) => {
+            // The quantiser works on files: the architecture steps' result goes beside the
+            // variant for the moment it takes.
+            let source = path.with_extension("float.onnx");
+            model.save(&source, &SaveOptions::default())?;
+            let precision = match p {
+                Step::Fp16 => Precision::Fp16 { compute: false },
+                _ => Precision::Int8 {
+                    format: if p == Step::Int8 {
+                        quantize::Int8Format::Qoperator
+                    } else {
+                        quantize::Int8Format::Qdq
+                    },
+                    per_channel: true,
+                    reduce_range: false,
+                    method: quantize::ranges::RangeMethod::Minmax,
+                    percentile: 99.99,
+                },
+            };
+            let job = QuantizeJob {
+                model: source.clone(),
+                output: path.to_path_buf(),
+                input_shapes: ctx.input_shapes.to_vec(),
+                precision,
+                calib: Some(ctx.spec.clone()),
+                calib_samples: ctx.calib_samples,
+                eval: None,
+                bench_runs: 0,
+            };
+            let r = quantize::run_quantize(&job);
+            let _ = std::fs::remove_file(&source);
+            let r = r?;
+            settings.push(format!("{}: {}", p.name(), r.plan_after.verdict));
+            notes.extend(r.warnings);
+        }
+    }
+    Ok(Built {
+        compressed,
+        settings,
+        recovery,
+        notes,
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chained_steps_share_the_budget_geometrically() {
+        assert_eq!(step_fractions(1, 0.25), vec![0.25]);
+        let f = step_fractions(2, 0.25);
+        assert!((f[0] - 0.5).abs() < 1e-12 && (f[1] - 0.25).abs() < 1e-12);
+        assert!(step_fractions(0, 0.5).is_empty());
+    }
+}

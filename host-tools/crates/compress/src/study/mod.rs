@@ -1,0 +1,296 @@
+//! `edgeslim study`: every method at every budget on one model, built by the same code,
+//! judged on the same held-out samples against the original, and timed in one interleaved
+//! benchmark at the target's thread count, with the original on tract and on ONNX Runtime as
+//! reference rows. The study folder holds every variant, `study.json` (rewritten after each
+//! finished row: an interrupted study resumes, a half-built row is rebuilt) and the page the
+//! report crate renders from it.
+//!
+//! - [`plan`]: methods × budgets → variants;
+//! - [`budget`]: whole-model parameter budgets → each method's own knob;
+//! - [`build`]: one variant (architecture steps, recovery, precision step);
+//! - [`recover`]: fine-tuning or label-free distillation from the original;
+//! - [`measure`]: quality, the two-engine check, the interleaved benchmark;
+//! - [`pareto`]: the front and the fastest variant within a drop.
+
+pub mod budget;
+pub mod build;
+pub mod measure;
+pub mod pareto;
+pub mod plan;
+pub mod recover;
+pub mod types;
+
+use crate::{Error, Result};
+use edgeslim_data::calib::{self, CalibSpec, ModelInput};
+use edgeslim_onnx::OnnxModel;
+use edgeslim_runtime::fsutil::{sha256_file, write_atomic};
+use edgeslim_runtime::InputShape;
+use plan::{Method, Variant};
+use recover::{RecoverSettings, TeacherOutputs};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+pub use types::{Metric, Row, Study};
+
+/// The data file of a study folder.
+pub const DATA: &str = "study.json";
+/// Where the variants go inside the folder.
+pub const VARIANTS: &str = "variants";
+
+/// Everything a study needs.
+#[derive(Debug, Clone)]
+pub struct StudyConfig {
+    pub model: PathBuf,
+    pub input_shapes: Vec<InputShape>,
+    pub data: CalibSpec,
+    /// Judge (and fine-tune) with the data's labels; without, quality is agreement with the
+    /// original.
+    pub labels: bool,
+    /// Default: accuracy with labels, agreement without.
+    pub metric: Option<Metric>,
+    pub methods: Vec<Method>,
+    pub budgets: Vec<f64>,
+    pub recover: RecoverSettings,
+    pub calib_samples: Option<usize>,
+    pub target: String,
+    pub threads: usize,
+    pub threads_note: Option<String>,
+    pub bench_runs: usize,
+    pub out: PathBuf,
+    /// Start over instead of resuming the folder's study.
+    pub fresh: bool,
+}
+
+/// Say what the study is doing (one line per step; the CLI prints or logs it).
+pub type Progress<'a> = &'a dyn Fn(&str);
+
+/// Run (or resume) a study; returns it complete, with `study.json` written.
+pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
+    let started = Instant::now();
+    let original = OnnxModel::load(&cfg.model)?;
+    let input = ModelInput::resolve(&original, &cfg.input_shapes)?;
+    let input_shapes = vec![InputShape {
+        name: Some(input.name.clone()),
+        dims: input.shape.clone(),
+    }];
+    progress(&format!("loading {} for {:?}", cfg.data, input.shape));
+    let mut data = calib::load(&cfg.data, &input, cfg.calib_samples)?;
+    if data.held_out.is_empty() {
+        data.held_out = data.calib.clone();
+        data.split_rule
+            .push_str(" (no held-out samples: judged on the calibration split)");
+    }
+    if !cfg.labels {
+        data.calib.labels = None;
+        data.held_out.labels = None;
+    }
+    let metric = cfg.metric.unwrap_or(if cfg.labels {
+        Metric::Accuracy
+    } else {
+        Metric::Agreement
+    });
+    if metric == Metric::Accuracy && data.held_out.labels.is_none() {
+        return Err(Error::option(
+            "metric",
+            format!(
+                "accuracy needs labelled data ('{}' with --labels); use agreement or cosine",
+                cfg.data
+            ),
+        ));
+    }
+    let variants = plan::variants(&cfg.methods, &cfg.budgets)?;
+    std::fs::create_dir_all(cfg.out.join(VARIANTS)).map_err(|e| Error::io(&cfg.out, e))?;
+
+    progress("running the original on the calibration and held-out splits");
+    let teacher = TeacherOutputs {
+        calib: measure::first_outputs(&original, &input, &data.calib)?,
+        held_out: measure::first_outputs(&original, &input, &data.held_out)?,
+    };
+    let reference_quality = measure::quality(&teacher.held_out, &teacher.held_out, &data.held_out);
+    let (file_bytes, sha) = sha256_file(&cfg.model).map_err(|e| Error::io(&cfg.model, e))?;
+    let facts = edgeslim_onnx::inspect::inspect(&original, &input_shapes)?;
+    let mut study = Study {
+        schema: types::SCHEMA,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        model: cfg.model.display().to_string(),
+        model_sha256: sha,
+        input_shape: input.shape.clone(),
+        data: data.spec.clone(),
+        split: data.split_rule.clone(),
+        held_out_samples: data.held_out.len(),
+        labels: cfg.labels,
+        metric,
+        recover: cfg.recover.mode,
+        recover_epochs: cfg.recover.epochs,
+        seed: cfg.recover.seed,
+        target: cfg.target.clone(),
+        threads: cfg.threads,
+        threads_note: cfg.threads_note.clone(),
+        bench_runs: cfg.bench_runs,
+        reference: types::Reference {
+            params: facts.total_params,
+            file_bytes,
+            macs: facts.total_macs,
+            quality: reference_quality,
+            tract: None,
+            ort: None,
+            ort_note: None,
+            rss_load_bytes: None,
+        },
+        rows: Vec::new(),
+        complete: false,
+    };
+    let kept = if cfg.fresh {
+        Vec::new()
+    } else {
+        resumable_rows(&cfg.out, &study)?
+    };
+
+    let ctx = build::Context {
+        original: &original,
+        original_params: study.reference.params,
+        input: &input,
+        input_shapes: &input_shapes,
+        spec: &cfg.data,
+        data: &data,
+        calib_samples: cfg.calib_samples,
+        teacher: &teacher,
+        recover: &cfg.recover,
+    };
+    let total = variants.len();
+    for (i, v) in variants.iter().enumerate() {
+        if let Some(row) = kept.iter().find(|r| r.id == v.id) {
+            progress(&format!(
+                "[{}/{total}] {}: kept from the last run",
+                i + 1,
+                v.id
+            ));
+            study.rows.push(row.clone());
+            continue;
+        }
+        check_interrupt()?;
+        progress(&format!("[{}/{total}] {}: building", i + 1, v.id));
+        let row = build_row(v, &ctx, &cfg.out, &data.held_out)?;
+        // A recovery cut short by Ctrl-C returns its best epoch so far: not a finished row.
+        check_interrupt()?;
+        study.rows.push(row);
+        save(&cfg.out, &study)?;
+    }
+
+    progress(&format!(
+        "benchmarking the original (tract and ONNX Runtime) and {total} variants side by side, \
+         {} threads",
+        cfg.threads
+    ));
+    measure::bench_all(&mut study, &cfg.model, &cfg.out, &input_shapes)?;
+    measure::rank(&mut study);
+    study.complete = true;
+    save(&cfg.out, &study)?;
+    log::info!("study done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(study)
+}
+
+fn check_interrupt() -> Result<()> {
+    if edgeslim_train::interrupt::requested() {
+        return Err(Error::Other(
+            "interrupted: finished rows are kept in study.json; run the same command to resume"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn build_row(
+    v: &Variant,
+    ctx: &build::Context,
+    out: &Path,
+    held_out: &calib::Dataset,
+) -> Result<Row> {
+    let t0 = Instant::now();
+    let file = format!("{VARIANTS}/{}", v.file_name());
+    let path = out.join(&file);
+    let built =
+        build::build(v, ctx, &path).map_err(|e| Error::Other(format!("variant {}: {e}", v.id)))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let model = OnnxModel::load(&path)?;
+    let outputs = measure::first_outputs(&model, ctx.input, held_out)?;
+    let quality = measure::quality(&ctx.teacher.held_out, &outputs, held_out);
+    let quality_compressed = match &built.compressed {
+        Some(m) => Some(measure::quality(
+            &ctx.teacher.held_out,
+            &measure::first_outputs(m, ctx.input, held_out)?,
+            held_out,
+        )),
+        None => None,
+    };
+    let engines = measure::engine_check(&path, ctx.input, held_out, &outputs);
+    let facts = edgeslim_onnx::inspect::inspect(&model, ctx.input_shapes)?;
+    let (file_bytes, sha256) = sha256_file(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(Row {
+        id: v.id.clone(),
+        method: v.method.clone(),
+        budget: v.budget,
+        settings: built.settings,
+        file,
+        sha256,
+        file_bytes,
+        params: built.params,
+        macs: facts.total_macs,
+        quality_compressed,
+        quality,
+        recovery: built.recovery,
+        notes: built.notes,
+        seconds,
+        engines,
+        latency: None,
+        rss_load_bytes: None,
+        speedup_vs_tract: None,
+        speedup_vs_ort: None,
+        drop_points: None,
+        pareto: false,
+    })
+}
+
+/// Rows of the folder's earlier study that can be kept: same settings, and the variant file
+/// still the one the row measured. A folder made with other settings is an error (the user
+/// asked for a different study: `--fresh` or another folder).
+fn resumable_rows(out: &Path, now: &Study) -> Result<Vec<Row>> {
+    let path = out.join(DATA);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let before: Study = serde_json::from_str(&text).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a study this version can resume ({e}); use --fresh to start over",
+            path.display()
+        ))
+    })?;
+    if let Some(why) = now.same_settings(&before) {
+        return Err(Error::Invalid(format!(
+            "{}: the study in this folder was made with other settings: {why}; use --fresh to \
+             start over or another -o folder",
+            path.display()
+        )));
+    }
+    Ok(before
+        .rows
+        .into_iter()
+        .filter(|r| sha256_file(&out.join(&r.file)).is_ok_and(|(_, sha)| sha == r.sha256))
+        .collect())
+}
+
+fn save(out: &Path, study: &Study) -> Result<()> {
+    let text = serde_json::to_string_pretty(study)
+        .map_err(|e| Error::Other(format!("encoding the study: {e}")))?;
+    write_atomic(&out.join(DATA), text.as_bytes())?;
+    Ok(())
+}
+
+/// Read a study folder's `study.json`.
+pub fn load(dir: &Path) -> Result<Study> {
+    let path = dir.join(DATA);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{}: not a study file: {e}", path.display())))
+}

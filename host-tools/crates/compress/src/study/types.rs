@@ -1,0 +1,203 @@
+//! The study's data: `study.json`, written after every finished row and re-read to resume.
+
+use super::plan::Method;
+use super::recover::{Recover, RecoveryFacts};
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a field changes meaning; a folder from another schema is not resumed.
+pub const SCHEMA: u32 = 1;
+
+/// What a row's quality is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// Accuracy on the data's labels (labelled data only).
+    Accuracy,
+    /// Share of held-out samples whose top-1 class is the original's (no labels needed).
+    Agreement,
+    /// Mean cosine of the first output against the original's, in % (dense outputs such as
+    /// detection maps, where a top-1 class means nothing).
+    Cosine,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Agreement => "agreement",
+            Metric::Cosine => "cosine",
+        }
+    }
+}
+
+/// How close a model's held-out outputs are to the original's (shares in [0, 1]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub accuracy: Option<f64>,
+    pub agreement: f64,
+    pub cosine: f64,
+}
+
+impl Quality {
+    /// The metric in percent (points), or `None` when it was not measured (accuracy without
+    /// labels).
+    pub fn points(&self, m: Metric) -> Option<f64> {
+        match m {
+            Metric::Accuracy => self.accuracy.map(|a| 100.0 * a),
+            Metric::Agreement => Some(100.0 * self.agreement),
+            Metric::Cosine => Some(100.0 * self.cosine),
+        }
+    }
+}
+
+/// tract (or ONNX Runtime) latency of one contestant of the interleaved benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub mean_ms: f64,
+    pub runs: usize,
+}
+
+/// The original model: the yardstick rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub params: u64,
+    pub file_bytes: u64,
+    pub macs: u64,
+    pub quality: Quality,
+    pub tract: Option<Latency>,
+    pub ort: Option<Latency>,
+    /// ONNX Runtime's version, or why it could not be measured.
+    pub ort_note: Option<String>,
+    /// Resident memory the loaded model added (tract, one process).
+    pub rss_load_bytes: Option<u64>,
+}
+
+/// The compressed model on tract and ONNX Runtime, same held-out inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineCheck {
+    pub samples: usize,
+    /// Largest |tract − ORT| over the first output, relative to its largest |value|.
+    pub max_rel_diff: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// One variant, as built and measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub id: String,
+    pub method: Method,
+    pub budget: Option<f64>,
+    /// Each method step's own setting the budget came to (`prune ratio 0.293`, ...).
+    pub settings: Vec<String>,
+    /// The model, relative to the study folder.
+    pub file: String,
+    pub sha256: String,
+    pub file_bytes: u64,
+    pub params: u64,
+    pub macs: u64,
+    /// Before recovery (when there was one) and as written.
+    pub quality_compressed: Option<Quality>,
+    pub quality: Quality,
+    pub recovery: Option<RecoveryFacts>,
+    pub notes: Vec<String>,
+    /// Compression (and recovery) wall time.
+    pub seconds: f64,
+    pub engines: EngineCheck,
+    /// Filled by the interleaved benchmark at the end.
+    pub latency: Option<Latency>,
+    pub rss_load_bytes: Option<u64>,
+    /// Original on tract p50 / this p50, and original on ONNX Runtime p50 / this p50.
+    pub speedup_vs_tract: Option<f64>,
+    pub speedup_vs_ort: Option<f64>,
+    /// Quality lost against the original, in points of the study's metric.
+    pub drop_points: Option<f64>,
+    pub pareto: bool,
+}
+
+/// `study.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Study {
+    pub schema: u32,
+    pub tool_version: String,
+    pub model: String,
+    pub model_sha256: String,
+    pub input_shape: Vec<usize>,
+    pub data: String,
+    pub split: String,
+    pub held_out_samples: usize,
+    pub labels: bool,
+    pub metric: Metric,
+    pub recover: Recover,
+    pub recover_epochs: usize,
+    pub seed: u64,
+    /// The board profile the thread count comes from (`host` for this machine).
+    pub target: String,
+    pub threads: usize,
+    /// Why the thread count differs from the target's cores, when it does.
+    pub threads_note: Option<String>,
+    pub bench_runs: usize,
+    pub reference: Reference,
+    pub rows: Vec<Row>,
+    /// Set once every row is built and the benchmark has run.
+    pub complete: bool,
+}
+
+impl Study {
+    /// The settings a resumed study must share with the folder's (everything that changes a
+    /// row's content).
+    pub fn same_settings(&self, other: &Study) -> Option<String> {
+        let checks: [(&str, String, String); 8] = [
+            ("schema", self.schema.to_string(), other.schema.to_string()),
+            (
+                "model sha256",
+                self.model_sha256.clone(),
+                other.model_sha256.clone(),
+            ),
+            (
+                "input shape",
+                format!("{:?}", self.input_shape),
+                format!("{:?}", other.input_shape),
+            ),
+            ("data", self.data.clone(), other.data.clone()),
+            ("labels", self.labels.to_string(), other.labels.to_string()),
+            (
+                "recovery",
+                self.recover.as_str().into(),
+                other.recover.as_str().into(),
+            ),
+            (
+                "recovery epochs",
+                self.recover_epochs.to_string(),
+                other.recover_epochs.to_string(),
+            ),
+            ("seed", self.seed.to_string(), other.seed.to_string()),
+        ];
+        checks
+            .into_iter()
+            .find(|(_, a, b)| a != b)
+            .map(|(what, a, b)| format!("{what} differs ({b} in the folder, {a} now)"))
+    }
+
+    /// Quality of the original in the study's metric, in points.
+    pub fn reference_points(&self) -> Option<f64> {
+        self.reference.quality.points(self.metric)
+    }
+
+    /// The fastest measured row losing at most `max_drop` points.
+    pub fn fastest_within(&self, max_drop: f64) -> Option<&Row> {
+        let base = self.reference_points()?;
+        let pts: Vec<(f64, f64)> = self
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.latency.as_ref().map_or(f64::NAN, |l| l.p50_ms),
+                    r.quality.points(self.metric).unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        super::pareto::fastest_within(&pts, base - max_drop).map(|i| &self.rows[i])
+    }
+}

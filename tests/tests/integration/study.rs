@@ -1,0 +1,220 @@
+//! `edgeslim study` and `compress auto` on the zoo CNN: every row built, measured and checked
+//! on two engines, label-free distillation raising a pruned model's agreement, the automatic
+//! pick equal to the one a hand check makes, and a killed study resumed.
+
+use edgeslim_e2e::{python_check, run, run_ok, workspace};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn study_json(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("study.json")).unwrap()).unwrap()
+}
+
+/// Small and quick: 1500 calibration digits (the distillation set), 1000 held out.
+const COMMON: [&str; 10] = [
+    "--data",
+    "mnist",
+    "--calib-samples",
+    "1500",
+    "--epochs",
+    "3",
+    "--runs",
+    "6",
+    "--target",
+    "rpi4",
+];
+
+#[test]
+fn a_study_measures_every_variant_and_auto_picks_the_hand_checked_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/mnist-cnn.onnx");
+    let out = dir.path().join("study");
+    let mut args = vec![
+        "study",
+        s(&model),
+        "--methods",
+        "prune,lowrank-weight,int8,prune+int8",
+        "--budgets",
+        "0.5",
+        "--recover",
+        "distill",
+        "-o",
+        s(&out),
+    ];
+    args.extend(COMMON);
+    let r = run_ok("edgeslim", &args);
+    assert!(r.stdout.contains("original (ORT)"), "{}", r.stdout);
+    let st = study_json(&out);
+    assert_eq!(st["complete"], true);
+    assert_eq!(
+        st["metric"], "agreement",
+        "no --labels: judged against the original"
+    );
+    assert!(st["threads_note"].as_str().is_some() || st["threads"] == 4);
+    let rows = st["rows"].as_array().unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["prune@0.5", "lowrank-weight@0.5", "int8", "prune+int8@0.5"]
+    );
+    assert!(st["reference"]["tract"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(st["reference"]["ort"]["p50_ms"].as_f64().unwrap() > 0.0);
+    let params0 = st["reference"]["params"].as_f64().unwrap();
+    for row in rows {
+        let id = row["id"].as_str().unwrap();
+        let file = out.join(row["file"].as_str().unwrap());
+        // Every variant passes onnx.checker, runs in ONNX Runtime, and agrees with tract.
+        let check = python_check(&file, None, &[]);
+        assert_eq!(check.checker, "ok", "{id}: {}", check.checker);
+        let diff = row["engines"]["max_rel_diff"].as_f64().unwrap_or(f64::NAN);
+        let allowed = if id.contains("int8") { 0.05 } else { 1e-4 };
+        assert!(diff <= allowed, "{id}: tract vs ORT {diff}");
+        assert!(row["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{id}");
+        let speedup = row["speedup_vs_tract"].as_f64().unwrap();
+        let ratio = st["reference"]["tract"]["p50_ms"].as_f64().unwrap()
+            / row["latency"]["p50_ms"].as_f64().unwrap();
+        assert!((speedup - ratio).abs() < 1e-9, "{id}");
+        // The whole-model budget holds: half the parameters or fewer, and not far below.
+        if row["budget"].as_f64().is_some() {
+            let kept = row["params"].as_f64().unwrap() / params0;
+            assert!((0.35..=0.5).contains(&kept), "{id}: kept {kept}");
+        }
+    }
+    // Label-free distillation raised the pruned model's agreement with the original
+    // (measured: 10 % -> 86 % in 3 epochs on 1500 unlabelled digits).
+    let pruned = &rows[0];
+    let before = pruned["quality_compressed"]["agreement"].as_f64().unwrap();
+    let after = pruned["quality"]["agreement"].as_f64().unwrap();
+    assert!(
+        after > before + 0.3 && after > 0.75,
+        "agreement {before} -> {after}"
+    );
+    assert_eq!(pruned["recovery"]["mode"], "distill");
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("<svg") && page.contains("Pareto"), "no chart");
+
+    // `compress auto` on the same folder resumes every row and picks what a hand check picks:
+    // the lowest p50 among rows within the drop of the original's agreement.
+    let max_drop = 2.0;
+    let picked = dir.path().join("auto.onnx");
+    let mut args = vec![
+        "compress",
+        "auto",
+        s(&model),
+        "--methods",
+        "prune,lowrank-weight,int8,prune+int8",
+        "--budgets",
+        "0.5",
+        "--recover",
+        "distill",
+        "--max-drop",
+        "2",
+        "--study-dir",
+        s(&out),
+        "-o",
+        s(&picked),
+    ];
+    args.extend(COMMON);
+    let r = run("edgeslim", &args);
+    assert!(r.stderr.contains("kept from the last run"), "{}", r.stderr);
+    let st = study_json(&out);
+    let within: Vec<&Value> = st["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["drop_points"].as_f64().unwrap() <= max_drop)
+        .collect();
+    let hand = within.iter().min_by(|a, b| {
+        a["latency"]["p50_ms"]
+            .as_f64()
+            .unwrap()
+            .total_cmp(&b["latency"]["p50_ms"].as_f64().unwrap())
+    });
+    match hand {
+        Some(h) => {
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            let (_, sha) = edgeslim_runtime::fsutil::sha256_file(&picked).unwrap();
+            assert_eq!(sha, h["sha256"].as_str().unwrap(), "picked {}", r.stdout);
+            let card = std::fs::read_to_string(picked.with_extension("md")).unwrap();
+            assert!(card.contains(h["id"].as_str().unwrap()), "{card}");
+        }
+        None => {
+            assert_eq!(r.code, 1, "{}", r.stdout);
+            assert!(r.stderr.contains("no variant"), "{}", r.stderr);
+            assert!(!picked.exists());
+        }
+    }
+}
+
+#[test]
+fn a_killed_study_resumes_with_its_finished_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/mnist-cnn.onnx");
+    let out = dir.path().join("study");
+    let mut args = vec![
+        "study".to_string(),
+        s(&model).into(),
+        "--methods".into(),
+        "prune,lowrank-weight,lowrank-feature".into(),
+        "--budgets".into(),
+        "0.75,0.5".into(),
+        "-o".into(),
+        s(&out).into(),
+    ];
+    args.extend(COMMON.iter().map(|a| a.to_string()));
+    let mut child = std::process::Command::new(edgeslim_e2e::bin("edgeslim"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first row is on disk.
+    let t0 = Instant::now();
+    let first = loop {
+        if let Ok(bytes) = std::fs::read(out.join("study.json")) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                if let Some(r) = v["rows"].as_array().and_then(|r| r.first()) {
+                    break r.clone();
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no row after 5 min"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let st = study_json(&out);
+    assert_eq!(st["complete"], false, "killed before the benchmark");
+
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run_ok("edgeslim", &refs);
+    assert!(
+        r.stderr.contains("prune@0.75: kept from the last run"),
+        "{}",
+        r.stderr
+    );
+    let st = study_json(&out);
+    assert_eq!(st["complete"], true);
+    assert_eq!(st["rows"].as_array().unwrap().len(), 6);
+    assert_eq!(st["rows"][0]["sha256"], first["sha256"]);
+    assert_eq!(
+        st["rows"][0]["seconds"], first["seconds"],
+        "the row was kept, not rebuilt"
+    );
+
+    // Other settings in the same folder are refused, not mixed in.
+    let mut other = refs.clone();
+    other.push("--seed");
+    other.push("7");
+    let r = run("edgeslim", &other);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("seed differs"), "{}", r.stderr);
+}
