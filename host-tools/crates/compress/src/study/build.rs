@@ -54,6 +54,18 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
     let mut model = ctx.original.clone();
     let mut settings = Vec::new();
     let mut notes = Vec::new();
+    if v.method.steps.first() == Some(&Step::Optimize) {
+        let changes = edgeslim_onnx::optimize::optimize(
+            &mut model,
+            &edgeslim_onnx::optimize::OptimizeOptions::default(),
+        )?;
+        let done: Vec<String> = changes
+            .iter()
+            .filter(|p| p.count > 0)
+            .map(|p| format!("{} {}", p.pass, p.count))
+            .collect();
+        settings.push(format!("optimize: {}", done.join(", ")));
+    }
     let steps = v.method.budgeted_steps();
     let fractions = step_fractions(steps.len(), v.budget.unwrap_or(1.0));
     for (step, fraction) in steps.iter().zip(fractions) {

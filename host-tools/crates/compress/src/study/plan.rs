@@ -9,6 +9,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
+    /// Graph optimisation only (`edgeslim optimize`: BatchNorm folding, fusions): what the
+    /// original gains before any compression.
+    Optimize,
     /// Structured pruning over channel dependency groups (L1 norms).
     Prune,
     /// Truncated SVD of the weights.
@@ -26,6 +29,7 @@ pub enum Step {
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
+            Step::Optimize => "optimize",
             Step::Prune => "prune",
             Step::LowrankWeight => "lowrank-weight",
             Step::LowrankFeature => "lowrank-feature",
@@ -55,6 +59,7 @@ impl FromStr for Step {
 
     fn from_str(s: &str) -> Result<Step> {
         Ok(match s.trim() {
+            "optimize" => Step::Optimize,
             "prune" => Step::Prune,
             "lowrank-weight" => Step::LowrankWeight,
             "lowrank-feature" | "lowrank" => Step::LowrankFeature,
@@ -65,8 +70,8 @@ impl FromStr for Step {
                 return Err(Error::option_value(
                     "methods",
                     other,
-                    "expected prune, lowrank-weight, lowrank-feature, fp16, int8 or int8-qdq, \
-                     or a chain of them joined by '+'",
+                    "expected optimize, prune, lowrank-weight, lowrank-feature, fp16, int8 or \
+                     int8-qdq, or a chain of them joined by '+'",
                 ))
             }
         })
@@ -105,7 +110,10 @@ impl Method {
 
     /// The precision step at the end, if any.
     pub fn precision(&self) -> Option<Step> {
-        self.steps.last().copied().filter(|s| !s.takes_budget())
+        self.steps
+            .last()
+            .copied()
+            .filter(|s| !s.takes_budget() && *s != Step::Optimize)
     }
 }
 
@@ -117,8 +125,14 @@ impl FromStr for Method {
             .split('+')
             .map(str::parse)
             .collect::<Result<Vec<Step>>>()?;
-        let precision_steps = steps.iter().filter(|s| !s.takes_budget()).count();
         let bad = |why: &str| Err(Error::option_value("methods", s, why));
+        if steps.iter().skip(1).any(|s| *s == Step::Optimize) {
+            return bad("optimize comes first (every other step optimises the graph anyway)");
+        }
+        let precision_steps = steps
+            .iter()
+            .filter(|s| !s.takes_budget() && **s != Step::Optimize)
+            .count();
         if precision_steps > 1 {
             return bad("a chain has at most one precision step (fp16, int8, int8-qdq)");
         }
@@ -148,7 +162,8 @@ impl From<Method> for String {
 }
 
 /// The methods a study runs when none are named.
-pub const DEFAULT_METHODS: &str = "prune,lowrank-weight,lowrank-feature,fp16,int8,prune+int8";
+pub const DEFAULT_METHODS: &str =
+    "optimize,prune,lowrank-weight,lowrank-feature,fp16,int8,prune+int8";
 /// The whole-model parameter budgets when none are given.
 pub const DEFAULT_BUDGETS: [f64; 3] = [0.75, 0.5, 0.25];
 
@@ -246,6 +261,9 @@ mod tests {
         assert!("fp16+int8".parse::<Method>().is_err());
         assert!("prune+prune".parse::<Method>().is_err());
         assert!("svd".parse::<Method>().is_err());
+        assert!("prune+optimize".parse::<Method>().is_err());
+        let o: Method = "optimize".parse().unwrap();
+        assert_eq!((o.precision(), o.takes_budget()), (None, false));
     }
 
     #[test]

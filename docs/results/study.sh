@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Reproduces docs/results/study.md: `edgeslim study` on the zoo CNN, the zoo ViT, PP-OCR cls
+# (with labels and fine-tuning, and without labels and label-free distillation) and PP-OCRv4
+# det (no labels, cosine of the probability map), each at the Raspberry Pi 4's thread count
+# (capped at this machine's cores; the study says so). One folder per study under OUT_DIR, with
+# index.html (table and Pareto chart) and study.json; prints each study's table.
+#
+#   bash docs/results/study.sh [OUT_DIR]      (default: study-results/)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-study-results}
+mkdir -p "$OUT"
+[[ -n ${NO_BUILD:-} ]] || cargo build --release -p edgeslim >&2
+ES=${ES:-target/release/edgeslim}
+"$ES" assets fetch >&2
+CACHE=${EDGESLIM_HOME:-$HOME/.cache/edgeslim}
+CLS=$CACHE/models/ch_ppocr_mobile_v2.0_cls_infer.onnx
+DET=$CACHE/models/ch_PP-OCRv4_det_infer.onnx
+RUNS=${RUNS:-40}
+COMMON=(--target rpi4 --runs "$RUNS")
+
+study() { # name, then the study's arguments
+  local name=$1; shift
+  echo "## $name" 
+  "$ES" study "$@" "${COMMON[@]}" -o "$OUT/$name" 2> "$OUT/$name.log"
+  echo
+}
+
+# The zoo (MNIST digits, labelled): fine-tuning recovery on 2000 training digits, 3 epochs.
+study mnist-cnn models/mnist-cnn.onnx --data mnist --labels --recover finetune \
+  --calib-samples 2000
+study vit-tiny-mnist models/vit-tiny-mnist.onnx --data mnist --labels --recover finetune \
+  --calib-samples 2000
+# PP-OCR cls on real text lines of scikit-image's page.png (upright / rotated labels).
+study ppocr-cls "$CLS" --input-shape x=1,3,48,192 --data ppocr-text --labels \
+  --recover finetune --epochs 5
+# The same without labels: quality is agreement with the original, recovery is distillation.
+study ppocr-cls-unlabelled "$CLS" --input-shape x=1,3,48,192 --data ppocr-text \
+  --recover distill --epochs 5
+# PP-OCRv4 det on scikit-image's photographs at 320×320: a probability map, so cosine; the
+# training engine recovers classifiers only, so no recovery.
+study ppocr-det "$DET" --input-shape x=1,3,320,320 --data "images:$CACHE/images" \
+  --metric cosine --methods optimize,prune,fp16,int8,prune+int8 --budgets 0.75,0.5
