@@ -86,12 +86,12 @@ fn a_study_measures_every_variant_and_auto_picks_the_hand_checked_one() {
         }
     }
     // Label-free distillation raised the pruned model's agreement with the original
-    // (measured: 10 % -> 86 % in 3 epochs on 1500 unlabelled digits).
+    // (measured: 10 % -> 97.5 % in 3 epochs on 1500 unlabelled digits).
     let pruned = &rows[0];
     let before = pruned["quality_compressed"]["agreement"].as_f64().unwrap();
     let after = pruned["quality"]["agreement"].as_f64().unwrap();
     assert!(
-        after > before + 0.3 && after > 0.75,
+        after > before + 0.5 && after > 0.9,
         "agreement {before} -> {after}"
     );
     assert_eq!(pruned["recovery"]["mode"], "distill");

@@ -21,7 +21,6 @@ pub struct Context<'a> {
     pub input_shapes: &'a [InputShape],
     pub spec: &'a CalibSpec,
     pub data: &'a CalibData,
-    pub calib_samples: Option<usize>,
     pub teacher: &'a TeacherOutputs,
     pub recover: &'a RecoverSettings,
 }
@@ -155,8 +154,10 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
                 output: path.to_path_buf(),
                 input_shapes: ctx.input_shapes.to_vec(),
                 precision,
+                // Activation ranges from the whole calibration split (its first N could be
+                // a few classes only).
                 calib: Some(ctx.spec.clone()),
-                calib_samples: ctx.calib_samples,
+                calib_samples: None,
                 eval: None,
                 bench_runs: 0,
             };

@@ -73,7 +73,10 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         dims: input.shape.clone(),
     }];
     progress(&format!("loading {} for {:?}", cfg.data, input.shape));
-    let mut data = calib::load(&cfg.data, &input, cfg.calib_samples)?;
+    let mut data = calib::load(&cfg.data, &input, None)?;
+    if let Some(n) = cfg.calib_samples {
+        data.calib = spread(&data.calib, n);
+    }
     if data.held_out.is_empty() {
         data.held_out = data.calib.clone();
         data.split_rule
@@ -152,7 +155,6 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         input_shapes: &input_shapes,
         spec: &cfg.data,
         data: &data,
-        calib_samples: cfg.calib_samples,
         teacher: &teacher,
         recover: &cfg.recover,
     };
@@ -187,6 +189,18 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
     save(&cfg.out, &study)?;
     log::info!("study done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(study)
+}
+
+/// At most `n` samples spread evenly over the split: the first `n` of a split stored class by
+/// class (MNIST's) would hold only the first classes, and a model fine-tuned on them forgets
+/// the others.
+fn spread(set: &calib::Dataset, n: usize) -> calib::Dataset {
+    if n == 0 || set.len() <= n {
+        return set.clone();
+    }
+    let len = set.len();
+    let picked: std::collections::BTreeSet<usize> = (0..n).map(|k| k * len / n).collect();
+    set.filter(&set.name, |i| picked.contains(&i))
 }
 
 fn check_interrupt() -> Result<()> {
@@ -293,4 +307,27 @@ pub fn load(dir: &Path) -> Result<Study> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Invalid(format!("{}: not a study file: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capped_split_is_spread_over_every_class() {
+        // 10 classes stored class by class, 10 samples each.
+        let set = calib::Dataset {
+            name: "d".into(),
+            shape: vec![1],
+            samples: (0..100).map(|i| vec![i as f32]).collect(),
+            labels: Some((0..100).map(|i| i / 10).collect()),
+            sources: (0..100).map(|i| i.to_string()).collect(),
+        };
+        let s = spread(&set, 20);
+        assert_eq!(s.len(), 20);
+        let mut classes = s.labels.clone().unwrap();
+        classes.dedup();
+        assert_eq!(classes, (0..10).collect::<Vec<_>>());
+        assert_eq!(spread(&set, 500).len(), 100);
+    }
 }
