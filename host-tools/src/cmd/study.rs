@@ -227,6 +227,9 @@ fn print_table(s: &Study) {
             if r.pareto { "*" } else { "" }
         );
     }
+    for k in &s.skipped {
+        println!("{:<24} not built: {}", k.id, k.reason);
+    }
 }
 
 /// `edgeslim compress auto`: a study, then the fastest variant within `--max-drop`.

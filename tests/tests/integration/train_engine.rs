@@ -1077,3 +1077,37 @@ fn unknown_inputs_and_wanted_tensors_are_errors_and_intermediates_are_returned()
     assert_eq!(out[&feat].dims(), &[2, 16, 1, 1]);
     assert!(out.contains_key("logits"));
 }
+
+/// PP-OCRv4 det (HardSigmoid attention, Resize, ConvTranspose, a probability map) in the
+/// engine, eval mode, equals ONNX Runtime: what label-free distillation of a pruned detector
+/// trains on.
+#[test]
+fn ppocr_det_matches_onnxruntime_on_a_real_image() {
+    let path = assets().ppocr_det();
+    let model = OnnxModel::load(&path).unwrap();
+    let img = open_image(&assets().image("coffee.png")).unwrap();
+    let x = image_to_tensor(&img, &[1, 3, 160, 160], &ImagePrep::default()).unwrap();
+    let x = Tensor::from_vec(
+        tensor_to_f32_vec(&x).unwrap(),
+        (1, 3, 160, 160),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let g = GraphModule::from_onnx(&model, &EngineOptions::default()).unwrap();
+    for mode in [Mode::Eval] {
+        let out = g.forward(&[("x", x.clone())], mode, &[]).unwrap();
+        for (name, diff, scale) in diff_vs_ort(&model, &out, &[("x", x.clone())]) {
+            assert!(
+                diff <= 1e-3 * scale.max(1e-3),
+                "PP-OCR det output '{name}' differs from ORT by {diff} (scale {scale})"
+            );
+        }
+    }
+    let inf = g.forward_inference(&[("x", x.clone())], &[]).unwrap();
+    for (name, diff, scale) in diff_vs_ort(&model, &inf, &[("x", x)]) {
+        assert!(
+            diff <= 1e-3 * scale.max(1e-3),
+            "PP-OCR det output '{name}' (inference path) differs from ORT by {diff}"
+        );
+    }
+}

@@ -310,6 +310,7 @@ pub fn bench_side_by_side_ort_for(
 
 /// Which engine a contestant of [`bench_side_by_side`] is (the index into its samples).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "ort"), allow(dead_code))]
 enum Role {
     Tract = 0,
     Ort = 1,

@@ -287,6 +287,13 @@ pub fn study_page(s: &Study) -> String {
     }
     body.push_str("<section><h2>Every variant</h2>");
     body.push_str(&table(&head, &rows));
+    for k in &s.skipped {
+        body.push_str(&format!(
+            "<p>Not built: <strong>{}</strong>: {}</p>",
+            esc(&k.id),
+            esc(&k.reason)
+        ));
+    }
     body.push_str(
         "<p class=\"meta\">Budgets are fractions of the original's parameters; each method's \
          own setting was found by bisection on the parameter count. Speed-ups are the \

@@ -37,6 +37,7 @@
 
 pub mod card;
 pub mod classify;
+pub mod dense;
 pub mod engine;
 pub mod families;
 pub mod interrupt;

@@ -111,7 +111,21 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
     let mut compressed = None;
     let mut recovery = None;
     if !steps.is_empty() && ctx.recover.mode != recover::Recover::None {
+        let dense = ctx.recover.mode == recover::Recover::Distill;
         match recover::unsupported(ctx.data, ctx.teacher) {
+            // Not a classifier: distil its output map instead, when no labels are needed.
+            Some(_) if dense => {
+                let (tuned, facts) = recover::recover_dense(
+                    &model,
+                    ctx.original,
+                    &ctx.input.name,
+                    ctx.data,
+                    ctx.teacher,
+                    ctx.recover,
+                )?;
+                compressed = Some(std::mem::replace(&mut model, tuned));
+                recovery = Some(facts);
+            }
             Some(why) => notes.push(format!("not recovered: {why}")),
             None => {
                 let (tuned, facts) = recover::recover(

@@ -26,6 +26,24 @@ pub fn first_outputs(
     out
 }
 
+/// The shape of `model`'s first output on the first sample of `data`.
+pub fn first_output_shape(
+    model: &OnnxModel,
+    input: &ModelInput,
+    data: &Dataset,
+) -> Result<Vec<usize>> {
+    let sample = data
+        .samples
+        .first()
+        .ok_or_else(|| Error::Invalid(format!("{}: no samples", data.name)))?;
+    Runner::new(model, input, None)?
+        .run(sample)?
+        .into_iter()
+        .next()
+        .map(|o| o.shape)
+        .ok_or_else(|| Error::Graph(format!("{}: no output", model.label())))
+}
+
 /// A candidate's outputs against the original's on the same samples.
 pub fn quality(reference: &[Vec<f32>], candidate: &[Vec<f32>], data: &Dataset) -> Quality {
     let f = compare(reference, candidate, data.labels.as_deref());

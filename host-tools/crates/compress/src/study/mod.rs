@@ -107,6 +107,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
     let teacher = TeacherOutputs {
         calib: measure::first_outputs(&original, &input, &data.calib)?,
         held_out: measure::first_outputs(&original, &input, &data.held_out)?,
+        shape: measure::first_output_shape(&original, &input, &data.held_out)?,
     };
     let reference_quality = measure::quality(&teacher.held_out, &teacher.held_out, &data.held_out);
     let (file_bytes, sha) = sha256_file(&cfg.model).map_err(|e| Error::io(&cfg.model, e))?;
@@ -140,6 +141,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
             rss_load_bytes: None,
         },
         rows: Vec::new(),
+        skipped: Vec::new(),
         complete: false,
     };
     let kept = if cfg.fresh {
@@ -171,7 +173,24 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         }
         check_interrupt()?;
         progress(&format!("[{}/{total}] {}: building", i + 1, v.id));
-        let row = build_row(v, &ctx, &cfg.out, &data.held_out)?;
+        let row = match build_row(v, &ctx, &cfg.out, &data.held_out) {
+            Ok(row) => row,
+            // A budget below what the method reaches on this model is a finding, not a
+            // failure of the study.
+            Err(Error::Option {
+                option: "budgets",
+                reason,
+                ..
+            }) => {
+                progress(&format!("[{}/{total}] {}: skipped: {reason}", i + 1, v.id));
+                study.skipped.push(types::Skipped {
+                    id: v.id.clone(),
+                    reason,
+                });
+                continue;
+            }
+            Err(e) => return Err(Error::Other(format!("variant {}: {e}", v.id))),
+        };
         // A recovery cut short by Ctrl-C returns its best epoch so far: not a finished row.
         check_interrupt()?;
         study.rows.push(row);
@@ -222,8 +241,7 @@ fn build_row(
     let t0 = Instant::now();
     let file = format!("{VARIANTS}/{}", v.file_name());
     let path = out.join(&file);
-    let built =
-        build::build(v, ctx, &path).map_err(|e| Error::Other(format!("variant {}: {e}", v.id)))?;
+    let built = build::build(v, ctx, &path)?;
     let seconds = t0.elapsed().as_secs_f64();
     let model = OnnxModel::load(&path)?;
     let outputs = measure::first_outputs(&model, ctx.input, held_out)?;

@@ -8,9 +8,10 @@
 //! top-1 agreement with the original is best).
 
 use crate::{Error, Result};
-use edgeslim_data::calib::{CalibData, Dataset};
+use edgeslim_data::calib::{CalibData, Dataset, ModelInput};
 use edgeslim_data::{DataSource, ImageSet, Normalization, SplitData};
 use edgeslim_measure::fidelity::argmax;
+use edgeslim_measure::runner::{progress_bar, Runner};
 use edgeslim_onnx::OnnxModel;
 use edgeslim_train::{classify, Distill, FinetuneOptions};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,10 @@ pub struct RecoveryFacts {
     /// the data's for `finetune`, the original's top-1 for `distill`), before and after.
     pub held_out_before: f64,
     pub held_out_after: f64,
+    /// What `held_out_*` are: `accuracy` (fine-tuning), `agreement` (classifier
+    /// distillation), `cosine` (distillation of a dense output).
+    #[serde(default)]
+    pub judged_by: String,
     pub seconds: f64,
     pub stopped: Option<String>,
 }
@@ -67,6 +72,8 @@ pub struct RecoveryFacts {
 pub struct TeacherOutputs {
     pub calib: Vec<Vec<f32>>,
     pub held_out: Vec<Vec<f32>>,
+    /// The first output's shape at batch 1.
+    pub shape: Vec<usize>,
 }
 
 /// Why recovery cannot train this model, or `None` when it can: the engine trains image
@@ -78,11 +85,13 @@ pub fn unsupported(data: &CalibData, teacher: &TeacherOutputs) -> Option<String>
             data.calib.shape
         ));
     }
-    let k = teacher.held_out.first().map_or(0, Vec::len);
-    if k < 2 {
-        return Some("recovery trains classifiers; the output has fewer than 2 values".into());
+    match teacher.shape[..] {
+        [1, k] if k >= 2 => None,
+        _ => Some(format!(
+            "the classifier trainer needs a [1, classes] output; this one is {:?}",
+            teacher.shape
+        )),
     }
-    None
 }
 
 /// Train `student` back toward `teacher` (the original) on `data` as `settings` say.
@@ -147,10 +156,104 @@ pub fn recover(
             best_epoch: r.best_epoch,
             held_out_before: r.initial.accuracy,
             held_out_after: r.best.accuracy,
+            judged_by: if settings.mode == Recover::Distill {
+                "agreement".into()
+            } else {
+                "accuracy".into()
+            },
             seconds: r.seconds,
             stopped: r.stopped,
         },
     ))
+}
+
+/// Distil a model whose output is not a class vector (a detection map, a feature map) on
+/// the original's outputs: mean squared error on unlabelled samples, no annotation.
+pub fn recover_dense(
+    student: &OnnxModel,
+    teacher: &OnnxModel,
+    input: &str,
+    data: &CalibData,
+    outputs: &TeacherOutputs,
+    settings: &RecoverSettings,
+) -> Result<(OnnxModel, RecoveryFacts)> {
+    use edgeslim_train::dense::{distill, DenseOptions, Pairs};
+    // A sigmoid map is matched before the sigmoid: its saturated ends pass no gradient.
+    let logits = pre_sigmoid(teacher);
+    let targets = match &logits {
+        Some(t) => {
+            let names = [t.clone()];
+            let runner = Runner::new(teacher, &input_of(data, input), Some(&names))?;
+            let pb = progress_bar(0, "");
+            TeacherOutputs {
+                calib: runner.first_outputs(&data.calib, &pb)?,
+                held_out: runner.first_outputs(&data.held_out, &pb)?,
+                shape: Vec::new(),
+            }
+        }
+        None => TeacherOutputs {
+            calib: outputs.calib.clone(),
+            held_out: outputs.held_out.clone(),
+            shape: outputs.shape.clone(),
+        },
+    };
+    let o = DenseOptions {
+        tensor: logits,
+        shape: data.calib.shape.clone(),
+        input: input.to_string(),
+        epochs: settings.epochs,
+        batch_size: 4,
+        lr: settings.lr,
+        weight_decay: 0.0,
+        seed: settings.seed,
+        threads: settings.threads,
+        progress: settings.progress,
+        stop_on_ctrl_c: true,
+    };
+    let r = distill(
+        student,
+        &Pairs {
+            inputs: &data.calib.samples,
+            targets: &targets.calib,
+        },
+        &Pairs {
+            inputs: &data.held_out.samples,
+            targets: &targets.held_out,
+        },
+        &o,
+    )?;
+    Ok((
+        r.model,
+        RecoveryFacts {
+            mode: Recover::Distill,
+            epochs: settings.epochs,
+            best_epoch: r.best_epoch,
+            held_out_before: r.cosine_before,
+            held_out_after: r.cosine_after,
+            judged_by: "cosine".into(),
+            seconds: r.seconds,
+            stopped: r.stopped,
+        },
+    ))
+}
+
+/// The input of the Sigmoid that makes the first graph output, if one does.
+fn pre_sigmoid(model: &OnnxModel) -> Option<String> {
+    let out = model.graph().output.first()?.name.clone();
+    model
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.output.iter().any(|o| *o == out))
+        .filter(|n| n.op_type == "Sigmoid")
+        .and_then(|n| n.input.first().cloned())
+}
+
+fn input_of(data: &CalibData, name: &str) -> ModelInput {
+    ModelInput {
+        name: name.to_string(),
+        shape: data.calib.shape.clone(),
+    }
 }
 
 /// A calibration split as the training engine's image set (samples are already the model's

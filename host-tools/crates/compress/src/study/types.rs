@@ -116,6 +116,13 @@ pub struct Row {
     pub pareto: bool,
 }
 
+/// A variant the study could not build, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
+}
+
 /// `study.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Study {
@@ -140,6 +147,10 @@ pub struct Study {
     pub bench_runs: usize,
     pub reference: Reference,
     pub rows: Vec<Row>,
+    /// Variants that could not be built at their budget (below what the method can reach on
+    /// this model), with the reason; tried again on resume.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
     /// Set once every row is built and the benchmark has run.
     pub complete: bool,
 }
