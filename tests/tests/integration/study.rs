@@ -218,3 +218,87 @@ fn a_killed_study_resumes_with_its_finished_rows() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("seed differs"), "{}", r.stderr);
 }
+
+/// Label-free distillation of a dense output (the trainer for detection maps and feature
+/// maps), on the pruned zoo CNN's logits: the held-out cosine to the original rises, and tract
+/// running the returned model measures the cosine the engine reported.
+#[test]
+fn dense_distillation_raises_a_pruned_models_cosine_to_the_original() {
+    use edgeslim::data::calib::{self, CalibSpec, ModelInput};
+    use edgeslim::measure::fidelity::cosine;
+    use edgeslim::measure::runner::{progress_bar, Runner};
+    use edgeslim::onnx::OnnxModel;
+    use edgeslim::train::dense::{distill, DenseOptions, Pairs};
+
+    let model = OnnxModel::load(&workspace().join("models/mnist-cnn.onnx")).unwrap();
+    let pruned = edgeslim::prune::prune(
+        &model,
+        &edgeslim::prune::PruneOptions {
+            ratio: 0.5,
+            ..Default::default()
+        },
+        &[],
+        None,
+    )
+    .unwrap()
+    .model;
+    let input = ModelInput::of(&model).unwrap();
+    let mut data = calib::load(&CalibSpec::Mnist, &input, None).unwrap();
+    // Every sixth training digit (all classes), 200 held out; no labels used.
+    data.calib = data.calib.filter("train", |i| i % 6 == 0);
+    data.held_out.truncate(200);
+    let pb = progress_bar(0, "");
+    let teacher = Runner::new(&model, &input, None).unwrap();
+    let t_train = teacher.first_outputs(&data.calib, &pb).unwrap();
+    let t_held = teacher.first_outputs(&data.held_out, &pb).unwrap();
+    let opts = DenseOptions {
+        tensor: None,
+        shape: input.shape.clone(),
+        input: input.name.clone(),
+        epochs: 2,
+        batch_size: 32,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        seed: 0,
+        threads: 0,
+        progress: false,
+        stop_on_ctrl_c: false,
+    };
+    let r = distill(
+        &pruned,
+        &Pairs {
+            inputs: &data.calib.samples,
+            targets: &t_train,
+        },
+        &Pairs {
+            inputs: &data.held_out.samples,
+            targets: &t_held,
+        },
+        &opts,
+    )
+    .unwrap();
+    println!(
+        "cosine {:.4} -> {:.4} (epoch {})",
+        r.cosine_before, r.cosine_after, r.best_epoch
+    );
+    assert!(r.best_epoch > 0);
+    assert!(
+        r.cosine_after > r.cosine_before + 0.05,
+        "{} -> {}",
+        r.cosine_before,
+        r.cosine_after
+    );
+    let student = Runner::new(&r.model, &input, None).unwrap();
+    let s_held = student.first_outputs(&data.held_out, &pb).unwrap();
+    let tract_cos: f64 = s_held
+        .iter()
+        .zip(&t_held)
+        .map(|(a, b)| cosine(a, b))
+        .sum::<f64>()
+        / s_held.len() as f64;
+    assert!(
+        (tract_cos - r.cosine_after).abs() < 1e-3,
+        "tract {tract_cos} vs engine {}",
+        r.cosine_after
+    );
+}
