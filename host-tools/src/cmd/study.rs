@@ -282,7 +282,7 @@ pub fn auto(a: AutoArgs) -> Result<()> {
     let card = auto_card(&study, row, a.max_drop, &dir);
     write_atomic(&a.output.with_extension("md"), card.as_bytes())?;
     println!(
-        "{} -> {}: {} ({} faster than the original on tract, {} than on ONNX Runtime; {} {:.2}, \
+        "{} -> {}: {} ({} the original's speed on tract, {} on ONNX Runtime; {} {:.2}, \
          original {:.2})",
         study.model,
         a.output.display(),

@@ -29,8 +29,8 @@ pub fn headline(s: &Study) -> String {
     match s.fastest_within(HEADLINE_DROP) {
         Some(r) => format!(
             "Fastest within {HEADLINE_DROP} point of {metric}: {} — {} ms p50 on tract at {} \
-             thread(s), {} faster than the original on tract and {} faster than the original \
-             on ONNX Runtime; {metric} {} (original {}).",
+             thread(s): {} the original's speed on tract, {} the original's speed on ONNX \
+             Runtime; {metric} {} (original {}).",
             r.id,
             r.latency
                 .as_ref()

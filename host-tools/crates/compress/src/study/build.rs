@@ -13,6 +13,11 @@ use edgeslim_onnx::{OnnxModel, SaveOptions};
 use edgeslim_runtime::InputShape;
 use std::path::Path;
 
+/// Allowed drop of the rank search's metric (one point).
+const SEARCH_TOLERANCE: f64 = 0.01;
+/// Samples the rank search judges on.
+const SEARCH_SAMPLES: usize = 500;
+
 /// What the study shares with every variant it builds.
 pub struct Context<'a> {
     pub original: &'a OnnxModel,
@@ -65,18 +70,33 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
             .collect();
         settings.push(format!("optimize: {}", done.join(", ")));
     }
-    let steps = v.method.budgeted_steps();
-    let fractions = step_fractions(steps.len(), v.budget.unwrap_or(1.0));
-    for (step, fraction) in steps.iter().zip(fractions) {
+    let steps = v.method.architecture_steps();
+    let budgeted = steps.iter().filter(|s| s.takes_budget()).count();
+    let mut fractions = step_fractions(budgeted, v.budget.unwrap_or(1.0)).into_iter();
+    for step in &steps {
+        let fraction = if step.takes_budget() {
+            fractions.next().unwrap_or(1.0)
+        } else {
+            1.0
+        };
         match step {
-            Step::Prune => {
+            Step::Prune | Step::PruneGlobal => {
+                let global = *step == Step::PruneGlobal;
                 let base = PruneOptions {
                     input_shapes: ctx.input_shapes.to_vec(),
+                    global,
                     ..PruneOptions::default()
                 };
                 let (outcome, ratio) =
                     budget::prune_to(&model, &base, ctx.original_params, fraction)?;
-                settings.push(format!("prune ratio {ratio:.3} (L1, per group)"));
+                settings.push(format!(
+                    "prune ratio {ratio:.3} (L1, {})",
+                    if global {
+                        "global ranking"
+                    } else {
+                        "per group"
+                    }
+                ));
                 notes.extend(outcome.notes.iter().cloned());
                 model = outcome.model;
                 model.share_identical_initializers();
@@ -104,6 +124,31 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
                     Some(&ctx.data.calib),
                     &mut notes,
                 )?;
+            }
+            Step::LowrankSearch => {
+                lowrank::prepare(&mut model)?;
+                let layers = lowrank::selected_layers(&model, None)?;
+                // The search re-runs the split for every candidate rank of every layer: a
+                // spread subset keeps it to minutes.
+                let search_split = super::spread(&ctx.data.calib, SEARCH_SAMPLES);
+                let (_, report) = lowrank::search::search(
+                    &mut model,
+                    &layers,
+                    lowrank::Method::Feature,
+                    &lowrank::search::SearchInputs {
+                        input: ctx.input,
+                        calib: Some(&ctx.data.calib),
+                        search: &search_split,
+                        tolerance: SEARCH_TOLERANCE,
+                    },
+                )?;
+                settings.push(format!(
+                    "rank search within {} point on {} calibration samples ({} → {:.3})",
+                    100.0 * SEARCH_TOLERANCE,
+                    search_split.len(),
+                    report.baseline,
+                    report.final_metric
+                ));
             }
             _ => {}
         }

@@ -213,7 +213,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
 /// At most `n` samples spread evenly over the split: the first `n` of a split stored class by
 /// class (MNIST's) would hold only the first classes, and a model fine-tuned on them forgets
 /// the others.
-fn spread(set: &calib::Dataset, n: usize) -> calib::Dataset {
+pub(crate) fn spread(set: &calib::Dataset, n: usize) -> calib::Dataset {
     if n == 0 || set.len() <= n {
         return set.clone();
     }

@@ -12,12 +12,20 @@ pub enum Step {
     /// Graph optimisation only (`edgeslim optimize`: BatchNorm folding, fusions): what the
     /// original gains before any compression.
     Optimize,
-    /// Structured pruning over channel dependency groups (L1 norms).
+    /// Structured pruning over channel dependency groups (L1 norms), the same share of each
+    /// group.
     Prune,
+    /// The same, with one global ranking of normalised channel importances: groups that
+    /// matter less lose more.
+    PruneGlobal,
     /// Truncated SVD of the weights.
     LowrankWeight,
     /// PCA of calibrated layer outputs, layer by layer.
     LowrankFeature,
+    /// Feature-space low rank with the surgical rank search: from the last layer back, each
+    /// layer's smallest rank keeping the task metric within one point on the calibration
+    /// split (allocation by measured sensitivity; no budget).
+    LowrankSearch,
     /// FLOAT16 weights, f32 compute.
     Fp16,
     /// int8 QOperator (QLinearConv/QLinearMatMul): tract's integer kernels.
@@ -31,8 +39,10 @@ impl Step {
         match self {
             Step::Optimize => "optimize",
             Step::Prune => "prune",
+            Step::PruneGlobal => "prune-global",
             Step::LowrankWeight => "lowrank-weight",
             Step::LowrankFeature => "lowrank-feature",
+            Step::LowrankSearch => "lowrank-search",
             Step::Fp16 => "fp16",
             Step::Int8 => "int8",
             Step::Int8Qdq => "int8-qdq",
@@ -43,14 +53,13 @@ impl Step {
     pub fn takes_budget(self) -> bool {
         matches!(
             self,
-            Step::Prune | Step::LowrankWeight | Step::LowrankFeature
+            Step::Prune | Step::PruneGlobal | Step::LowrankWeight | Step::LowrankFeature
         )
     }
 
-    /// Steps whose result the training engine can still train (recovery comes before any
-    /// precision step).
-    pub fn trainable(self) -> bool {
-        self.takes_budget()
+    /// Steps that change the architecture (recovery follows them).
+    pub fn architectural(self) -> bool {
+        self.takes_budget() || self == Step::LowrankSearch
     }
 }
 
@@ -61,6 +70,8 @@ impl FromStr for Step {
         Ok(match s.trim() {
             "optimize" => Step::Optimize,
             "prune" => Step::Prune,
+            "prune-global" => Step::PruneGlobal,
+            "lowrank-search" => Step::LowrankSearch,
             "lowrank-weight" => Step::LowrankWeight,
             "lowrank-feature" | "lowrank" => Step::LowrankFeature,
             "fp16" => Step::Fp16,
@@ -70,8 +81,8 @@ impl FromStr for Step {
                 return Err(Error::option_value(
                     "methods",
                     other,
-                    "expected optimize, prune, lowrank-weight, lowrank-feature, fp16, int8 or \
-                     int8-qdq, or a chain of them joined by '+'",
+                    "expected optimize, prune, prune-global, lowrank-weight, lowrank-feature, \
+                     lowrank-search, fp16, int8 or int8-qdq, or a chain of them joined by '+'",
                 ))
             }
         })
@@ -100,11 +111,11 @@ impl Method {
     }
 
     /// The architecture steps, in order.
-    pub fn budgeted_steps(&self) -> Vec<Step> {
+    pub fn architecture_steps(&self) -> Vec<Step> {
         self.steps
             .iter()
             .copied()
-            .filter(|s| s.takes_budget())
+            .filter(|s| s.architectural())
             .collect()
     }
 
@@ -113,7 +124,7 @@ impl Method {
         self.steps
             .last()
             .copied()
-            .filter(|s| !s.takes_budget() && *s != Step::Optimize)
+            .filter(|s| !s.architectural() && *s != Step::Optimize)
     }
 }
 
@@ -131,12 +142,12 @@ impl FromStr for Method {
         }
         let precision_steps = steps
             .iter()
-            .filter(|s| !s.takes_budget() && **s != Step::Optimize)
+            .filter(|s| !s.architectural() && **s != Step::Optimize)
             .count();
         if precision_steps > 1 {
             return bad("a chain has at most one precision step (fp16, int8, int8-qdq)");
         }
-        if precision_steps == 1 && steps.last().is_some_and(|l| l.takes_budget()) {
+        if precision_steps == 1 && steps.last().is_some_and(|l| l.architectural()) {
             return bad("the precision step comes last (e.g. prune+int8)");
         }
         let mut seen = steps.clone();
@@ -162,8 +173,8 @@ impl From<Method> for String {
 }
 
 /// The methods a study runs when none are named.
-pub const DEFAULT_METHODS: &str =
-    "optimize,prune,lowrank-weight,lowrank-feature,fp16,int8,prune+int8";
+pub const DEFAULT_METHODS: &str = "optimize,prune,prune-global,lowrank-weight,\
+lowrank-feature,lowrank-search,fp16,int8,prune+int8";
 /// The whole-model parameter budgets when none are given.
 pub const DEFAULT_BUDGETS: [f64; 3] = [0.75, 0.5, 0.25];
 
@@ -262,6 +273,13 @@ mod tests {
         assert!("prune+prune".parse::<Method>().is_err());
         assert!("svd".parse::<Method>().is_err());
         assert!("prune+optimize".parse::<Method>().is_err());
+        let s: Method = "lowrank-search+int8".parse().unwrap();
+        assert_eq!(s.architecture_steps(), vec![Step::LowrankSearch]);
+        assert!(
+            !s.takes_budget(),
+            "the search allocates by sensitivity, not by a budget"
+        );
+        assert!("int8+lowrank-search".parse::<Method>().is_err());
         let o: Method = "optimize".parse().unwrap();
         assert_eq!((o.precision(), o.takes_budget()), (None, false));
     }
