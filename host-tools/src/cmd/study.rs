@@ -38,8 +38,10 @@ pub struct StudyArgs {
     /// Threads for the benchmark (default: the target's cores, at most this machine's).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Methods, comma-separated; chains with '+': prune, lowrank-weight, lowrank-feature,
-    /// fp16, int8 (QOperator, tract's integer kernels), int8-qdq.
+    /// Methods, comma-separated; chains with '+': optimize (graph passes only), prune,
+    /// prune-global, lowrank-weight, lowrank-feature, lowrank-search (ranks by measured
+    /// sensitivity, within one point), fp16, int8 (QOperator, tract's integer kernels),
+    /// int8-qdq.
     #[arg(long, default_value = DEFAULT_METHODS)]
     pub methods: String,
     /// Fractions of the original's parameters kept, for the methods that change the
