@@ -54,7 +54,46 @@ fn step_fractions(n: usize, budget: f64) -> Vec<f64> {
 }
 
 /// Build `v` into `path` (written atomically by the savers).
-pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
+pub fn build(v: &Variant, ctx: &Context, path: &Path, prefix: Option<Prefix>) -> Result<Built> {
+    let (mut model, mut settings, mut notes, compressed, recovery) = match prefix {
+        // The float part is an earlier row (prune@0.5 for prune+int8@0.5): reuse it,
+        // recovery included, instead of pruning and training it again.
+        Some(p) => (
+            p.model,
+            p.row.settings.clone(),
+            vec![format!("float model of row {} reused", p.row.id)],
+            None,
+            p.row.recovery.clone(),
+        ),
+        None => float_part(v, ctx)?,
+    };
+    let params = model.float_constant_elements()?;
+    precision_part(v, ctx, path, &mut model, &mut settings, &mut notes)?;
+    Ok(Built {
+        compressed,
+        settings,
+        recovery,
+        notes,
+        params,
+    })
+}
+
+/// A finished row whose model is the float part of a chain.
+pub struct Prefix<'a> {
+    pub row: &'a super::Row,
+    pub model: OnnxModel,
+}
+
+type FloatPart = (
+    OnnxModel,
+    Vec<String>,
+    Vec<String>,
+    Option<OnnxModel>,
+    Option<RecoveryFacts>,
+);
+
+/// Optimisation, the architecture steps at their budgets, and recovery.
+fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
     let mut model = ctx.original.clone();
     let mut settings = Vec::new();
     let mut notes = Vec::new();
@@ -186,7 +225,18 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
             }
         }
     }
-    let params = model.float_constant_elements()?;
+    Ok((model, settings, notes, compressed, recovery))
+}
+
+/// The precision step, if any, and the file.
+fn precision_part(
+    v: &Variant,
+    ctx: &Context,
+    path: &Path,
+    model: &mut OnnxModel,
+    settings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     match v.method.precision() {
         None => model.save(path, &SaveOptions::default())?,
         Some(p) => {
@@ -227,13 +277,7 @@ pub fn build(v: &Variant, ctx: &Context, path: &Path) -> Result<Built> {
             notes.extend(r.warnings);
         }
     }
-    Ok(Built {
-        compressed,
-        settings,
-        recovery,
-        notes,
-        params,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         }
         check_interrupt()?;
         progress(&format!("[{}/{total}] {}: building", i + 1, v.id));
-        let row = match build_row(v, &ctx, &cfg.out, &data.held_out) {
+        let row = match build_row(v, &ctx, &cfg.out, &data.held_out, &study.rows) {
             Ok(row) => row,
             // A budget below what the method reaches on this model is a finding, not a
             // failure of the study.
@@ -210,6 +210,17 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
     Ok(study)
 }
 
+/// The id of the row holding the float part of a chain with a precision step (`prune@0.5`
+/// for `prune+int8@0.5`), when the chain has an architecture part.
+fn float_prefix(v: &Variant) -> Option<String> {
+    v.method.precision()?;
+    let steps: Vec<plan::Step> = v.method.steps[..v.method.steps.len() - 1].to_vec();
+    if steps.is_empty() {
+        return None;
+    }
+    Some(Variant::new(Method { steps }, v.budget).id)
+}
+
 /// At most `n` samples spread evenly over the split: the first `n` of a split stored class by
 /// class (MNIST's) would hold only the first classes, and a model fine-tuned on them forgets
 /// the others.
@@ -237,11 +248,22 @@ fn build_row(
     ctx: &build::Context,
     out: &Path,
     held_out: &calib::Dataset,
+    done: &[Row],
 ) -> Result<Row> {
     let t0 = Instant::now();
     let file = format!("{VARIANTS}/{}", v.file_name());
     let path = out.join(&file);
-    let built = build::build(v, ctx, &path)?;
+    let prefix = match float_prefix(v).and_then(|id| done.iter().find(|r| r.id == id)) {
+        Some(row) => Some(build::Prefix {
+            model: OnnxModel::load(&out.join(&row.file))?,
+            row,
+        }),
+        None => None,
+    };
+    let reused_quality = prefix
+        .as_ref()
+        .and_then(|p| p.row.quality_compressed.clone());
+    let built = build::build(v, ctx, &path, prefix)?;
     let seconds = t0.elapsed().as_secs_f64();
     let model = OnnxModel::load(&path)?;
     let outputs = measure::first_outputs(&model, ctx.input, held_out)?;
@@ -252,7 +274,7 @@ fn build_row(
             &measure::first_outputs(m, ctx.input, held_out)?,
             held_out,
         )),
-        None => None,
+        None => reused_quality,
     };
     let engines = measure::engine_check(&path, ctx.input, held_out, &outputs);
     let facts = edgeslim_onnx::inspect::inspect(&model, ctx.input_shapes)?;
@@ -330,6 +352,21 @@ pub fn load(dir: &Path) -> Result<Study> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_names_the_row_of_its_float_part() {
+        let v = |m: &str, b| Variant::new(m.parse().unwrap(), b);
+        assert_eq!(
+            float_prefix(&v("prune+int8", Some(0.5))).as_deref(),
+            Some("prune@0.5")
+        );
+        assert_eq!(
+            float_prefix(&v("lowrank-search+fp16", None)).as_deref(),
+            Some("lowrank-search")
+        );
+        assert_eq!(float_prefix(&v("int8", None)), None);
+        assert_eq!(float_prefix(&v("prune", Some(0.5))), None);
+    }
 
     #[test]
     fn a_capped_split_is_spread_over_every_class() {
