@@ -18,10 +18,12 @@ pub fn node_macs(node: &OnnxNode, shapes: &HashMap<String, Vec<usize>>) -> Optio
     };
     let output = |i: usize| node.outputs.get(i).and_then(|n| shapes.get(n));
     match node.op_type.as_str() {
-        "Conv" => {
+        // Integer forms count the same products; QLinearConv's weight is its fourth input
+        // (x, x_scale, x_zero_point, w, ...).
+        "Conv" | "ConvInteger" | "QLinearConv" => {
             // out [N, M, *S], W [M, C/g, *K]: every output element sums C/g·ΠK products.
             let y = output(0)?;
-            let w = input(1)?;
+            let w = input(if node.op_type == "QLinearConv" { 3 } else { 1 })?;
             (w.len() >= 2).then(|| prod(y) * prod(&w[1..]))
         }
         "ConvTranspose" => {
@@ -37,7 +39,7 @@ pub fn node_macs(node: &OnnxNode, shapes: &HashMap<String, Vec<usize>>) -> Optio
             let k = if trans_a { *a.first()? } else { *a.get(1)? };
             Some(prod(y) * k as u64)
         }
-        "MatMul" => {
+        "MatMul" | "MatMulInteger" | "QLinearMatMul" => {
             let a = input(0)?;
             let y = output(0)?;
             Some(prod(y) * *a.last()? as u64)
@@ -49,7 +51,17 @@ pub fn node_macs(node: &OnnxNode, shapes: &HashMap<String, Vec<usize>>) -> Optio
 
 /// Is this op one whose cost is MACs (so fused kernels should be attributed to it)?
 pub fn is_mac_op(op_type: &str) -> bool {
-    matches!(op_type, "Conv" | "ConvTranspose" | "Gemm" | "MatMul")
+    matches!(
+        op_type,
+        "Conv"
+            | "ConvTranspose"
+            | "Gemm"
+            | "MatMul"
+            | "ConvInteger"
+            | "QLinearConv"
+            | "MatMulInteger"
+            | "QLinearMatMul"
+    )
 }
 
 #[cfg(test)]
@@ -65,6 +77,27 @@ mod tests {
             outputs: outputs.iter().map(|s| s.to_string()).collect(),
             int_attrs: attrs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         }
+    }
+
+    #[test]
+    fn integer_forms_count_the_same_products() {
+        let mut s = HashMap::new();
+        s.insert("x".to_string(), vec![1, 8, 10, 10]);
+        s.insert("w".to_string(), vec![16, 8, 3, 3]);
+        s.insert("y".to_string(), vec![1, 16, 10, 10]);
+        let float = node("Conv", &["x", "w"], &["y"], &[]);
+        let q = node(
+            "QLinearConv",
+            &["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
+            &["y"],
+            &[],
+        );
+        assert_eq!(node_macs(&q, &s), node_macs(&float, &s));
+        assert_eq!(node_macs(&q, &s), Some(1600 * 72));
+        s.insert("a".to_string(), vec![1, 5, 32]);
+        s.insert("o".to_string(), vec![1, 5, 64]);
+        let mm = node("QLinearMatMul", &["a", "as", "az", "b"], &["o"], &[]);
+        assert_eq!(node_macs(&mm, &s), Some(5 * 64 * 32));
     }
 
     #[test]
