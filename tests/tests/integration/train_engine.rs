@@ -1111,3 +1111,40 @@ fn ppocr_det_matches_onnxruntime_on_a_real_image() {
         );
     }
 }
+
+/// An inference run followed by a training run at the same input shape (evaluation before
+/// fine-tuning): the shape values the first run memoised must all be there for the second.
+/// PP-OCR cls computes its final Reshape's shape at run time (Shape, Slice, Cast, Concat);
+/// once optimised (constants as initializers), the inference run used to free part of it
+/// before memoising, and training then failed with "Reshape@18: input 1 is missing".
+#[test]
+fn an_inference_run_leaves_every_memoised_shape_for_the_next_run() {
+    let mut model = OnnxModel::load(&assets().ppocr_cls()).unwrap();
+    edgeslim::optimize::optimize(&mut model, &edgeslim::optimize::OptimizeOptions::default())
+        .unwrap();
+    let g = GraphModule::from_onnx(&model, &EngineOptions::default()).unwrap();
+    for n in [1usize, 4] {
+        let x = Tensor::from_vec(
+            vec![0.1f32; n * 3 * 48 * 192],
+            (n, 3, 48, 192),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = g.forward_inference(&[("x", x.clone())], &[]).unwrap();
+        let b = g.forward(&[("x", x.clone())], Mode::Eval, &[]).unwrap();
+        let again = g.forward_inference(&[("x", x.clone())], &[]).unwrap();
+        let t = g.forward(&[("x", x)], Mode::Train, &[]).unwrap();
+        let name = a.keys().next().unwrap().clone();
+        let d = (&a[&name] - &b[&name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(
+            d.to_scalar::<f32>().unwrap() < 1e-6,
+            "batch {n}: inference and eval differ"
+        );
+        assert_eq!(again[&name].dims(), t[&name].dims());
+    }
+}

@@ -393,6 +393,12 @@ impl GraphModule {
         for &(_, s) in &want_slots {
             keep[s] = true;
         }
+        // Shape values are memoised at the end of the run: an inference run must not free
+        // them on their last use, or the memo misses them and the next run with the same
+        // input shapes skips the steps that made them (a Reshape then finds no shape).
+        for &s in &plan.shape_slots {
+            keep[s] = true;
+        }
 
         let memo_hit = !plan.shape_slots.is_empty() && {
             let memo = self
