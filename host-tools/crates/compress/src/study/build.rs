@@ -97,11 +97,14 @@ fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
     let mut model = ctx.original.clone();
     let mut settings = Vec::new();
     let mut notes = Vec::new();
+    // Every variant starts from the optimised graph (BatchNorm folded, activations fused),
+    // as a user would deploy it: a method's row then shows what the method adds, and the
+    // `optimize` row what the passes alone give.
+    let changes = edgeslim_onnx::optimize::optimize(
+        &mut model,
+        &edgeslim_onnx::optimize::OptimizeOptions::default(),
+    )?;
     if v.method.steps.first() == Some(&Step::Optimize) {
-        let changes = edgeslim_onnx::optimize::optimize(
-            &mut model,
-            &edgeslim_onnx::optimize::OptimizeOptions::default(),
-        )?;
         let done: Vec<String> = changes
             .iter()
             .filter(|p| p.count > 0)

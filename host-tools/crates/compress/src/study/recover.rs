@@ -244,7 +244,7 @@ fn pre_sigmoid(model: &OnnxModel) -> Option<String> {
         .graph()
         .node
         .iter()
-        .find(|n| n.output.iter().any(|o| *o == out))
+        .find(|n| n.output.contains(&out))
         .filter(|n| n.op_type == "Sigmoid")
         .and_then(|n| n.input.first().cloned())
 }

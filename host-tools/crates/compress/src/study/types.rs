@@ -5,7 +5,7 @@ use super::recover::{Recover, RecoveryFacts};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a field changes meaning; a folder from another schema is not resumed.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// What a row's quality is judged by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
