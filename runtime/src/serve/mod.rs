@@ -569,6 +569,9 @@ fn stream(conn: TcpStream, mailbox: Arc<Mailbox>, shared: &Shared) {
     if let Some(f) = &replayed {
         mailbox.put(f.clone());
     }
+    // `publish` sets `latest` before it offers the frame to the mailboxes, so a viewer whose
+    // replay read that frame can be offered it again right after: never send a frame twice.
+    let mut last_sent: Option<Frame> = None;
     while ok {
         let Some(frame) = mailbox.take(Duration::from_millis(500)) else {
             if mailbox.is_closed() {
@@ -576,6 +579,9 @@ fn stream(conn: TcpStream, mailbox: Arc<Mailbox>, shared: &Shared) {
             }
             continue;
         };
+        if last_sent.as_ref().is_some_and(|l| Arc::ptr_eq(l, &frame)) {
+            continue;
+        }
         let part = format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             frame.jpeg.len()
@@ -587,6 +593,7 @@ fn stream(conn: TcpStream, mailbox: Arc<Mailbox>, shared: &Shared) {
             .and_then(|_| w.flush())
             .is_ok();
         if ok {
+            last_sent = Some(frame.clone());
             mailbox.sent();
             let is_replay = replayed.as_ref().is_some_and(|r| Arc::ptr_eq(r, &frame));
             if !is_replay {
