@@ -145,8 +145,11 @@ pub fn config(a: &StudyArgs, out: &Path) -> Result<StudyConfig> {
 /// Run the study into `out` and write its page; exit 130 when interrupted.
 pub fn run_study(a: &StudyArgs, out: &Path) -> Result<Study> {
     edgeslim_runtime::fsutil::ensure_not_input(out, &[&a.model])?;
-    if out.is_file() {
-        bail!("{}: the study folder is a file", out.display());
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "{}: is not a folder (a file or a device); the study needs a folder",
+            out.display()
+        );
     }
     interrupt::install();
     let cfg = config(a, out)?;
@@ -260,6 +263,9 @@ pub fn auto(a: AutoArgs) -> Result<()> {
         bail!("--max-drop {}: a drop in points, 0 or more", a.max_drop);
     }
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&a.study.model])?;
+    // Refused before the study runs, not minutes later when the pick is copied.
+    edgeslim_runtime::fsutil::ensure_replaceable(&a.output)?;
+    edgeslim_runtime::fsutil::ensure_replaceable(&a.output.with_extension("md"))?;
     let dir = a
         .study_dir
         .clone()

@@ -198,42 +198,28 @@ fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
     let mut compressed = None;
     let mut recovery = None;
     if !steps.is_empty() && ctx.recover.mode != recover::Recover::None {
-        let dense = ctx.recover.mode == recover::Recover::Distill;
-        let tuned = match recover::unsupported(ctx.data, ctx.teacher) {
-            // Not a classifier: distil its output map instead, when no labels are needed.
-            Some(_) if dense => Some(recover::recover_dense(
-                &model,
-                ctx.original,
-                &ctx.input.name,
-                ctx.data,
-                ctx.teacher,
-                ctx.recover,
-            )),
-            Some(why) => {
-                notes.push(format!("not recovered: {why}"));
-                None
-            }
-            None => Some(recover::recover(
-                &model,
-                ctx.original,
-                &ctx.input.name,
-                ctx.data,
-                ctx.teacher,
-                ctx.recover,
-            )),
-        };
-        match tuned {
-            Some(Ok((tuned, facts))) => {
+        let tried = recover::recover_variant(
+            &model,
+            ctx.original,
+            &ctx.input.name,
+            ctx.data,
+            ctx.teacher,
+            ctx.recover,
+        );
+        match tried {
+            Ok(recover::Recovered::Trained(tuned, facts)) => {
                 compressed = Some(std::mem::replace(&mut model, tuned));
                 recovery = Some(facts);
             }
+            Ok(recover::Recovered::NotApplicable(why)) => {
+                notes.push(format!("not recovered: {why}"));
+            }
             // The training engine could not train this graph: the row keeps the compressed
             // weights and says why, the study goes on.
-            Some(Err(e)) if !edgeslim_train::interrupt::requested() => {
+            Err(e) if !edgeslim_train::interrupt::requested() => {
                 notes.push(format!("not recovered: {e}"));
             }
-            Some(Err(e)) => return Err(e),
-            None => {}
+            Err(e) => return Err(e),
         }
     }
     Ok((model, settings, notes, compressed, recovery))

@@ -94,6 +94,33 @@ pub fn unsupported(data: &CalibData, teacher: &TeacherOutputs) -> Option<String>
     }
 }
 
+/// What recovering a variant came to.
+pub enum Recovered {
+    Trained(OnnxModel, RecoveryFacts),
+    /// Why this model cannot be recovered with these settings.
+    NotApplicable(String),
+}
+
+/// Recover `student` as `settings` say: the classifier trainer for a `[1, classes]` output,
+/// label-free distillation of the output map otherwise (`distill` only).
+pub fn recover_variant(
+    student: &OnnxModel,
+    teacher: &OnnxModel,
+    input: &str,
+    data: &CalibData,
+    outputs: &TeacherOutputs,
+    settings: &RecoverSettings,
+) -> Result<Recovered> {
+    let trained = match unsupported(data, outputs) {
+        None => recover(student, teacher, input, data, outputs, settings)?,
+        Some(_) if settings.mode == Recover::Distill => {
+            recover_dense(student, teacher, input, data, outputs, settings)?
+        }
+        Some(why) => return Ok(Recovered::NotApplicable(why)),
+    };
+    Ok(Recovered::Trained(trained.0, trained.1))
+}
+
 /// Train `student` back toward `teacher` (the original) on `data` as `settings` say.
 pub fn recover(
     student: &OnnxModel,
