@@ -94,7 +94,9 @@ pub fn unsupported(data: &CalibData, teacher: &TeacherOutputs) -> Option<String>
     }
 }
 
-/// What recovering a variant came to.
+/// What recovering a variant came to. Made once per variant, so the size difference of the
+/// variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Recovered {
     Trained(OnnxModel, RecoveryFacts),
     /// Why this model cannot be recovered with these settings.
