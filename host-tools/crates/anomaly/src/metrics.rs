@@ -7,6 +7,8 @@
 //! the FPR is the fraction of normal pixels above threshold; the curve is integrated up to
 //! FPR 0.3 and divided by 0.3, so a perfect detector scores 1.
 
+use edgeslim_data::pixels::components;
+
 /// AUROC of `scores` with `labels` (true = anomalous). None when a class is missing.
 pub fn auroc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
@@ -35,38 +37,6 @@ pub fn auroc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     }
     let (p, n) = (pos as f64, neg as f64);
     Some((rank_sum_pos - p * (p + 1.0) / 2.0) / (p * n))
-}
-
-/// 8-connected components of a binary mask: labels 1.. per pixel (0 = background).
-pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, u32) {
-    let mut lab = vec![0u32; w * h];
-    let mut next = 0u32;
-    let mut stack = Vec::new();
-    for start in 0..w * h {
-        if !mask[start] || lab[start] != 0 {
-            continue;
-        }
-        next += 1;
-        lab[start] = next;
-        stack.push(start);
-        while let Some(p) = stack.pop() {
-            let (x, y) = ((p % w) as i64, (p / w) as i64);
-            for dy in -1..=1i64 {
-                for dx in -1..=1i64 {
-                    let (nx, ny) = (x + dx, y + dy);
-                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
-                        continue;
-                    }
-                    let q = ny as usize * w + nx as usize;
-                    if mask[q] && lab[q] == 0 {
-                        lab[q] = next;
-                        stack.push(q);
-                    }
-                }
-            }
-        }
-    }
-    (lab, next)
 }
 
 /// Pixels of all test images, for pixel AUROC and PRO.
@@ -160,23 +130,6 @@ mod tests {
         let a = auroc(&[0.5, 0.5, 0.9, 0.1], &[false, true, true, false]).unwrap();
         assert!((a - (0.5 + 1.0 + 1.0 + 1.0) / 4.0).abs() < 1e-12, "{a}");
         assert_eq!(auroc(&[1.0, 2.0], &[true, true]), None);
-    }
-
-    #[test]
-    fn components_are_8_connected() {
-        #[rustfmt::skip]
-        let m = [
-            true,  false, false, false,
-            false, true,  false, true,
-            false, false, false, true,
-        ];
-        let (lab, n) = components(&m, 4, 3);
-        assert_eq!(
-            n, 2,
-            "the diagonal pair is one region, the right column another"
-        );
-        assert_eq!(lab[0], lab[5]);
-        assert_ne!(lab[0], lab[7]);
     }
 
     #[test]

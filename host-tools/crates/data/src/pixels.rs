@@ -1,7 +1,8 @@
 //! Pixel operations the `image` crate's `imageops` lacks, on linear `f32` RGB images with
 //! values in [0, 1]: bilinear sampling, compositing a rotated, scaled, motion-blurred sprite
 //! with a soft elliptical mask, illumination change, and the SiamFC crop (a square window around
-//! a point, resized, padded with the image's mean colour).
+//! a point, resized, padded with the image's mean colour); and the connected components of a
+//! binary mask (defect regions, text boxes).
 
 use image::{Rgb, Rgb32FImage};
 
@@ -292,6 +293,38 @@ pub fn to_rgb8(img: &Rgb32FImage) -> image::RgbImage {
     })
 }
 
+/// 8-connected components of a binary mask: labels 1.. per pixel (0 = background).
+pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, u32) {
+    let mut lab = vec![0u32; w * h];
+    let mut next = 0u32;
+    let mut stack = Vec::new();
+    for start in 0..w * h {
+        if !mask[start] || lab[start] != 0 {
+            continue;
+        }
+        next += 1;
+        lab[start] = next;
+        stack.push(start);
+        while let Some(p) = stack.pop() {
+            let (x, y) = ((p % w) as i64, (p / w) as i64);
+            for dy in -1..=1i64 {
+                for dx in -1..=1i64 {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                        continue;
+                    }
+                    let q = ny as usize * w + nx as usize;
+                    if mask[q] && lab[q] == 0 {
+                        lab[q] = next;
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+    }
+    (lab, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +369,22 @@ mod tests {
         let c = crop_square(&frame, 0.0, 10.0, 20.0, 10, [0.5, 0.5, 0.5]);
         assert_eq!(c.get_pixel(0, 5).0, [0.5, 0.5, 0.5], "left half is outside");
         assert!(c.get_pixel(9, 5).0[0] > 0.4 && c.get_pixel(9, 5).0[0] < 0.5);
+    }
+
+    #[test]
+    fn components_are_8_connected() {
+        #[rustfmt::skip]
+        let m = [
+            true,  false, false, false,
+            false, true,  false, true,
+            false, false, false, true,
+        ];
+        let (lab, n) = components(&m, 4, 3);
+        assert_eq!(
+            n, 2,
+            "the diagonal pair is one region, the right column another"
+        );
+        assert_eq!(lab[0], lab[5]);
+        assert_ne!(lab[0], lab[7]);
     }
 }

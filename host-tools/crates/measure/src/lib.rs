@@ -4,6 +4,7 @@
 //! ([`facts`]), and [`runner`], the host's one way to run a graph's inner tensors in tract.
 
 pub mod bench;
+pub mod detection;
 pub mod engines;
 pub mod facts;
 pub mod fidelity;
