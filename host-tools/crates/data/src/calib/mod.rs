@@ -7,12 +7,14 @@
 //! | SPEC | samples | labels | split |
 //! |---|---|---|---|
 //! | `ppocr-text` | windows along the text lines of scikit-image's `page.png` and their 180° rotations, PP-OCR resize-and-pad preprocessing | 0 = upright, 1 = rotated (the PP-OCR cls classes `0`, `180`) | by line: odd lines calibrate, even lines are held out |
+//! | `ppocr-scenes` | windows of the input size over scikit-image's photographs with text at three scales, upright and rotated 180°, PaddleOCR det preprocessing ([`scenes`]) | none | by photograph: `page.png`, `logo.png` calibrate, `text.png` is held out |
 //! | `mnist` | the 5000 real MNIST digits (`crate::mnist`) | digits | that module's fixed split (4000 / 1000, per class) |
 //! | `images:DIR` | every PNG/JPEG in DIR (sorted), ImageNet normalisation | none | every fifth file held out |
 //! | `npy:FILE` | a float array `[N, ...]`, one sample per row, already preprocessed | none | every fifth row held out |
 
 pub mod files;
 pub mod ppocr;
+pub mod scenes;
 
 use crate::{Error, Result};
 use edgeslim_runtime::input::{image_to_tensor, open_image, tensor_to_f32_vec, ImagePrep};
@@ -23,6 +25,7 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq)]
 pub enum CalibSpec {
     PpocrText,
+    PpocrScenes,
     Mnist,
     AnimalMnist,
     Images(PathBuf),
@@ -36,13 +39,14 @@ impl FromStr for CalibSpec {
     fn from_str(s: &str) -> Result<CalibSpec> {
         match s.parse::<crate::spec::Source>()? {
             crate::spec::Source::PpocrText => Ok(CalibSpec::PpocrText),
+            crate::spec::Source::PpocrScenes => Ok(CalibSpec::PpocrScenes),
             crate::spec::Source::Mnist => Ok(CalibSpec::Mnist),
             crate::spec::Source::AnimalMnist => Ok(CalibSpec::AnimalMnist),
             crate::spec::Source::Images(p) => Ok(CalibSpec::Images(p)),
             crate::spec::Source::Npy(p) => Ok(CalibSpec::Npy(p)),
             other => Err(other.not_for(
                 "calibration data",
-                "ppocr-text, mnist, animal-mnist, images:DIR or npy:FILE",
+                "ppocr-text, ppocr-scenes, mnist, animal-mnist, images:DIR or npy:FILE",
             )),
         }
     }
@@ -52,6 +56,7 @@ impl std::fmt::Display for CalibSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CalibSpec::PpocrText => write!(f, "ppocr-text"),
+            CalibSpec::PpocrScenes => write!(f, "ppocr-scenes"),
             CalibSpec::Mnist => write!(f, "mnist"),
             CalibSpec::AnimalMnist => write!(f, "animal-mnist"),
             CalibSpec::Images(p) => write!(f, "images:{}", p.display()),
@@ -216,6 +221,7 @@ fn declared_dims(vi: &onnx_protobuf::ValueInfoProto) -> Vec<Option<i64>> {
 pub fn load(spec: &CalibSpec, input: &ModelInput, max_calib: Option<usize>) -> Result<CalibData> {
     let mut data = match spec {
         CalibSpec::PpocrText => ppocr::load(input)?,
+        CalibSpec::PpocrScenes => scenes::load(input)?,
         CalibSpec::Mnist | CalibSpec::AnimalMnist => load_labelled(spec, input)?,
         CalibSpec::Images(dir) => split_every_fifth(spec, load_images(dir, input)?),
         CalibSpec::Npy(file) => split_every_fifth(spec, load_npy(file, input)?),
