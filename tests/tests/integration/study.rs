@@ -228,7 +228,7 @@ fn dense_distillation_raises_a_pruned_models_cosine_to_the_original() {
     use edgeslim::measure::fidelity::cosine;
     use edgeslim::measure::runner::{progress_bar, Runner};
     use edgeslim::onnx::OnnxModel;
-    use edgeslim::train::dense::{distill, DenseOptions, Pairs};
+    use edgeslim::train::dense::{distill, DenseLoss, DenseOptions, DenseScore, Pairs};
 
     let model = OnnxModel::load(&workspace().join("models/mnist-cnn.onnx")).unwrap();
     let pruned = edgeslim::prune::prune(
@@ -253,6 +253,8 @@ fn dense_distillation_raises_a_pruned_models_cosine_to_the_original() {
     let t_held = teacher.first_outputs(&data.held_out, &pb).unwrap();
     let opts = DenseOptions {
         tensor: None,
+        loss: DenseLoss::Mse,
+        score: DenseScore::Cosine,
         shape: input.shape.clone(),
         input: input.name.clone(),
         epochs: 2,
@@ -279,14 +281,14 @@ fn dense_distillation_raises_a_pruned_models_cosine_to_the_original() {
     .unwrap();
     println!(
         "cosine {:.4} -> {:.4} (epoch {})",
-        r.cosine_before, r.cosine_after, r.best_epoch
+        r.score_before, r.score_after, r.best_epoch
     );
     assert!(r.best_epoch > 0);
     assert!(
-        r.cosine_after > r.cosine_before + 0.05,
+        r.score_after > r.score_before + 0.05,
         "{} -> {}",
-        r.cosine_before,
-        r.cosine_after
+        r.score_before,
+        r.score_after
     );
     let student = Runner::new(&r.model, &input, None).unwrap();
     let s_held = student.first_outputs(&data.held_out, &pb).unwrap();
@@ -297,8 +299,127 @@ fn dense_distillation_raises_a_pruned_models_cosine_to_the_original() {
         .sum::<f64>()
         / s_held.len() as f64;
     assert!(
-        (tract_cos - r.cosine_after).abs() < 1e-3,
+        (tract_cos - r.score_after).abs() < 1e-3,
         "tract {tract_cos} vs engine {}",
-        r.cosine_after
+        r.score_after
     );
+}
+
+/// The zoo tracker pair in a study: judged by tracking AUC on generated benchmark sequences,
+/// pruned as a pair and fine-tuned on generated pairs, every graph checked on two engines, and
+/// `compress auto` copying the chosen pair.
+#[test]
+fn a_tracker_study_prunes_the_pair_and_judges_it_by_auc() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/siamese-tracker");
+    let out = dir.path().join("study");
+    let args = [
+        "study",
+        s(&model),
+        "--data",
+        "tracking:7",
+        "--methods",
+        "prune,prune+fp16",
+        "--budgets",
+        "0.25",
+        "--recover",
+        "finetune",
+        "--epochs",
+        "1",
+        "--runs",
+        "4",
+        "-o",
+        s(&out),
+    ];
+    run_ok("edgeslim", &args);
+    let st = study_json(&out);
+    assert_eq!(st["metric"], "auc");
+    let auc0 = st["reference"]["quality"]["auc"].as_f64().unwrap();
+    assert!(
+        (0.5..=1.0).contains(&auc0),
+        "the zoo tracker's AUC on the benchmark: {auc0} (0.658 in docs/results/tracking.md)"
+    );
+    assert_eq!(st["reference"]["quality"]["agreement"], 1.0);
+    let rows = st["rows"].as_array().unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["prune@0.25", "prune+fp16@0.25"]);
+    let params0 = st["reference"]["params"].as_f64().unwrap();
+    for row in rows {
+        let id = row["id"].as_str().unwrap();
+        let search = out.join(row["file"].as_str().unwrap());
+        let template = search.with_file_name("template.onnx");
+        for g in [&template, &search] {
+            let check = python_check(g, None, &[]);
+            assert_eq!(
+                check.checker,
+                "ok",
+                "{id} {}: {}",
+                g.display(),
+                check.checker
+            );
+        }
+        let diff = row["engines"]["max_rel_diff"].as_f64().unwrap_or(f64::NAN);
+        assert!(diff <= 1e-4, "{id}: tract vs ORT {diff} {}", row["engines"]);
+        let kept = row["params"].as_f64().unwrap() / params0;
+        assert!((0.15..=0.25).contains(&kept), "{id}: kept {kept}");
+        assert!(row["latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{id}");
+    }
+    // Fine-tuning recovers tracking (docs: AUC 0.164 pruned -> 0.624 after 5 epochs).
+    let pruned = &rows[0];
+    let before = pruned["quality_compressed"]["auc"].as_f64().unwrap();
+    let after = pruned["quality"]["auc"].as_f64().unwrap();
+    assert!(after > before + 0.1, "AUC {before} -> {after}");
+    assert_eq!(pruned["recovery"]["mode"], "finetune");
+    // The chain reused the fine-tuned pair; fp16 changes the tracker's boxes very little.
+    let chain = &rows[1];
+    assert!(chain["notes"][0].as_str().unwrap().contains("reused"));
+    let fp16_auc = chain["quality"]["auc"].as_f64().unwrap();
+    assert!((fp16_auc - after).abs() < 0.02, "{fp16_auc} vs {after}");
+
+    // Methods a pair cannot take and label-free distillation are refused by name.
+    let r = run(
+        "edgeslim",
+        &[
+            "study",
+            s(&model),
+            "--data",
+            "tracking:7",
+            "--methods",
+            "lowrank-feature",
+            "-o",
+            s(&out),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("lowrank-feature"), "{}", r.stderr);
+
+    // `compress auto` resumes the study and writes the chosen pair as a folder.
+    let picked = dir.path().join("auto-tracker");
+    let mut auto = vec!["compress", "auto"];
+    auto.extend(&args[1..args.len() - 2]);
+    auto.extend([
+        "--max-drop",
+        "100",
+        "--study-dir",
+        s(&out),
+        "-o",
+        s(&picked),
+    ]);
+    let r = run_ok("edgeslim", &auto);
+    assert!(r.stderr.contains("kept from the last run"), "{}", r.stderr);
+    let st = study_json(&out);
+    let fastest = st["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by(|a, b| {
+            a["latency"]["p50_ms"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["latency"]["p50_ms"].as_f64().unwrap())
+        })
+        .unwrap();
+    let (_, sha) = edgeslim_runtime::fsutil::sha256_file(&picked.join("search.onnx")).unwrap();
+    assert_eq!(sha, fastest["sha256"].as_str().unwrap());
+    assert!(picked.join("template.onnx").is_file());
 }

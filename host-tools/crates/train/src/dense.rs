@@ -1,18 +1,23 @@
 //! Label-free distillation of any single-input model on its outputs: the student (a pruned or
-//! decomposed copy) learns to reproduce the original's output tensors on unlabelled inputs,
-//! with mean squared error. For models whose output is not a class vector — a text detector's
-//! probability map, a backbone's feature map — where classifier distillation does not apply.
+//! decomposed copy) learns to reproduce the original's output tensors on unlabelled inputs.
+//! For models whose output is not a class vector — a text detector's probability map, a
+//! backbone's feature map — where classifier distillation does not apply.
+//!
+//! Two losses: mean squared error on the output values, or, for a map that ends in a sigmoid,
+//! binary cross-entropy of the student's logits against the teacher's probabilities.
 //!
 //! The teacher's outputs are given (computed once by the caller, with tract), so the teacher is
-//! never run here. After every epoch the held-out mean cosine to the teacher's outputs is
-//! measured in eval mode; the best epoch (epoch 0 = the starting weights) is kept.
+//! never run here. After every epoch the held-out score against the teacher's outputs (mean
+//! cosine, or the F1 of a text detector's boxes) is measured in eval mode; the best epoch
+//! (epoch 0 = the starting weights) is kept.
 
-use super::engine::loss::mse;
+use super::engine::loss::{bce_with_logits, mse};
 use super::engine::{EngineOptions, GraphModule, Mode};
 use super::optim::{AdamW, AdamWConfig, DecayPolicy, Optimizer};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use edgeslim_data::shuffled_indices;
+use edgeslim_measure::detection;
 use edgeslim_measure::fidelity::cosine;
 use edgeslim_onnx::OnnxModel;
 use serde::Serialize;
@@ -24,11 +29,33 @@ pub struct Pairs<'a> {
     pub targets: &'a [Vec<f32>],
 }
 
+/// What the student's tensor is matched to the targets with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseLoss {
+    /// Squared error between the values.
+    Mse,
+    /// The tensor is a sigmoid's input (logits) and the targets are probabilities: binary
+    /// cross-entropy; scores compare the sigmoid of the tensor with the targets.
+    SigmoidBce,
+}
+
+/// How the kept epoch is chosen on the held-out split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseScore {
+    /// Mean cosine to the targets.
+    Cosine,
+    /// F1 of the text boxes of `height × width` probability maps against the targets' boxes
+    /// (`edgeslim_measure::detection`).
+    BoxF1 { width: usize, height: usize },
+}
+
 #[derive(Debug, Clone)]
 pub struct DenseOptions {
     /// The tensor matched to the teacher's (default: the first graph output). A sigmoid's
     /// input rather than its output: a saturated sigmoid passes almost no gradient.
     pub tensor: Option<String>,
+    pub loss: DenseLoss,
+    pub score: DenseScore,
     /// The input's batch-1 shape (`[1, C, H, W]`, or any rank with a leading 1).
     pub shape: Vec<usize>,
     pub input: String,
@@ -48,9 +75,10 @@ pub struct DenseResult {
     #[serde(skip)]
     pub model: OnnxModel,
     pub best_epoch: usize,
-    /// Held-out mean cosine to the teacher: starting weights, and the kept epoch.
-    pub cosine_before: f64,
-    pub cosine_after: f64,
+    /// Held-out score against the teacher ([`DenseScore`]): starting weights, and the kept
+    /// epoch.
+    pub score_before: f64,
+    pub score_after: f64,
     /// Mean training loss per epoch.
     pub train_losses: Vec<f64>,
     pub seconds: f64,
@@ -71,18 +99,33 @@ fn batch(samples: &[&Vec<f32>], shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(flat, dims, &Device::Cpu).map_err(|e| cerr("batch", e))
 }
 
-/// Mean cosine of the module's `out` tensor to the targets, one sample at a time.
-fn held_out_cosine(m: &GraphModule, o: &DenseOptions, out: &str, set: &Pairs) -> Result<f64> {
-    let mut sum = 0.0;
-    for (x, t) in set.inputs.iter().zip(set.targets) {
+/// The held-out score of the module's `out` tensor against the targets, one sample at a time.
+fn held_out_score(m: &GraphModule, o: &DenseOptions, out: &str, set: &Pairs) -> Result<f64> {
+    let mut outputs = Vec::with_capacity(set.inputs.len());
+    for x in set.inputs {
         let y = m.forward_inference(&[(&o.input, batch(&[x], &o.shape)?)], &[out])?;
-        let v: Vec<f32> = y[out]
+        let mut v: Vec<f32> = y[out]
             .flatten_all()
-            .and_then(|f| f.to_vec1())
-            .map_err(|e| cerr("output", e))?;
-        sum += cosine(&v, t);
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| cerr("held-out output", e))?;
+        if o.loss == DenseLoss::SigmoidBce {
+            v.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-*z).exp()));
+        }
+        outputs.push(v);
     }
-    Ok(sum / set.inputs.len().max(1) as f64)
+    Ok(match o.score {
+        DenseScore::Cosine => {
+            outputs
+                .iter()
+                .zip(set.targets)
+                .map(|(v, t)| cosine(v, t))
+                .sum::<f64>()
+                / outputs.len().max(1) as f64
+        }
+        DenseScore::BoxF1 { width, height } => {
+            detection::agreement(set.targets, &outputs, width, height).f1
+        }
+    })
 }
 
 /// Distil `student` toward the targets of `train`; judged on `held_out`.
@@ -132,8 +175,8 @@ pub fn distill(
         },
         &policy,
     )?;
-    let cosine_before = held_out_cosine(&module, o, &out, held_out)?;
-    let (mut best, mut best_epoch, mut best_model) = (cosine_before, 0, student.clone());
+    let score_before = held_out_score(&module, o, &out, held_out)?;
+    let (mut best, mut best_epoch, mut best_model) = (score_before, 0, student.clone());
     let n = train.inputs.len();
     let bs = o.batch_size.min(n);
     let per_epoch = n / bs;
@@ -172,7 +215,10 @@ pub fn distill(
                 &Device::Cpu,
             )
             .map_err(|e| cerr("targets", e))?;
-            let loss = mse(pred, &target)?;
+            let loss = match o.loss {
+                DenseLoss::Mse => mse(pred, &target)?,
+                DenseLoss::SigmoidBce => bce_with_logits(pred, &target)?,
+            };
             let lv = loss.to_scalar::<f32>().map_err(|e| cerr("loss", e))? as f64;
             if !lv.is_finite() {
                 stopped = Some(format!("the loss became {lv} in epoch {epoch}"));
@@ -189,9 +235,9 @@ pub fn distill(
             ));
         }
         losses.push(sum / per_epoch.max(1) as f64);
-        let c = held_out_cosine(&module, o, &out, held_out)?;
+        let c = held_out_score(&module, o, &out, held_out)?;
         log::info!(
-            "distillation epoch {epoch}: train loss {:.5}, held-out cosine {c:.5}",
+            "distillation epoch {epoch}: train loss {:.5}, held-out score {c:.5}",
             losses.last().copied().unwrap_or(f64::NAN)
         );
         if c > best {
@@ -204,8 +250,8 @@ pub fn distill(
     Ok(DenseResult {
         model: best_model,
         best_epoch,
-        cosine_before,
-        cosine_after: best,
+        score_before,
+        score_after: best,
         train_losses: losses,
         seconds: start.elapsed().as_secs_f64(),
         stopped,

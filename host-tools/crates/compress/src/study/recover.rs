@@ -8,10 +8,9 @@
 //! top-1 agreement with the original is best).
 
 use crate::{Error, Result};
-use edgeslim_data::calib::{CalibData, Dataset, ModelInput};
+use edgeslim_data::calib::{CalibData, Dataset};
 use edgeslim_data::{DataSource, ImageSet, Normalization, SplitData};
 use edgeslim_measure::fidelity::argmax;
-use edgeslim_measure::runner::{progress_bar, Runner};
 use edgeslim_onnx::OnnxModel;
 use edgeslim_train::{classify, Distill, FinetuneOptions};
 use serde::{Deserialize, Serialize};
@@ -60,7 +59,8 @@ pub struct RecoveryFacts {
     pub held_out_before: f64,
     pub held_out_after: f64,
     /// What `held_out_*` are: `accuracy` (fine-tuning), `agreement` (classifier
-    /// distillation), `cosine` (distillation of a dense output).
+    /// distillation), `cosine` or `box-f1` (distillation of a dense output; box-f1 for a
+    /// text detector's map), or a tracker's held-out pairs.
     #[serde(default)]
     pub judged_by: String,
     pub seconds: f64,
@@ -197,7 +197,11 @@ pub fn recover(
 }
 
 /// Distil a model whose output is not a class vector (a detection map, a feature map) on
-/// the original's outputs: mean squared error on unlabelled samples, no annotation.
+/// the original's outputs, on unlabelled samples: a map made by a sigmoid is matched by binary
+/// cross-entropy of the student's logits against the original's probabilities (squared error
+/// on logits chases background values far below the threshold, and a saturated sigmoid
+/// passes no gradient); any other output by squared error. A one-channel map keeps the epoch
+/// whose text boxes agree best with the original's; others the best held-out cosine.
 pub fn recover_dense(
     student: &OnnxModel,
     teacher: &OnnxModel,
@@ -206,28 +210,23 @@ pub fn recover_dense(
     outputs: &TeacherOutputs,
     settings: &RecoverSettings,
 ) -> Result<(OnnxModel, RecoveryFacts)> {
-    use edgeslim_train::dense::{distill, DenseOptions, Pairs};
-    // A sigmoid map is matched before the sigmoid: its saturated ends pass no gradient.
+    use edgeslim_train::dense::{distill, DenseLoss, DenseOptions, DenseScore, Pairs};
     let logits = pre_sigmoid(teacher);
-    let targets = match &logits {
-        Some(t) => {
-            let names = [t.clone()];
-            let runner = Runner::new(teacher, &input_of(data, input), Some(&names))?;
-            let pb = progress_bar(0, "");
-            TeacherOutputs {
-                calib: runner.first_outputs(&data.calib, &pb)?,
-                held_out: runner.first_outputs(&data.held_out, &pb)?,
-                shape: Vec::new(),
-            }
-        }
-        None => TeacherOutputs {
-            calib: outputs.calib.clone(),
-            held_out: outputs.held_out.clone(),
-            shape: outputs.shape.clone(),
+    let score = match outputs.shape[..] {
+        [1, 1, h, w] if h > 1 && w > 1 => DenseScore::BoxF1 {
+            width: w,
+            height: h,
         },
+        _ => DenseScore::Cosine,
     };
     let o = DenseOptions {
+        loss: if logits.is_some() {
+            DenseLoss::SigmoidBce
+        } else {
+            DenseLoss::Mse
+        },
         tensor: logits,
+        score,
         shape: data.calib.shape.clone(),
         input: input.to_string(),
         epochs: settings.epochs,
@@ -243,11 +242,11 @@ pub fn recover_dense(
         student,
         &Pairs {
             inputs: &data.calib.samples,
-            targets: &targets.calib,
+            targets: &outputs.calib,
         },
         &Pairs {
             inputs: &data.held_out.samples,
-            targets: &targets.held_out,
+            targets: &outputs.held_out,
         },
         &o,
     )?;
@@ -257,9 +256,12 @@ pub fn recover_dense(
             mode: Recover::Distill,
             epochs: settings.epochs,
             best_epoch: r.best_epoch,
-            held_out_before: r.cosine_before,
-            held_out_after: r.cosine_after,
-            judged_by: "cosine".into(),
+            held_out_before: r.score_before,
+            held_out_after: r.score_after,
+            judged_by: match score {
+                DenseScore::BoxF1 { .. } => "box-f1".into(),
+                DenseScore::Cosine => "cosine".into(),
+            },
             seconds: r.seconds,
             stopped: r.stopped,
         },
@@ -276,13 +278,6 @@ fn pre_sigmoid(model: &OnnxModel) -> Option<String> {
         .find(|n| n.output.contains(&out))
         .filter(|n| n.op_type == "Sigmoid")
         .and_then(|n| n.input.first().cloned())
-}
-
-fn input_of(data: &CalibData, name: &str) -> ModelInput {
-    ModelInput {
-        name: name.to_string(),
-        shape: data.calib.shape.clone(),
-    }
 }
 
 /// A calibration split as the training engine's image set (samples are already the model's

@@ -74,6 +74,18 @@ pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     (|| a.broadcast_sub(b)?.sqr()?.mean_all())().map_err(|e| cerr("mse", e))
 }
 
+/// Binary cross-entropy of logits `z` against soft targets `p` in [0, 1], averaged:
+/// softplus(z) − p·z, written stably for large |z|. Its gradient σ(z) − p does not vanish
+/// where the sigmoid saturates, and a background logit of −12 against the teacher's −6 costs
+/// almost nothing (both are probability 0), where squared error on logits would chase it.
+pub fn bce_with_logits(z: &Tensor, p: &Tensor) -> Result<Tensor> {
+    (|| {
+        let softplus = (z.relu()? + z.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+        (softplus - (p * z)?)?.mean_all()
+    })()
+    .map_err(|e| cerr("bce_with_logits", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +110,15 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(l.abs() < 1e-6, "{l}");
+    }
+
+    #[test]
+    fn bce_with_logits_is_softplus_minus_target_times_logit() {
+        let z = Tensor::new(&[0.0f32, 10.0, -30.0, 2.0], &Device::Cpu).unwrap();
+        let p = Tensor::new(&[0.5f32, 1.0, 0.0, 0.25], &Device::Cpu).unwrap();
+        let v = bce_with_logits(&z, &p).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let sp = |x: f64| (1.0 + x.exp()).ln();
+        let want = (sp(0.0) + (sp(10.0) - 10.0) + sp(-30.0) + (sp(2.0) - 0.5)) / 4.0;
+        assert!((v - want).abs() < 1e-5, "{v} vs {want}");
     }
 }
