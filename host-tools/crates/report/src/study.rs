@@ -5,7 +5,7 @@ use super::charts::render_svg;
 use super::compression::{page, table};
 use super::format::{esc, fmt_bytes, fmt_int, fmt_macs, fmt_ms, ABSENT};
 use crate::Result;
-use edgeslim_compress::study::types::{Row, Study};
+use edgeslim_compress::study::types::{Quality, Row, Study, FIGURES};
 use edgeslim_runtime::fsutil::write_atomic;
 use plotters::prelude::*;
 use std::path::Path;
@@ -183,32 +183,27 @@ pub fn study_page(s: &Study) -> String {
         )),
         Err(e) => body.push_str(&format!("<p>(no chart: {})</p>", esc(&e))),
     }
-    let head = [
-        "variant",
-        "settings",
-        "params",
-        "file",
-        "MACs",
-        "p50 ms",
-        "p90 ms",
-        "vs tract",
-        "vs ORT",
+    // The quality figures this kind of model has (the original's, measured against itself).
+    let shown: Vec<usize> = (0..FIGURES.len())
+        .filter(|&i| s.reference.quality.figures()[i].is_some())
+        .collect();
+    let mut head = vec![
+        "variant", "settings", "params", "file", "MACs", "p50 ms", "p90 ms", "vs tract", "vs ORT",
         "load RSS",
-        "accuracy %",
-        "agreement %",
-        "cosine",
-        "drop (pts)",
-        "recovery",
-        "tract vs ORT",
-        "Pareto",
     ];
+    head.extend(shown.iter().map(|&i| FIGURES[i]));
+    head.extend(["drop (pts)", "recovery", "tract vs ORT", "Pareto"]);
+    let figures = |q: &Quality| -> Vec<String> {
+        let f = q.figures();
+        shown.iter().map(|&i| pts(f[i])).collect()
+    };
     let mut rows: Vec<Vec<String>> = Vec::new();
     let r0 = &s.reference;
     for (name, lat) in [
         ("original (tract)", r0.tract.as_ref()),
         ("original (ONNX Runtime)", r0.ort.as_ref()),
     ] {
-        rows.push(vec![
+        let mut row = vec![
             format!("<em>{name}</em>"),
             if name.contains("Runtime") {
                 esc(r0.ort_note.as_deref().unwrap_or(""))
@@ -227,14 +222,10 @@ pub fn study_page(s: &Study) -> String {
             } else {
                 r0.rss_load_bytes.map_or(ABSENT.into(), fmt_bytes)
             },
-            pts(r0.quality.accuracy.map(|a| 100.0 * a)),
-            "100.00".into(),
-            "1.00000".into(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ]);
+        ];
+        row.extend(figures(&r0.quality));
+        row.extend([String::new(), String::new(), String::new(), String::new()]);
+        rows.push(row);
     }
     for r in &s.rows {
         let rec = match (&r.recovery, &r.quality_compressed) {
@@ -253,7 +244,7 @@ pub fn study_page(s: &Study) -> String {
                 .cloned()
                 .unwrap_or_default(),
         };
-        rows.push(vec![
+        let mut row = vec![
             format!("<a href=\"{}\">{}</a>", esc(&r.file), esc(&r.id)),
             esc(&r.settings.join("; ")),
             fmt_int(r.params),
@@ -268,9 +259,9 @@ pub fn study_page(s: &Study) -> String {
             times(r.speedup_vs_tract),
             times(r.speedup_vs_ort),
             r.rss_load_bytes.map_or(ABSENT.into(), fmt_bytes),
-            pts(r.quality.accuracy.map(|a| 100.0 * a)),
-            format!("{:.2}", 100.0 * r.quality.agreement),
-            format!("{:.5}", r.quality.cosine),
+        ];
+        row.extend(figures(&r.quality));
+        row.extend([
             pts(r.drop_points),
             esc(&rec),
             match (&r.engines.max_rel_diff, &r.engines.error) {
@@ -284,6 +275,7 @@ pub fn study_page(s: &Study) -> String {
                 String::new()
             },
         ]);
+        rows.push(row);
     }
     body.push_str("<section><h2>Every variant</h2>");
     body.push_str(&table(&head, &rows));
@@ -294,13 +286,14 @@ pub fn study_page(s: &Study) -> String {
             esc(&k.reason)
         ));
     }
-    body.push_str(
-        "<p class=\"meta\">Budgets are fractions of the original's parameters; each method's \
-         own setting was found by bisection on the parameter count. Speed-ups are the \
+    body.push_str(&format!(
+        "<p class=\"meta\">Budgets are fractions of the original's {by}; each method's own \
+         setting was found by bisection on the {by} of the model it gives. Speed-ups are the \
          original's p50 over the variant's, all timed in one process in interleaved blocks. \
          Load RSS: resident memory the loaded model added. tract vs ORT: largest output \
          difference relative to the largest output on the first held-out samples.</p></section>",
-    );
+        by = s.budget_by.as_str()
+    ));
     page(&format!("study: {}", s.model), &body)
 }
 

@@ -6,6 +6,7 @@ use super::types::{EngineCheck, Latency, Quality, Study};
 use crate::{Error, Result};
 use edgeslim_data::calib::{Dataset, ModelInput};
 use edgeslim_measure::bench::{bench_side_by_side_ort_for, Backend, HostBenchConfig};
+use edgeslim_measure::detection;
 use edgeslim_measure::fidelity::compare;
 use edgeslim_measure::runner::{progress_bar, Runner};
 use edgeslim_onnx::OnnxModel;
@@ -44,13 +45,29 @@ pub fn first_output_shape(
         .ok_or_else(|| Error::Graph(format!("{}: no output", model.label())))
 }
 
-/// A candidate's outputs against the original's on the same samples.
-pub fn quality(reference: &[Vec<f32>], candidate: &[Vec<f32>], data: &Dataset) -> Quality {
+/// A candidate's outputs (of shape `shape`) against the original's on the same samples; a
+/// one-channel map (`[1, 1, H, W]`, a text detector's probabilities) is also judged by the
+/// boxes it gives.
+pub fn quality(
+    reference: &[Vec<f32>],
+    candidate: &[Vec<f32>],
+    data: &Dataset,
+    shape: &[usize],
+) -> Quality {
     let f = compare(reference, candidate, data.labels.as_deref());
+    let boxes = match shape {
+        [1, 1, h, w] if *h > 1 && *w > 1 => {
+            Some(detection::agreement(reference, candidate, *w, *h))
+        }
+        _ => None,
+    };
     Quality {
         accuracy: f.accuracy,
         agreement: f.top1_agreement,
-        cosine: f.mean_cosine,
+        cosine: Some(f.mean_cosine),
+        box_f1: boxes.as_ref().map(|b| b.f1),
+        map_iou: boxes.as_ref().map(|b| b.map_iou),
+        ..Quality::default()
     }
 }
 

@@ -5,7 +5,7 @@ use super::recover::{Recover, RecoveryFacts};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a field changes meaning; a folder from another schema is not resumed.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// What a row's quality is judged by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -15,9 +15,14 @@ pub enum Metric {
     Accuracy,
     /// Share of held-out samples whose top-1 class is the original's (no labels needed).
     Agreement,
-    /// Mean cosine of the first output against the original's, in % (dense outputs such as
-    /// detection maps, where a top-1 class means nothing).
+    /// Mean cosine of the first output against the original's, in % (dense outputs, where a
+    /// top-1 class means nothing).
     Cosine,
+    /// F1 of the text boxes a detection map gives (PP-OCR's DB post-processing) against the
+    /// original's boxes, in % (probability maps `[1, 1, H, W]`; no labels needed).
+    BoxF1,
+    /// OTB success AUC on the benchmark sequences, in % (trackers).
+    Auc,
 }
 
 impl Metric {
@@ -26,16 +31,29 @@ impl Metric {
             Metric::Accuracy => "accuracy",
             Metric::Agreement => "agreement",
             Metric::Cosine => "cosine",
+            Metric::BoxF1 => "box-f1",
+            Metric::Auc => "auc",
         }
     }
 }
 
-/// How close a model's held-out outputs are to the original's (shares in [0, 1]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How close a model's held-out outputs are to the original's (shares in [0, 1]); the
+/// figures a kind of model has no meaning for are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     pub accuracy: Option<f64>,
+    /// Classifiers: top-1 agreement with the original. Trackers: the share of frames whose
+    /// box overlaps the original tracker's at IoU ≥ 0.5.
     pub agreement: f64,
-    pub cosine: f64,
+    /// Mean cosine of the first output against the original's (not for trackers).
+    pub cosine: Option<f64>,
+    /// Detection maps: F1 of the text boxes against the original's, and the pixel IoU of the
+    /// binarised maps ([`edgeslim_measure::detection`]).
+    pub box_f1: Option<f64>,
+    pub map_iou: Option<f64>,
+    /// Trackers: OTB success AUC and precision at 20 px on the benchmark sequences.
+    pub auc: Option<f64>,
+    pub precision_20px: Option<f64>,
 }
 
 impl Quality {
@@ -45,8 +63,38 @@ impl Quality {
         match m {
             Metric::Accuracy => self.accuracy.map(|a| 100.0 * a),
             Metric::Agreement => Some(100.0 * self.agreement),
-            Metric::Cosine => Some(100.0 * self.cosine),
+            Metric::Cosine => self.cosine.map(|c| 100.0 * c),
+            Metric::BoxF1 => self.box_f1.map(|f| 100.0 * f),
+            Metric::Auc => self.auc.map(|a| 100.0 * a),
         }
+    }
+}
+
+/// The quality figures a page shows, named, in percent.
+pub const FIGURES: [&str; 7] = [
+    "accuracy %",
+    "agreement %",
+    "cosine %",
+    "box F1 %",
+    "map IoU %",
+    "AUC %",
+    "P@20 %",
+];
+
+impl Quality {
+    /// [`FIGURES`]' values (`None` where not measured).
+    pub fn figures(&self) -> [Option<f64>; 7] {
+        let pct = |v: Option<f64>| v.map(|v| 100.0 * v);
+        [
+            pct(self.accuracy),
+            // A map's arg-max pixel is no class: its agreement means nothing.
+            self.box_f1.is_none().then_some(100.0 * self.agreement),
+            pct(self.cosine),
+            pct(self.box_f1),
+            pct(self.map_iou),
+            pct(self.auc),
+            pct(self.precision_20px),
+        ]
     }
 }
 
@@ -138,6 +186,9 @@ pub struct Study {
     pub metric: Metric,
     pub recover: Recover,
     pub recover_epochs: usize,
+    /// What the budgets are fractions of.
+    #[serde(default)]
+    pub budget_by: super::budget::BudgetBy,
     pub seed: u64,
     /// The board profile the thread count comes from (`host` for this machine).
     pub target: String,
@@ -159,7 +210,7 @@ impl Study {
     /// The settings a resumed study must share with the folder's (everything that changes a
     /// row's content).
     pub fn same_settings(&self, other: &Study) -> Option<String> {
-        let checks: [(&str, String, String); 8] = [
+        let checks: [(&str, String, String); 9] = [
             ("schema", self.schema.to_string(), other.schema.to_string()),
             (
                 "model sha256",
@@ -184,6 +235,11 @@ impl Study {
                 other.recover_epochs.to_string(),
             ),
             ("seed", self.seed.to_string(), other.seed.to_string()),
+            (
+                "budgets' unit",
+                self.budget_by.as_str().into(),
+                other.budget_by.as_str().into(),
+            ),
         ];
         checks
             .into_iter()
