@@ -1,13 +1,71 @@
-//! Whole-model parameter budgets: "keep this fraction of the model's parameters", turned into
-//! each method's own knob. Pruning's knob is the fraction of channels removed per group, and
-//! low-rank's is the fraction of each decomposed layer's weights kept; neither maps linearly to
-//! the model's total (a conv loses channels on both sides, some layers are never touched), so
-//! the knob is found by bisection on the parameter count of the model it gives.
+//! Whole-model budgets: "keep this fraction of the model's parameters" (or of its MACs),
+//! turned into each method's own knob. Pruning's knob is the fraction of channels removed per
+//! group, and low-rank's is the fraction of each decomposed layer's weights kept; neither maps
+//! linearly to the model's total (a conv loses channels on both sides, some layers are never
+//! touched, layers differ in how often they run), so the knob is found by bisection on the
+//! count of the model it gives.
 
 use crate::lowrank::{budget as lr_budget, layers::LinearLayer};
 use crate::prune::{self, PruneOptions};
 use crate::{Error, Result};
 use edgeslim_onnx::OnnxModel;
+use edgeslim_runtime::InputShape;
+use serde::{Deserialize, Serialize};
+
+/// What a whole-model budget is a fraction of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetBy {
+    /// Parameters (float weights).
+    #[default]
+    Params,
+    /// Multiply-accumulates of one inference at the study's input shape.
+    Macs,
+}
+
+impl BudgetBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetBy::Params => "params",
+            BudgetBy::Macs => "MACs",
+        }
+    }
+
+    /// The model's count.
+    pub fn count(self, model: &OnnxModel, input_shapes: &[InputShape]) -> Result<u64> {
+        match self {
+            BudgetBy::Params => model.float_constant_elements(),
+            BudgetBy::Macs => Ok(edgeslim_onnx::inspect::inspect(model, input_shapes)?.total_macs),
+        }
+    }
+
+    /// What each low-rank candidate layer costs in this count: its weight's elements, or the
+    /// MACs of its node at the input shape (0 for a layer the inspection does not see).
+    pub fn layer_costs(
+        self,
+        model: &OnnxModel,
+        layers: &[LinearLayer],
+        input_shapes: &[InputShape],
+    ) -> Result<Vec<u64>> {
+        match self {
+            BudgetBy::Params => Ok(layers.iter().map(|l| (l.d_in * l.d_out) as u64).collect()),
+            BudgetBy::Macs => {
+                let facts = edgeslim_onnx::inspect::inspect(model, input_shapes)?;
+                Ok(layers
+                    .iter()
+                    .map(|l| {
+                        facts
+                            .nodes
+                            .iter()
+                            .find(|n| n.name == l.name)
+                            .and_then(|n| n.macs)
+                            .unwrap_or(0)
+                    })
+                    .collect())
+            }
+        }
+    }
+}
 
 /// Bisection steps: 2⁻¹² of the knob's range, far finer than one channel or one rank.
 const STEPS: usize = 12;
@@ -45,16 +103,18 @@ fn bisect(
 /// The largest channel ratio that pruning may remove: one channel of a group always stays.
 const MAX_PRUNE_RATIO: f64 = 0.98;
 
-/// Prune `model` (L1 criterion, per-group ratio) to at most `fraction` of `reference_params`
-/// parameters. Returns the pruned outcome and the ratio used; an error names the smallest
-/// fraction pruning can reach when the budget is below it.
+/// Prune `model` (L1 criterion, per-group ratio) to at most `fraction` of the original's
+/// `reference` count (parameters or MACs, `by`). Returns the pruned outcome and the ratio
+/// used; an error names the smallest fraction pruning can reach when the budget is below it.
 pub fn prune_to(
     model: &OnnxModel,
     base: &PruneOptions,
-    reference_params: u64,
+    by: BudgetBy,
+    reference: u64,
     fraction: f64,
 ) -> Result<(prune::Outcome, f64)> {
-    let target = (fraction * reference_params as f64).floor() as u64;
+    let target = (fraction * reference as f64).floor() as u64;
+    let count = |m: &OnnxModel| by.count(m, &base.input_shapes);
     let run = |ratio: f64| {
         let opts = PruneOptions {
             ratio,
@@ -65,7 +125,7 @@ pub fn prune_to(
     let mut cache: Vec<(f64, prune::Outcome)> = Vec::new();
     let found = bisect(0.0, MAX_PRUNE_RATIO, target, |ratio| {
         let o = run(ratio)?;
-        let n = o.model.float_constant_elements()?;
+        let n = count(&o.model)?;
         cache.push((ratio, o));
         Ok(n)
     })?;
@@ -73,16 +133,16 @@ pub fn prune_to(
         let floor = cache
             .iter()
             .find(|(r, _)| *r == MAX_PRUNE_RATIO)
-            .map(|(_, o)| o.model.float_constant_elements())
+            .map(|(_, o)| count(&o.model))
             .transpose()?
             .unwrap_or(0);
         return Err(Error::option_value(
             "budgets",
             fraction,
             format!(
-                "pruning keeps at least {floor} of {reference_params} parameters ({:.1} %) on \
-                 this model",
-                100.0 * floor as f64 / reference_params.max(1) as f64
+                "pruning keeps at least {floor} of {reference} {} ({:.1} %) on this model",
+                by.as_str(),
+                100.0 * floor as f64 / reference.max(1) as f64
             ),
         ));
     };
@@ -93,44 +153,53 @@ pub fn prune_to(
     Ok((outcome, ratio))
 }
 
-/// Parameters of a model whose `layers` are decomposed at per-layer budget `b`, from the
-/// model's `total` (the rank rule of `lowrank::budget`, without decomposing anything).
-pub fn lowrank_params(total: u64, layers: &[LinearLayer], b: f64) -> u64 {
-    let mut params = total as i64;
-    for l in layers.iter().filter(|l| l.not_decomposable.is_none()) {
+/// The count of a model whose `layers` (each costing `costs[i]` of the count) are decomposed
+/// at per-layer budget `b`, from the model's `total` (the rank rule of `lowrank::budget`,
+/// without decomposing anything). Two factors of rank r cost r·(d_in + d_out)/(d_in·d_out) of
+/// the layer, in parameters and in MACs alike (they run at the layer's positions).
+pub fn lowrank_count(total: u64, layers: &[LinearLayer], costs: &[u64], b: f64) -> u64 {
+    let mut count = total as f64;
+    for (l, &c) in layers.iter().zip(costs) {
+        if l.not_decomposable.is_some() {
+            continue;
+        }
         if let Some(r) = lr_budget::rank_for_budget(l.d_in, l.d_out, b) {
-            params -= (l.d_in * l.d_out) as i64;
-            params += lr_budget::factor_params(l.d_in, l.d_out, r) as i64;
+            let share = lr_budget::factor_params(l.d_in, l.d_out, r) as f64
+                / (l.d_in * l.d_out).max(1) as f64;
+            count -= c as f64 * (1.0 - share);
         }
     }
-    params.max(0) as u64
+    count.max(0.0).round() as u64
 }
 
-/// The per-layer low-rank budget that brings a model of `total` parameters (its eligible
-/// `layers`) to at most `fraction` of `reference_params`; an error names the smallest
-/// fraction low rank reaches.
+/// The per-layer low-rank budget that brings a model whose count is `total` (its eligible
+/// `layers`, costing `costs`) to at most `fraction` of the original's `reference`; an error
+/// names the smallest fraction low rank reaches.
 pub fn lowrank_budget_for(
     total: u64,
     layers: &[LinearLayer],
-    reference_params: u64,
+    costs: &[u64],
+    by: BudgetBy,
+    reference: u64,
     fraction: f64,
 ) -> Result<f64> {
-    let target = (fraction * reference_params as f64).floor() as u64;
-    // The knob grows with the parameter count; bisect on its complement.
+    let target = (fraction * reference as f64).floor() as u64;
+    // The knob grows with the count; bisect on its complement.
     let found = bisect(0.0, 1.0 - 1e-6, target, |k| {
-        Ok(lowrank_params(total, layers, 1.0 - k))
+        Ok(lowrank_count(total, layers, costs, 1.0 - k))
     })?;
     match found {
         Some((k, _)) => Ok(1.0 - k),
         None => {
-            let floor = lowrank_params(total, layers, 1e-6);
+            let floor = lowrank_count(total, layers, costs, 1e-6);
             Err(Error::option_value(
                 "budgets",
                 fraction,
                 format!(
-                    "low rank keeps at least {floor} of {reference_params} parameters ({:.1} %) \
-                     on this model (rank ≥ {} per layer; layers it cannot decompose stay)",
-                    100.0 * floor as f64 / reference_params.max(1) as f64,
+                    "low rank keeps at least {floor} of {reference} {} ({:.1} %) on this model \
+                     (rank ≥ {} per layer; layers it cannot decompose stay)",
+                    by.as_str(),
+                    100.0 * floor as f64 / reference.max(1) as f64,
                     lr_budget::MIN_RANK
                 ),
             ))
@@ -151,5 +220,53 @@ mod tests {
         assert!((0.55..0.56).contains(&k), "{k}");
         assert!(bisect(0.0, 0.5, 100, f).unwrap().is_none(), "out of reach");
         assert_eq!(bisect(0.0, 0.5, 2000, f).unwrap().unwrap().1, 1000);
+    }
+
+    fn layer(d_in: usize, d_out: usize) -> LinearLayer {
+        LinearLayer {
+            name: format!("l{d_in}x{d_out}"),
+            op: "MatMul".into(),
+            kind: crate::lowrank::layers::LayerKind::MatMul,
+            input: "x".into(),
+            output: "y".into(),
+            d_in,
+            d_out,
+            weight: Vec::new(),
+            bias: None,
+            not_decomposable: None,
+        }
+    }
+
+    #[test]
+    fn a_layer_saves_its_share_of_params_or_of_macs() {
+        // κ = 50: budget 0.5 gives rank 25, two factors of 25·200 = half the 100×100 weight.
+        let layers = [layer(100, 100)];
+        assert_eq!(lowrank_count(12_000, &layers, &[10_000], 0.5), 7_000);
+        // The same layer run at 49 positions: half of its 490 000 MACs saved.
+        assert_eq!(lowrank_count(1_000_000, &layers, &[490_000], 0.5), 755_000);
+        // A budget at or above κ keeps the layer dense.
+        assert_eq!(lowrank_count(12_000, &layers, &[10_000], 1.0), 12_000);
+        let b = lowrank_budget_for(
+            1_000_000,
+            &layers,
+            &[490_000],
+            BudgetBy::Macs,
+            1_000_000,
+            0.8,
+        )
+        .unwrap();
+        let c = lowrank_count(1_000_000, &layers, &[490_000], b);
+        assert!((780_000..=800_000).contains(&c), "{b} -> {c}");
+        let e = lowrank_budget_for(
+            1_000_000,
+            &layers,
+            &[490_000],
+            BudgetBy::Macs,
+            1_000_000,
+            0.3,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("MACs"), "{e}");
     }
 }

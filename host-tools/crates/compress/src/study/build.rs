@@ -21,7 +21,9 @@ const SEARCH_SAMPLES: usize = 500;
 /// What the study shares with every variant it builds.
 pub struct Context<'a> {
     pub original: &'a OnnxModel,
-    pub original_params: u64,
+    /// What budgets are fractions of, and the original's count of it.
+    pub budget_by: budget::BudgetBy,
+    pub original_count: u64,
     pub input: &'a ModelInput,
     pub input_shapes: &'a [InputShape],
     pub spec: &'a CalibSpec,
@@ -130,7 +132,7 @@ fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
                     ..PruneOptions::default()
                 };
                 let (outcome, ratio) =
-                    budget::prune_to(&model, &base, ctx.original_params, fraction)?;
+                    budget::prune_to(&model, &base, ctx.budget_by, ctx.original_count, fraction)?;
                 settings.push(format!(
                     "prune ratio {ratio:.3} (L1, {})",
                     if global {
@@ -151,8 +153,17 @@ fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
                 };
                 lowrank::prepare(&mut model)?;
                 let layers = lowrank::selected_layers(&model, None)?;
-                let total = model.float_constant_elements()?;
-                let b = budget::lowrank_budget_for(total, &layers, ctx.original_params, fraction)?;
+                let by = ctx.budget_by;
+                let total = by.count(&model, ctx.input_shapes)?;
+                let costs = by.layer_costs(&model, &layers, ctx.input_shapes)?;
+                let b = budget::lowrank_budget_for(
+                    total,
+                    &layers,
+                    &costs,
+                    by,
+                    ctx.original_count,
+                    fraction,
+                )?;
                 settings.push(format!("{} per-layer budget {b:.3}", step.name()));
                 let opts = CompressOptions {
                     method,
