@@ -8,15 +8,8 @@ use edgeslim::data::DataSpec;
 use edgeslim::onnx::{OnnxModel, SaveOptions};
 use edgeslim::prune::tracker::{self, TrackerBudget, TrackerPair, TrackerPruneOptions};
 use edgeslim::prune::Criterion;
-use edgeslim::train::families::FamilySpec;
-use edgeslim::train::recipe::Recipe;
-use edgeslim::train::tracker::{self as trainer, TrackerRun};
 use edgeslim_runtime::InputShape;
 use serde::Serialize;
-use std::path::Path;
-
-/// The zoo recipe, for trackers whose card does not carry the recipe they were trained with.
-const DEFAULT_RECIPE: &str = include_str!("../../../models/recipes/siamese-tracker.toml");
 
 #[derive(Serialize)]
 struct FinetuneSummary {
@@ -71,22 +64,6 @@ fn check_options(a: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
-/// The recipe the tracker was trained with (from its card), else the zoo's.
-fn base_recipe(dir: &Path) -> Result<Recipe> {
-    let card = dir.join("card.json");
-    let from_card = std::fs::read_to_string(&card)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("recipe")?.as_str().map(str::to_string));
-    match from_card {
-        Some(text) => Ok(Recipe::parse(&text, &card.display().to_string())?),
-        None => Ok(Recipe::parse(
-            DEFAULT_RECIPE,
-            "models/recipes/siamese-tracker.toml",
-        )?),
-    }
-}
-
 fn macs(m: &OnnxModel, search: usize) -> Result<u64> {
     let shapes = if m.graph().input.iter().any(|i| i.name == "search") {
         vec![InputShape {
@@ -139,23 +116,17 @@ pub fn run(a: &PruneArgs) -> Result<()> {
     let finetune = match finetune_seed {
         None => None,
         Some(seed) => {
-            let mut recipe = base_recipe(&a.model)?;
-            recipe.name = a
-                .output
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "pruned-tracker".into());
-            recipe.output = a.output.clone();
-            recipe.model = FamilySpec::Siamese(cfg.clone());
-            recipe.data.spec = DataSpec::Tracking(seed);
-            recipe.optimizer.lr = a.lr;
-            recipe.schedule.warmup_epochs = 0.0;
             let epochs = a.epochs.unwrap_or(3);
-            let run = TrackerRun {
+            let o = tracker::finetune(&tracker::Finetune {
+                source: &a.model,
+                template: &template,
+                search: &search,
+                config: &cfg,
+                output: &a.output,
+                seed,
+                epochs,
+                lr: a.lr,
                 command: super::train::command_line(),
-                progress: true,
-                epochs: Some(epochs),
-                init_weights: vec![template.clone(), search.clone()],
                 provenance: vec![format!(
                     "pruned from {} ({} criterion, channels {:?} -> {:?}, {} -> {} parameters), then fine-tuned",
                     a.model.display(),
@@ -165,9 +136,8 @@ pub fn run(a: &PruneArgs) -> Result<()> {
                     summary.params_before,
                     summary.params_after
                 )],
-                ..TrackerRun::default()
-            };
-            let o = trainer::train(&recipe, &run)?;
+                progress: true,
+            })?;
             Some(FinetuneSummary {
                 data: format!("tracking:{seed}"),
                 epochs,

@@ -4,10 +4,12 @@
 
 use anyhow::{bail, Context, Result};
 use edgeslim::boards::profile::find;
+use edgeslim::compress::study::budget::BudgetBy;
 use edgeslim::compress::study::plan::{parse_methods, DEFAULT_BUDGETS, DEFAULT_METHODS};
 use edgeslim::compress::study::recover::{Recover, RecoverSettings};
-use edgeslim::compress::study::{self, Metric, Study, StudyConfig};
+use edgeslim::compress::study::{self, tracker, Metric, Study, StudyConfig, StudyData};
 use edgeslim::data::calib::CalibSpec;
+use edgeslim::prune::tracker::is_tracker_dir;
 use edgeslim::train::interrupt;
 use edgeslim_runtime::fsutil::write_atomic;
 use edgeslim_runtime::InputShape;
@@ -16,20 +18,23 @@ use std::path::{Path, PathBuf};
 /// What a study runs and how it judges; shared by `study` and `compress auto`.
 #[derive(clap::Args, Clone)]
 pub struct StudyArgs {
-    /// The ONNX model (never overwritten).
+    /// The ONNX model, or a tracker folder (template.onnx + search.onnx); never overwritten.
     pub model: PathBuf,
     /// Shape of the model input, NAME=D0,D1,... (when the model leaves it open).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shapes: Vec<InputShape>,
-    /// Calibration and held-out data: ppocr-text, mnist, animal-mnist, images:DIR, npy:FILE.
+    /// Calibration and held-out data: ppocr-text, ppocr-scenes (text detectors), mnist,
+    /// animal-mnist, images:DIR, npy:FILE. For a tracker folder: tracking:SEED (benchmark
+    /// sequences generated into the study folder) or a folder of OTB-layout sequences.
     #[arg(long, value_name = "SPEC")]
-    pub data: CalibSpec,
+    pub data: String,
     /// Use the data's labels: accuracy as the metric and `--recover finetune` possible.
     /// Without, every figure is against the original's outputs (no annotation needed).
     #[arg(long)]
     pub labels: bool,
     /// Quality figure the drop is measured in (default: accuracy with --labels, agreement
-    /// without; cosine for dense outputs such as detection maps).
+    /// without; box-f1 for text-detection maps (boxes against the original's), cosine for
+    /// other dense outputs; auc, the default, for a tracker folder).
     #[arg(long, value_enum)]
     pub metric: Option<Metric>,
     /// Board profile the thread count comes from (`edgeslim targets`), or `host`.
@@ -41,15 +46,19 @@ pub struct StudyArgs {
     /// Methods, comma-separated; chains with '+': optimize (graph passes only), prune,
     /// prune-global, lowrank-weight, lowrank-feature, lowrank-search (ranks by measured
     /// sensitivity, within one point), fp16, int8 (QOperator, tract's integer kernels),
-    /// int8-qdq.
-    #[arg(long, default_value = DEFAULT_METHODS)]
-    pub methods: String,
-    /// Fractions of the original's parameters kept, for the methods that change the
-    /// architecture.
+    /// int8-qdq [default: every one, and prune+int8, prune+lowrank-feature; for a tracker:
+    /// optimize,prune,fp16,prune+fp16].
+    #[arg(long)]
+    pub methods: Option<String>,
+    /// Fractions of the original's parameters (or MACs, --budget-by) kept, for the methods
+    /// that change the architecture.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_BUDGETS)]
     pub budgets: Vec<f64>,
-    /// Recovery after pruning and low rank: none, finetune (labels), distill (from the
-    /// original, no labels).
+    /// What the budgets are fractions of: params, or macs (one inference at the input shape).
+    #[arg(long, value_enum, default_value = "params")]
+    pub budget_by: BudgetBy,
+    /// Recovery after pruning and low rank: none, finetune (labels; a tracker fine-tunes on
+    /// generated tracking pairs), distill (from the original, no labels).
     #[arg(long, value_enum, default_value = "none")]
     pub recover: Recover,
     /// Recovery epochs.
@@ -113,17 +122,26 @@ fn threads_for(a: &StudyArgs) -> Result<(String, usize, Option<String>)> {
 
 pub fn config(a: &StudyArgs, out: &Path) -> Result<StudyConfig> {
     let (target, threads, threads_note) = threads_for(a)?;
-    if a.recover == Recover::Finetune && !a.labels {
+    let tracker = is_tracker_dir(&a.model);
+    let (data, default_methods) = if tracker {
+        let seqs = a.data.parse().context("--data")?;
+        (StudyData::Sequences(seqs), tracker::DEFAULT_METHODS)
+    } else {
+        let spec: CalibSpec = a.data.parse().context("--data")?;
+        (StudyData::Samples(spec), DEFAULT_METHODS)
+    };
+    if a.recover == Recover::Finetune && !a.labels && !tracker {
         bail!("--recover finetune trains on labels: add --labels, or use --recover distill");
     }
     Ok(StudyConfig {
         model: a.model.clone(),
         input_shapes: a.input_shapes.clone(),
-        data: a.data.clone(),
+        data,
         labels: a.labels,
         metric: a.metric,
-        methods: parse_methods(&a.methods)?,
+        methods: parse_methods(a.methods.as_deref().unwrap_or(default_methods))?,
         budgets: a.budgets.clone(),
+        budget_by: a.budget_by,
         recover: RecoverSettings {
             mode: a.recover,
             epochs: a.epochs,
@@ -264,7 +282,16 @@ pub fn auto(a: AutoArgs) -> Result<()> {
     }
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &[&a.study.model])?;
     // Refused before the study runs, not minutes later when the pick is copied.
-    edgeslim_runtime::fsutil::ensure_replaceable(&a.output)?;
+    if is_tracker_dir(&a.study.model) {
+        if a.output.exists() && !a.output.is_dir() {
+            bail!(
+                "{}: a tracker's pick is a folder (template.onnx + search.onnx); this is a file",
+                a.output.display()
+            );
+        }
+    } else {
+        edgeslim_runtime::fsutil::ensure_replaceable(&a.output)?;
+    }
     edgeslim_runtime::fsutil::ensure_replaceable(&a.output.with_extension("md"))?;
     let dir = a
         .study_dir
@@ -284,9 +311,11 @@ pub fn auto(a: AutoArgs) -> Result<()> {
             dir.join("index.html").display()
         );
     };
-    let bytes = std::fs::read(dir.join(&row.file))
-        .with_context(|| format!("reading the chosen variant {}", row.file))?;
-    write_atomic(&a.output, &bytes)?;
+    copy_pick(
+        &dir.join(&row.file),
+        &a.output,
+        is_tracker_dir(&a.study.model),
+    )?;
     let card = auto_card(&study, row, a.max_drop, &dir);
     write_atomic(&a.output.with_extension("md"), card.as_bytes())?;
     println!(
@@ -304,6 +333,25 @@ pub fn auto(a: AutoArgs) -> Result<()> {
         study.reference_points().unwrap_or(f64::NAN),
     );
     println!("card: {}", a.output.with_extension("md").display());
+    Ok(())
+}
+
+/// Copy the chosen variant to `output`: the file, or for a tracker the pair (its folder's
+/// two graphs, the pair record written last).
+fn copy_pick(file: &Path, output: &Path, pair: bool) -> Result<()> {
+    let read = |p: &Path| {
+        std::fs::read(p).with_context(|| format!("reading the chosen variant {}", p.display()))
+    };
+    if !pair {
+        return Ok(write_atomic(output, &read(file)?)?);
+    }
+    let from = file.parent().unwrap_or(file);
+    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
+    edgeslim_runtime::track::pair_manifest::begin_write(output)?;
+    for name in ["template.onnx", "search.onnx"] {
+        write_atomic(&output.join(name), &read(&from.join(name))?)?;
+    }
+    edgeslim_runtime::track::pair_manifest::finish_write(output)?;
     Ok(())
 }
 

@@ -20,8 +20,12 @@
 
 use crate::prune::Criterion;
 use crate::{Error, Result};
+use edgeslim_data::DataSpec;
 use edgeslim_onnx::{OnnxModel, Tensor};
 use edgeslim_train::families::siamese::{self, SiameseConfig};
+use edgeslim_train::families::FamilySpec;
+use edgeslim_train::recipe::Recipe;
+use edgeslim_train::tracker::{TrackerOutcome, TrackerRun};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -413,6 +417,64 @@ pub fn prune_pair(
         trunk_widths_after: None,
     };
     Ok((template, search, cfg, summary))
+}
+
+/// The zoo recipe, for trackers whose card does not carry the recipe they were trained with.
+const ZOO_RECIPE: &str = include_str!("../../../../../models/recipes/siamese-tracker.toml");
+
+/// The recipe the tracker in `dir` was trained with (from its `card.json`), else the zoo's.
+pub fn base_recipe(dir: &Path) -> Result<Recipe> {
+    let card = dir.join("card.json");
+    let from_card = std::fs::read_to_string(&card)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("recipe")?.as_str().map(str::to_string));
+    Ok(match from_card {
+        Some(text) => Recipe::parse(&text, &card.display().to_string())?,
+        None => Recipe::parse(ZOO_RECIPE, "models/recipes/siamese-tracker.toml")?,
+    })
+}
+
+/// Fine-tuning of a pruned pair on generated tracking pairs, with the recipe its source was
+/// trained with (no warm-up: the weights are trained already).
+pub struct Finetune<'a> {
+    /// The tracker the pair was pruned from (its card gives the recipe).
+    pub source: &'a Path,
+    pub template: &'a OnnxModel,
+    pub search: &'a OnnxModel,
+    pub config: &'a SiameseConfig,
+    /// Where the trainer writes the fine-tuned pair and its card.
+    pub output: &'a Path,
+    /// `tracking:SEED`: the pairs.
+    pub seed: u64,
+    pub epochs: usize,
+    pub lr: f64,
+    pub command: String,
+    pub provenance: Vec<String>,
+    pub progress: bool,
+}
+
+pub fn finetune(f: &Finetune) -> Result<TrackerOutcome> {
+    let mut recipe = base_recipe(f.source)?;
+    recipe.name = f
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pruned-tracker".into());
+    recipe.output = f.output.to_path_buf();
+    recipe.model = FamilySpec::Siamese(f.config.clone());
+    recipe.data.spec = DataSpec::Tracking(f.seed);
+    recipe.optimizer.lr = f.lr;
+    recipe.schedule.warmup_epochs = 0.0;
+    let run = TrackerRun {
+        command: f.command.clone(),
+        progress: f.progress,
+        epochs: Some(f.epochs),
+        init_weights: vec![f.template.clone(), f.search.clone()],
+        provenance: f.provenance.clone(),
+        ..TrackerRun::default()
+    };
+    edgeslim_train::tracker::train(&recipe, &run)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! - [`build`]: one variant (architecture steps, recovery, precision step);
 //! - [`recover`]: fine-tuning or label-free distillation from the original;
 //! - [`measure`]: quality, the two-engine check, the interleaved benchmark;
-//! - [`pareto`]: the front and the fastest variant within a drop.
+//! - [`pareto`]: the front and the fastest variant within a drop;
+//! - [`tracker`]: the same for a Siamese tracker pair, judged by tracking AUC.
 
 pub mod budget;
 pub mod build;
@@ -18,6 +19,7 @@ pub mod measure;
 pub mod pareto;
 pub mod plan;
 pub mod recover;
+pub mod tracker;
 pub mod types;
 
 use crate::{Error, Result};
@@ -41,7 +43,7 @@ pub const VARIANTS: &str = "variants";
 pub struct StudyConfig {
     pub model: PathBuf,
     pub input_shapes: Vec<InputShape>,
-    pub data: CalibSpec,
+    pub data: StudyData,
     /// Judge (and fine-tune) with the data's labels; without, quality is agreement with the
     /// original.
     pub labels: bool,
@@ -49,6 +51,8 @@ pub struct StudyConfig {
     pub metric: Option<Metric>,
     pub methods: Vec<Method>,
     pub budgets: Vec<f64>,
+    /// What the budgets are fractions of.
+    pub budget_by: budget::BudgetBy,
     pub recover: RecoverSettings,
     pub calib_samples: Option<usize>,
     pub target: String,
@@ -60,20 +64,48 @@ pub struct StudyConfig {
     pub fresh: bool,
 }
 
+/// What a study judges its variants on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StudyData {
+    /// Calibration and held-out samples of a single-input model.
+    Samples(CalibSpec),
+    /// Benchmark sequences of a tracker pair.
+    Sequences(tracker::Sequences),
+}
+
+impl std::fmt::Display for StudyData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StudyData::Samples(s) => write!(f, "{s}"),
+            StudyData::Sequences(s) => write!(f, "{s}"),
+        }
+    }
+}
+
 /// Say what the study is doing (one line per step; the CLI prints or logs it).
 pub type Progress<'a> = &'a dyn Fn(&str);
 
 /// Run (or resume) a study; returns it complete, with `study.json` written.
 pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
     let started = Instant::now();
+    let study = match &cfg.data {
+        StudyData::Samples(spec) => run_samples(cfg, spec, progress)?,
+        StudyData::Sequences(seqs) => tracker::run(cfg, seqs, progress)?,
+    };
+    log::info!("study done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(study)
+}
+
+/// The study of a single-input model on calibration and held-out samples.
+fn run_samples(cfg: &StudyConfig, spec: &CalibSpec, progress: Progress) -> Result<Study> {
     let original = OnnxModel::load(&cfg.model)?;
     let input = ModelInput::resolve(&original, &cfg.input_shapes)?;
     let input_shapes = vec![InputShape {
         name: Some(input.name.clone()),
         dims: input.shape.clone(),
     }];
-    progress(&format!("loading {} for {:?}", cfg.data, input.shape));
-    let mut data = calib::load(&cfg.data, &input, None)?;
+    progress(&format!("loading {spec} for {:?}", input.shape));
+    let mut data = calib::load(spec, &input, None)?;
     if let Some(n) = cfg.calib_samples {
         data.calib = spread(&data.calib, n);
     }
@@ -95,8 +127,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         return Err(Error::option(
             "metric",
             format!(
-                "accuracy needs labelled data ('{}' with --labels); use agreement or cosine",
-                cfg.data
+                "accuracy needs labelled data ('{spec}' with --labels); use agreement or cosine"
             ),
         ));
     }
@@ -109,7 +140,24 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         held_out: measure::first_outputs(&original, &input, &data.held_out)?,
         shape: measure::first_output_shape(&original, &input, &data.held_out)?,
     };
-    let reference_quality = measure::quality(&teacher.held_out, &teacher.held_out, &data.held_out);
+    let reference_quality = measure::quality(
+        &teacher.held_out,
+        &teacher.held_out,
+        &data.held_out,
+        &teacher.shape,
+    );
+    if reference_quality.points(metric).is_none() {
+        return Err(Error::option(
+            "metric",
+            format!(
+                "{} cannot be measured on {} (first output {:?}): box-f1 needs a one-channel \
+                 probability map [1, 1, H, W], auc a tracker folder",
+                metric.as_str(),
+                cfg.model.display(),
+                teacher.shape
+            ),
+        ));
+    }
     let (file_bytes, sha) = sha256_file(&cfg.model).map_err(|e| Error::io(&cfg.model, e))?;
     let facts = edgeslim_onnx::inspect::inspect(&original, &input_shapes)?;
     let mut study = Study {
@@ -125,6 +173,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         metric,
         recover: cfg.recover.mode,
         recover_epochs: cfg.recover.epochs,
+        budget_by: cfg.budget_by,
         seed: cfg.recover.seed,
         target: cfg.target.clone(),
         threads: cfg.threads,
@@ -152,14 +201,40 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
 
     let ctx = build::Context {
         original: &original,
-        original_params: study.reference.params,
+        budget_by: cfg.budget_by,
+        original_count: match cfg.budget_by {
+            budget::BudgetBy::Params => study.reference.params,
+            budget::BudgetBy::Macs => study.reference.macs,
+        },
         input: &input,
         input_shapes: &input_shapes,
-        spec: &cfg.data,
+        spec,
         data: &data,
         teacher: &teacher,
         recover: &cfg.recover,
     };
+    build_rows(
+        &mut study,
+        &variants,
+        &kept,
+        &cfg.out,
+        progress,
+        |v, done| build_row(v, &ctx, &cfg.out, &data.held_out, done),
+    )?;
+    finish(&mut study, &cfg.model, &cfg.out, &input_shapes, progress)?;
+    Ok(study)
+}
+
+/// Build every variant not kept from the last run, saving the study after each finished row;
+/// a budget below what the method reaches is recorded as not built.
+pub(crate) fn build_rows(
+    study: &mut Study,
+    variants: &[Variant],
+    kept: &[Row],
+    out: &Path,
+    progress: Progress,
+    mut build: impl FnMut(&Variant, &[Row]) -> Result<Row>,
+) -> Result<()> {
     let total = variants.len();
     for (i, v) in variants.iter().enumerate() {
         if let Some(row) = kept.iter().find(|r| r.id == v.id) {
@@ -173,7 +248,7 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         }
         check_interrupt()?;
         progress(&format!("[{}/{total}] {}: building", i + 1, v.id));
-        let row = match build_row(v, &ctx, &cfg.out, &data.held_out, &study.rows) {
+        let row = match build(v, &study.rows) {
             Ok(row) => row,
             // A budget below what the method reaches on this model is a finding, not a
             // failure of the study.
@@ -194,25 +269,35 @@ pub fn run(cfg: &StudyConfig, progress: Progress) -> Result<Study> {
         // A recovery cut short by Ctrl-C returns its best epoch so far: not a finished row.
         check_interrupt()?;
         study.rows.push(row);
-        save(&cfg.out, &study)?;
+        save(out, study)?;
     }
+    Ok(())
+}
 
+/// The interleaved benchmark of the original (`bench_model`) and every row, the ranking, and
+/// the final `study.json`.
+pub(crate) fn finish(
+    study: &mut Study,
+    bench_model: &Path,
+    out: &Path,
+    input_shapes: &[InputShape],
+    progress: Progress,
+) -> Result<()> {
     progress(&format!(
-        "benchmarking the original (tract and ONNX Runtime) and {total} variants side by side, \
+        "benchmarking the original (tract and ONNX Runtime) and {} variants side by side, \
          {} threads",
-        cfg.threads
+        study.rows.len(),
+        study.threads
     ));
-    measure::bench_all(&mut study, &cfg.model, &cfg.out, &input_shapes)?;
-    measure::rank(&mut study);
+    measure::bench_all(study, bench_model, out, input_shapes)?;
+    measure::rank(study);
     study.complete = true;
-    save(&cfg.out, &study)?;
-    log::info!("study done in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(study)
+    save(out, study)
 }
 
 /// The id of the row holding the float part of a chain with a precision step (`prune@0.5`
 /// for `prune+int8@0.5`), when the chain has an architecture part.
-fn float_prefix(v: &Variant) -> Option<String> {
+pub(crate) fn float_prefix(v: &Variant) -> Option<String> {
     v.method.precision()?;
     let steps: Vec<plan::Step> = v.method.steps[..v.method.steps.len() - 1].to_vec();
     if steps.is_empty() {
@@ -233,7 +318,7 @@ pub(crate) fn spread(set: &calib::Dataset, n: usize) -> calib::Dataset {
     set.filter(&set.name, |i| picked.contains(&i))
 }
 
-fn check_interrupt() -> Result<()> {
+pub(crate) fn check_interrupt() -> Result<()> {
     if edgeslim_train::interrupt::requested() {
         return Err(Error::Other(
             "interrupted: finished rows are kept in study.json; run the same command to resume"
@@ -267,12 +352,18 @@ fn build_row(
     let seconds = t0.elapsed().as_secs_f64();
     let model = OnnxModel::load(&path)?;
     let outputs = measure::first_outputs(&model, ctx.input, held_out)?;
-    let quality = measure::quality(&ctx.teacher.held_out, &outputs, held_out);
+    let quality = measure::quality(
+        &ctx.teacher.held_out,
+        &outputs,
+        held_out,
+        &ctx.teacher.shape,
+    );
     let quality_compressed = match &built.compressed {
         Some(m) => Some(measure::quality(
             &ctx.teacher.held_out,
             &measure::first_outputs(m, ctx.input, held_out)?,
             held_out,
+            &ctx.teacher.shape,
         )),
         None => reused_quality,
     };
@@ -307,7 +398,7 @@ fn build_row(
 /// Rows of the folder's earlier study that can be kept: same settings, and the variant file
 /// still the one the row measured. A folder made with other settings is an error (the user
 /// asked for a different study: `--fresh` or another folder).
-fn resumable_rows(out: &Path, now: &Study) -> Result<Vec<Row>> {
+pub(crate) fn resumable_rows(out: &Path, now: &Study) -> Result<Vec<Row>> {
     let path = out.join(DATA);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
