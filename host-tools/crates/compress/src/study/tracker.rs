@@ -346,23 +346,29 @@ fn float_pair(v: &Variant, ctx: &Ctx, dir: &Path) -> Result<FloatPair> {
         ));
         (template, search) = (t, s);
         if ctx.cfg.recover.mode == Recover::Finetune {
-            // The pruned pair is tracked from a folder of its own: the trainer then writes
-            // the fine-tuned pair into the variant's folder (it never overwrites its inputs).
-            let pruned = dir.with_file_name(format!(
-                "{}.pruned",
-                dir.file_name().map_or("variant".into(), |n| n.to_string_lossy())
-            ));
+            // The pruned pair is tracked, and then fine-tuned, in folders beside the
+            // variant's: its final graphs are written there once optimised (a model is never
+            // saved over the file it was loaded from).
+            let beside = |tag: &str| {
+                dir.with_file_name(format!(
+                    "{}.{tag}",
+                    dir.file_name()
+                        .map_or("variant".into(), |n| n.to_string_lossy())
+                ))
+            };
+            let pruned = beside("pruned");
             save_pair(&pruned, &template, &search)?;
             let before = evaluate(&pruned, ctx.seqs);
             let _ = std::fs::remove_dir_all(&pruned);
             quality_compressed = Some(quality(&before?, ctx.original));
+            let trained = beside("finetune");
             let t0 = Instant::now();
             let o = pair_pruner::finetune(&pair_pruner::Finetune {
                 source: &ctx.cfg.model,
                 template: &template,
                 search: &search,
                 config: &config,
-                output: dir,
+                output: &trained,
                 seed: FINETUNE_PAIRS_SEED,
                 epochs: ctx.cfg.recover.epochs,
                 lr: ctx.cfg.recover.lr,
@@ -374,8 +380,17 @@ fn float_pair(v: &Variant, ctx: &Ctx, dir: &Path) -> Result<FloatPair> {
                 )],
                 progress: ctx.cfg.recover.progress,
             })?;
-            template = OnnxModel::load(&o.template)?;
-            search = OnnxModel::load(&o.search)?;
+            let read = |p: &Path| -> Result<OnnxModel> {
+                OnnxModel::from_bytes(&std::fs::read(p).map_err(|e| Error::io(p, e))?, p)
+            };
+            template = read(&o.template)?;
+            search = read(&o.search)?;
+            // The trainer's card (data, split, history) goes with the variant.
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            for card in ["card.md", "card.json", "history.json"] {
+                let _ = std::fs::rename(trained.join(card), dir.join(card));
+            }
+            let _ = std::fs::remove_dir_all(&trained);
             let within = |e: usize| {
                 o.history
                     .get(e.saturating_sub(1))
