@@ -11,10 +11,14 @@ for dir in "$OUT"/*/; do
   jq -r '
     def f2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
     def f3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
-    def pts($m): if $m == "accuracy" then (.accuracy | if . == null then null else . * 100 end)
-      elif $m == "agreement" then .agreement * 100 else .cosine * 100 end;
+    def pct: if . == null then null else . * 100 end;
+    def pts($m): if $m == "accuracy" then (.accuracy | pct)
+      elif $m == "agreement" then .agreement * 100
+      elif $m == "box-f1" then (.box_f1 | pct)
+      elif $m == "auc" then (.auc | pct)
+      else (.cosine | pct) end;
     .metric as $m |
-    "\(.held_out_samples) held-out samples of `\(.data)`; \(.threads) thread(s) (target \(.target)); \(.bench_runs) interleaved runs per model; recovery \(.recover)\(if .recover != "none" then ", \(.recover_epochs) epochs" else "" end).",
+    "\(.held_out_samples) held-out samples of `\(.data)`; \(.threads) thread(s) (target \(.target)); \(.bench_runs) interleaved runs per model; recovery \(.recover)\(if .recover != "none" then ", \(.recover_epochs) epochs" else "" end); budgets in \(.budget_by // "params").",
     "",
     "| variant | params | MACs | file KiB | tract p50 ms | p90 ms | × tract | × ORT | \($m) % | drop | recovery | Pareto |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|:-:|",

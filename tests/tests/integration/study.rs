@@ -423,3 +423,102 @@ fn a_tracker_study_prunes_the_pair_and_judges_it_by_auc() {
     assert_eq!(sha, fastest["sha256"].as_str().unwrap());
     assert!(picked.join("template.onnx").is_file());
 }
+
+/// PP-OCRv4 det on real text photographs: judged by the F1 of its text boxes against the
+/// original's (no labels). The optimised graph finds exactly the original's boxes; half the
+/// parameters pruned without recovery loses most of them.
+#[test]
+fn a_text_detector_is_judged_by_its_boxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let det = edgeslim_e2e::assets().ppocr_det();
+    let out = dir.path().join("study");
+    let r = run_ok(
+        "edgeslim",
+        &[
+            "study",
+            s(&det),
+            "--input-shape",
+            "x=1,3,320,320",
+            "--data",
+            "ppocr-scenes",
+            "--metric",
+            "box-f1",
+            "--methods",
+            "optimize,prune",
+            "--budgets",
+            "0.5",
+            "--runs",
+            "3",
+            "-o",
+            s(&out),
+        ],
+    );
+    assert!(r.stdout.contains("box-f1"), "{}", r.stdout);
+    let st = study_json(&out);
+    assert_eq!(st["reference"]["quality"]["box_f1"], 1.0);
+    assert_eq!(st["held_out_samples"], 32, "{}", st["split"]);
+    let rows = st["rows"].as_array().unwrap();
+    let f1 = |i: usize| rows[i]["quality"]["box_f1"].as_f64().unwrap();
+    assert_eq!(rows[0]["id"], "optimize");
+    assert_eq!(f1(0), 1.0, "the optimised graph keeps every box");
+    assert!(
+        rows[0]["quality"]["map_iou"].as_f64().unwrap() > 0.99,
+        "{}",
+        rows[0]["quality"]
+    );
+    assert!(
+        f1(1) < 0.5,
+        "pruned to half without recovery: box F1 {}",
+        f1(1)
+    );
+    for row in rows {
+        let diff = row["engines"]["max_rel_diff"].as_f64().unwrap_or(f64::NAN);
+        assert!(diff <= 1e-3, "{}: tract vs ORT {diff}", row["id"]);
+    }
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("box F1 %") && !page.contains("agreement %"));
+}
+
+/// Budgets in MACs: pruning and low rank bisect on the MACs of the model they give.
+#[test]
+fn a_macs_budget_holds_for_pruning_and_low_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/mnist-cnn.onnx");
+    let out = dir.path().join("study");
+    let mut args = vec![
+        "study",
+        s(&model),
+        "--methods",
+        "prune,lowrank-weight",
+        "--budgets",
+        "0.5",
+        "--budget-by",
+        "macs",
+        "-o",
+        s(&out),
+    ];
+    args.extend(COMMON);
+    run_ok("edgeslim", &args);
+    let st = study_json(&out);
+    assert_eq!(st["budget_by"], "macs");
+    let macs0 = st["reference"]["macs"].as_f64().unwrap();
+    let params0 = st["reference"]["params"].as_f64().unwrap();
+    for row in st["rows"].as_array().unwrap() {
+        let kept = row["macs"].as_f64().unwrap() / macs0;
+        assert!(
+            (0.3..=0.5).contains(&kept),
+            "{}: MACs kept {kept}",
+            row["id"]
+        );
+        println!(
+            "{}: MACs {kept:.4}, params {:.4}",
+            row["id"],
+            row["params"].as_f64().unwrap() / params0
+        );
+    }
+    // Not a parameter budget in disguise: low rank spends its budget where the MACs are
+    // and keeps more than half the parameters (the dense layer holds most of them and runs
+    // once).
+    let lr = &st["rows"][1];
+    assert!(lr["params"].as_f64().unwrap() / params0 > 0.5, "{lr}");
+}
