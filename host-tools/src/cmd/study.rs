@@ -44,8 +44,9 @@ pub struct StudyArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Methods, comma-separated; chains with '+': optimize (graph passes only), prune,
-    /// prune-global, lowrank-weight, lowrank-feature, lowrank-search (ranks by measured
-    /// sensitivity, within one point), fp16, int8 (QOperator, tract's integer kernels),
+    /// prune-global, lowrank-weight, lowrank-feature, lowrank-late (the last layers only, at
+    /// half their weights, as many as the budget needs, as LLM-ROM), lowrank-search (ranks by
+    /// measured sensitivity, within one point), fp16, int8 (QOperator, tract's integer kernels),
     /// int8-qdq [default: every one, and prune+int8, prune+lowrank-feature; for a tracker:
     /// optimize,prune,fp16,prune+fp16].
     #[arg(long)]

@@ -207,6 +207,33 @@ pub fn lowrank_budget_for(
     }
 }
 
+/// The share of its weights each layer keeps when low rank goes to the last layers only
+/// (LLM-ROM decomposes its last blocks at ~46 %).
+pub const LATE_LAYER_BUDGET: f64 = 0.5;
+
+/// How many of the last `layers` (graph order) to decompose at [`LATE_LAYER_BUDGET`] to reach
+/// `fraction` of the original's `reference` count, and at what per-layer budget: the fewest
+/// that reach it, or every layer at a lower budget when even all of them at half do not.
+pub fn late_layers_for(
+    total: u64,
+    layers: &[LinearLayer],
+    costs: &[u64],
+    by: BudgetBy,
+    reference: u64,
+    fraction: f64,
+) -> Result<(usize, f64)> {
+    let target = (fraction * reference as f64).floor() as u64;
+    let n = layers.len();
+    for k in 1..=n {
+        let from = n - k;
+        if lowrank_count(total, &layers[from..], &costs[from..], LATE_LAYER_BUDGET) <= target {
+            return Ok((k, LATE_LAYER_BUDGET));
+        }
+    }
+    let b = lowrank_budget_for(total, layers, costs, by, reference, fraction)?;
+    Ok((n, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +295,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("MACs"), "{e}");
+    }
+
+    #[test]
+    fn late_layers_are_added_from_the_end_until_the_budget_holds() {
+        let layers = [layer(100, 100), layer(100, 100), layer(100, 100)];
+        let costs = [10_000u64; 3];
+        // Each layer at half saves 5 000 of 30 000: 0.75 needs the last two.
+        let (k, b) =
+            late_layers_for(30_000, &layers, &costs, BudgetBy::Params, 30_000, 0.75).unwrap();
+        assert_eq!((k, b), (2, LATE_LAYER_BUDGET));
+        // 0.4 is below all three at half (0.5): every layer, at a smaller share.
+        let (k, b) =
+            late_layers_for(30_000, &layers, &costs, BudgetBy::Params, 30_000, 0.4).unwrap();
+        assert_eq!(k, 3);
+        assert!(b < LATE_LAYER_BUDGET, "{b}");
+        assert!(lowrank_count(30_000, &layers, &costs, b) <= 12_000);
     }
 }

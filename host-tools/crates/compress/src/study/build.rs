@@ -178,6 +178,41 @@ fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
                     &mut notes,
                 )?;
             }
+            Step::LowrankLate => {
+                lowrank::prepare(&mut model)?;
+                let layers = lowrank::selected_layers(&model, None)?;
+                let by = ctx.budget_by;
+                let total = by.count(&model, ctx.input_shapes)?;
+                let costs = by.layer_costs(&model, &layers, ctx.input_shapes)?;
+                let (k, b) = budget::late_layers_for(
+                    total,
+                    &layers,
+                    &costs,
+                    by,
+                    ctx.original_count,
+                    fraction,
+                )?;
+                let late = &layers[layers.len() - k..];
+                settings.push(format!(
+                    "lowrank-late: the last {k} of {} layers at per-layer budget {b:.3}",
+                    layers.len()
+                ));
+                let names: Vec<String> = late.iter().map(|l| regex::escape(&l.name)).collect();
+                let pattern = regex::Regex::new(&format!("^({})$", names.join("|")))
+                    .map_err(|e| crate::Error::Other(format!("layer pattern: {e}")))?;
+                let opts = CompressOptions {
+                    method: lowrank::Method::Feature,
+                    rule: RankRule::Budget(b),
+                    layers: Some(pattern),
+                };
+                lowrank::compress(
+                    &mut model,
+                    &opts,
+                    Some(ctx.input),
+                    Some(&ctx.data.calib),
+                    &mut notes,
+                )?;
+            }
             Step::LowrankSearch => {
                 lowrank::prepare(&mut model)?;
                 let layers = lowrank::selected_layers(&model, None)?;

@@ -22,6 +22,10 @@ pub enum Step {
     LowrankWeight,
     /// PCA of calibrated layer outputs, layer by layer.
     LowrankFeature,
+    /// The same on the last layers only, as LLM-ROM places it ("compress the later layers
+    /// first; early layers are the most sensitive"): each decomposed layer keeps half of its
+    /// weights, and as many layers from the end are decomposed as the budget needs.
+    LowrankLate,
     /// Feature-space low rank with the surgical rank search: from the last layer back, each
     /// layer's smallest rank keeping the task metric within one point on the calibration
     /// split (allocation by measured sensitivity; no budget).
@@ -42,6 +46,7 @@ impl Step {
             Step::PruneGlobal => "prune-global",
             Step::LowrankWeight => "lowrank-weight",
             Step::LowrankFeature => "lowrank-feature",
+            Step::LowrankLate => "lowrank-late",
             Step::LowrankSearch => "lowrank-search",
             Step::Fp16 => "fp16",
             Step::Int8 => "int8",
@@ -53,7 +58,11 @@ impl Step {
     pub fn takes_budget(self) -> bool {
         matches!(
             self,
-            Step::Prune | Step::PruneGlobal | Step::LowrankWeight | Step::LowrankFeature
+            Step::Prune
+                | Step::PruneGlobal
+                | Step::LowrankWeight
+                | Step::LowrankFeature
+                | Step::LowrankLate
         )
     }
 
@@ -74,6 +83,7 @@ impl FromStr for Step {
             "lowrank-search" => Step::LowrankSearch,
             "lowrank-weight" => Step::LowrankWeight,
             "lowrank-feature" | "lowrank" => Step::LowrankFeature,
+            "lowrank-late" => Step::LowrankLate,
             "fp16" => Step::Fp16,
             "int8" => Step::Int8,
             "int8-qdq" => Step::Int8Qdq,
@@ -82,7 +92,8 @@ impl FromStr for Step {
                     "methods",
                     other,
                     "expected optimize, prune, prune-global, lowrank-weight, lowrank-feature, \
-                     lowrank-search, fp16, int8 or int8-qdq, or a chain of them joined by '+'",
+                     lowrank-late, lowrank-search, fp16, int8 or int8-qdq, or a chain of them \
+                     joined by '+'",
                 ))
             }
         })
