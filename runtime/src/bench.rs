@@ -49,10 +49,17 @@ pub trait Timed {
     fn block(&mut self, warm: usize, k: usize, samples: &mut Vec<f64>) -> Result<()>;
 }
 
+/// Pause before each block of a side-by-side run: ONNX Runtime's worker threads keep spinning
+/// for a while after a run, and with the cyclic order the contestant after it paid for that in
+/// every round (measured: the tracker's search graph after ONNX Runtime read 0.83× its own
+/// speed against a copy timed elsewhere in the order).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Time several contestants in interleaved blocks of at most `block` runs each, rotating the
-/// order every round (A B, B A, A B, ... for two), each block after one untimed run to settle
-/// caches after the switch. On a shared or throttling machine, drift then hits every
-/// contestant alike instead of skewing their ratio. Returns each contestant's `runs` samples.
+/// order every round (A B, B A, A B, ... for two), each block after a [`SETTLE`] pause and one
+/// untimed run to settle caches after the switch. On a shared or throttling machine, drift
+/// then hits every contestant alike instead of skewing their ratio. Returns each contestant's
+/// `runs` samples.
 pub fn interleave(
     contestants: &mut [&mut dyn Timed],
     runs: usize,
@@ -78,6 +85,9 @@ pub fn interleave_observed(
         let k = block.min(runs.max(1) - done);
         for turn in 0..n {
             let i = (turn + round) % n;
+            if n > 1 {
+                std::thread::sleep(SETTLE);
+            }
             contestants[i].block(1, k, &mut samples[i])?;
         }
         done += k;
