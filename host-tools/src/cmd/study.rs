@@ -47,8 +47,9 @@ pub struct StudyArgs {
     /// prune-global, lowrank-weight, lowrank-feature, lowrank-late (the last layers only, at
     /// half their weights, as many as the budget needs, as LLM-ROM), lowrank-search (ranks by
     /// measured sensitivity, within one point), fp16, int8 (QOperator, tract's integer kernels),
-    /// int8-qdq [default: every one, and prune+int8, prune+lowrank-feature; for a tracker:
-    /// optimize,prune,fp16,prune+fp16].
+    /// int8-qdq [default: optimize, prune, prune-global, lowrank-weight, lowrank-feature,
+    /// lowrank-search, fp16, int8, prune+int8; for a tracker: optimize, prune, fp16,
+    /// prune+fp16].
     #[arg(long)]
     pub methods: Option<String>,
     /// Fractions of the original's parameters (or MACs, --budget-by) kept, for the methods
