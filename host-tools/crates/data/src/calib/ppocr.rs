@@ -101,9 +101,25 @@ fn ppocr_tensor(crop: &DynamicImage, c: usize, h: usize, w: usize, prep: &ImageP
     let rgb = crop
         .resize_exact(rw as u32, h as u32, image::imageops::FilterType::Triangle)
         .to_rgb8();
+    place_normalized(&rgb, c, h, w, prep)
+}
+
+/// A `[c, h, w]` tensor holding `rgb` at its top-left corner, normalised as `prep` says (one
+/// channel: luma); the rest is 0 after normalisation, i.e. the mean colour. Pixels beyond
+/// `h × w` are cut.
+pub(crate) fn place_normalized(
+    rgb: &image::RgbImage,
+    c: usize,
+    h: usize,
+    w: usize,
+    prep: &ImagePrep,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; c * h * w];
     for (x, y, p) in rgb.enumerate_pixels() {
         let (x, y) = (x as usize, y as usize);
+        if x >= w || y >= h {
+            continue;
+        }
         for ch in 0..c {
             let v = if c == 1 {
                 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32

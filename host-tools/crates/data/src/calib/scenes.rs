@@ -16,6 +16,7 @@
 //! `text.png` calibrate (and train a recovery), the bottom half of `page.png` is held out.
 //! There are no labels: quality is judged against the original detector's boxes.
 
+use super::ppocr::place_normalized;
 use super::{shape_mismatch, CalibData, Dataset, ModelInput};
 use crate::assets::Assets;
 use crate::Result;
@@ -49,38 +50,6 @@ fn origins(len: u32, win: u32) -> Vec<u32> {
     let mut v: Vec<u32> = (0..len - win).step_by(step as usize).collect();
     v.push(len - win);
     v
-}
-
-/// One window as a `[c, h, w]` tensor, zero (the mean) where it runs past the photo.
-fn window(
-    img: &DynamicImage,
-    x0: u32,
-    y0: u32,
-    c: usize,
-    h: usize,
-    w: usize,
-    p: &ImagePrep,
-) -> Vec<f32> {
-    let rgb = img.to_rgb8();
-    let mut out = vec![0.0f32; c * h * w];
-    for y in 0..h {
-        for x in 0..w {
-            let (px, py) = (x0 + x as u32, y0 + y as u32);
-            if px >= rgb.width() || py >= rgb.height() {
-                continue;
-            }
-            let v = rgb.get_pixel(px, py);
-            for ch in 0..c {
-                let s = if c == 1 {
-                    0.299 * v[0] as f32 + 0.587 * v[1] as f32 + 0.114 * v[2] as f32
-                } else {
-                    v[if p.bgr { 2 - ch } else { ch }] as f32
-                };
-                out[(ch * h + y) * w + x] = (s * p.scale - p.mean[ch]) / p.std[ch];
-            }
-        }
-    }
-    out
 }
 
 fn windows_of(
@@ -117,7 +86,8 @@ fn windows_of(
                     let crop =
                         scaled.crop_imm(x0, y0, (w as u32).min(sw - x0), (h as u32).min(sh - y0));
                     for (view, tag) in [(crop.clone(), ""), (crop.rotate180(), " rot180")] {
-                        d.samples.push(window(&view, 0, 0, c, h, w, &prep));
+                        d.samples
+                            .push(place_normalized(&view.to_rgb8(), c, h, w, &prep));
                         d.sources.push(format!(
                             "{photo} rows {y_from}..{y_to} ×{s} x={x0} y={y0}{tag}"
                         ));
@@ -176,7 +146,7 @@ mod tests {
     #[test]
     fn a_window_past_the_photo_is_the_mean() {
         let img = DynamicImage::new_rgb8(2, 2);
-        let t = window(&img, 0, 0, 3, 3, 3, &det_prep());
+        let t = place_normalized(&img.to_rgb8(), 3, 3, 3, &det_prep());
         // Black pixel, channel 0 (blue): (0 − 0.485)/0.229; outside the photo: 0.
         assert!((t[0] + 0.485 / 0.229).abs() < 1e-6);
         assert_eq!(t[2], 0.0);
