@@ -125,7 +125,8 @@ impl TrackerPair {
     }
 }
 
-fn model_params(m: &OnnxModel) -> u64 {
+/// Elements of every initializer (what a pair's size is counted in).
+pub fn model_params(m: &OnnxModel) -> u64 {
     m.graph()
         .initializer
         .iter()

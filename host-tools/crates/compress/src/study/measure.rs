@@ -84,36 +84,34 @@ pub fn engine_check(
     tract_outputs: &[Vec<f32>],
 ) -> EngineCheck {
     let n = ENGINE_SAMPLES.min(data.len());
-    match ort_outputs(path, input, &data.samples[..n]) {
-        Ok(ort) => {
-            let mut worst = 0.0f64;
-            for (a, b) in ort.iter().zip(tract_outputs) {
-                // Probabilities (a detector's map) are compared on their own scale, 1: a map
-                // that is nearly empty would otherwise turn a 1e-4 difference into tens of %.
-                let scale = if b.iter().all(|v| (0.0..=1.0).contains(v)) {
-                    1.0
-                } else {
-                    b.iter()
-                        .fold(0.0f64, |m, v| m.max(v.abs() as f64))
-                        .max(1e-12)
-                };
-                let d = a
-                    .iter()
-                    .zip(b)
-                    .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
-                worst = worst.max(if d.is_nan() { f64::INFINITY } else { d / scale });
-            }
-            EngineCheck {
-                samples: n,
-                max_rel_diff: Some(worst),
-                error: None,
-            }
-        }
-        Err(e) => EngineCheck {
-            samples: 0,
-            max_rel_diff: None,
-            error: Some(e.to_string()),
-        },
+    let worst = ort_outputs(path, input, &data.samples[..n]).map(|ort| {
+        ort.iter()
+            .zip(tract_outputs)
+            .fold(0.0f64, |w, (a, b)| w.max(relative_diff(a, b)))
+    });
+    EngineCheck::of(n, worst)
+}
+
+/// The largest |ONNX Runtime − tract| over one output, relative to tract's largest |value|, or
+/// absolute for probabilities: a nearly empty detection map would otherwise turn a 1e-4
+/// difference into tens of %. Infinite when a value is NaN.
+pub fn relative_diff(ort: &[f32], tract: &[f32]) -> f64 {
+    let scale = if tract.iter().all(|v| (0.0..=1.0).contains(v)) {
+        1.0
+    } else {
+        tract
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs() as f64))
+            .max(1e-12)
+    };
+    let d = ort
+        .iter()
+        .zip(tract)
+        .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+    if d.is_nan() {
+        f64::INFINITY
+    } else {
+        d / scale
     }
 }
 

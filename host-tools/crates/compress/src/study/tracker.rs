@@ -160,14 +160,6 @@ fn search_shape(pair: &TrackerPair) -> Vec<InputShape> {
     }]
 }
 
-fn params(m: &OnnxModel) -> u64 {
-    m.graph()
-        .initializer
-        .iter()
-        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
-        .sum()
-}
-
 fn pair_bytes(dir: &Path) -> Result<(u64, String)> {
     let (t, _) = sha256_file(&dir.join("template.onnx")).map_err(|e| Error::io(dir, e))?;
     let path = dir.join("search.onnx");
@@ -471,7 +463,7 @@ fn build_row(v: &Variant, ctx: &Ctx, done: &[Row]) -> Result<Row> {
                 )
             }
         };
-    let row_params = params(&search);
+    let row_params = pair_pruner::model_params(&search);
     let macs = edgeslim_onnx::inspect::inspect(&search, &search_shape(ctx.pair))?.total_macs;
     if v.method.precision() == Some(Step::Fp16) {
         let t = fp16_storage(&mut template)?;
@@ -521,18 +513,7 @@ const ENGINE_PAIRS: u64 = 4;
 /// The pair on tract and on ONNX Runtime, end to end (template graph, then the search graph
 /// with each engine's own kernel) on generated template/search crops.
 fn engine_check(dir: &Path, pair: &TrackerPair) -> EngineCheck {
-    match responses_both(dir, pair) {
-        Ok(worst) => EngineCheck {
-            samples: ENGINE_PAIRS as usize,
-            max_rel_diff: Some(worst),
-            error: None,
-        },
-        Err(e) => EngineCheck {
-            samples: 0,
-            max_rel_diff: None,
-            error: Some(e.to_string()),
-        },
-    }
+    EngineCheck::of(ENGINE_PAIRS as usize, responses_both(dir, pair))
 }
 
 #[cfg(feature = "ort")]
@@ -605,14 +586,6 @@ fn responses_both(dir: &Path, pair: &TrackerPair) -> Result<f64> {
             ("search".into(), arr(&[1, 3, ss, ss], p.search.clone())?),
             (k_name.clone(), k_ort),
         ])?)?;
-        let scale = r_tract
-            .iter()
-            .fold(0.0f64, |m, v| m.max(v.abs() as f64))
-            .max(1e-12);
-        let d = r_ort
-            .iter()
-            .zip(&r_tract)
-            .fold(0.0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
         if r_ort.len() != r_tract.len() {
             return Err(Error::Graph(format!(
                 "response sizes differ: tract {}, ONNX Runtime {}",
@@ -620,7 +593,8 @@ fn responses_both(dir: &Path, pair: &TrackerPair) -> Result<f64> {
                 r_ort.len()
             )));
         }
-        worst = worst.max(if d.is_nan() { f64::INFINITY } else { d / scale });
+        let r_ort: Vec<f32> = r_ort.iter().copied().collect();
+        worst = worst.max(super::measure::relative_diff(&r_ort, &r_tract));
     }
     Ok(worst)
 }

@@ -131,6 +131,25 @@ pub struct EngineCheck {
     pub error: Option<String>,
 }
 
+impl EngineCheck {
+    /// The check of `samples` inputs: the worst relative difference, or why ONNX Runtime could
+    /// not run them.
+    pub fn of(samples: usize, worst: crate::Result<f64>) -> EngineCheck {
+        match worst {
+            Ok(w) => EngineCheck {
+                samples,
+                max_rel_diff: Some(w),
+                error: None,
+            },
+            Err(e) => EngineCheck {
+                samples: 0,
+                max_rel_diff: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
 /// One variant, as built and measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {

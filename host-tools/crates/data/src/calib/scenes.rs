@@ -22,7 +22,7 @@ use crate::assets::Assets;
 use crate::Result;
 use edgeslim_runtime::input::ImagePrep;
 use image::imageops::FilterType;
-use image::{DynamicImage, GenericImageView};
+use image::GenericImageView;
 
 /// A photograph's rows `[from, to)`, as fractions of its height.
 type Region = (&'static str, f32, f32);
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_window_past_the_photo_is_the_mean() {
-        let img = DynamicImage::new_rgb8(2, 2);
+        let img = image::DynamicImage::new_rgb8(2, 2);
         let t = place_normalized(&img.to_rgb8(), 3, 3, 3, &det_prep());
         // Black pixel, channel 0 (blue): (0 − 0.485)/0.229; outside the photo: 0.
         assert!((t[0] + 0.485 / 0.229).abs() < 1e-6);
