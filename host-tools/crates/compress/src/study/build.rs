@@ -145,65 +145,43 @@ fn float_part(v: &Variant, ctx: &Context) -> Result<FloatPart> {
                 model = outcome.model;
                 model.share_identical_initializers();
             }
-            Step::LowrankWeight | Step::LowrankFeature => {
-                let method = if *step == Step::LowrankWeight {
-                    lowrank::Method::Weight
-                } else {
-                    lowrank::Method::Feature
-                };
+            Step::LowrankWeight | Step::LowrankFeature | Step::LowrankLate => {
                 lowrank::prepare(&mut model)?;
                 let layers = lowrank::selected_layers(&model, None)?;
                 let by = ctx.budget_by;
                 let total = by.count(&model, ctx.input_shapes)?;
                 let costs = by.layer_costs(&model, &layers, ctx.input_shapes)?;
-                let b = budget::lowrank_budget_for(
-                    total,
-                    &layers,
-                    &costs,
-                    by,
-                    ctx.original_count,
-                    fraction,
-                )?;
-                settings.push(format!("{} per-layer budget {b:.3}", step.name()));
+                let reference = ctx.original_count;
+                let (method, b, pattern) = if *step == Step::LowrankLate {
+                    let (k, b) =
+                        budget::late_layers_for(total, &layers, &costs, by, reference, fraction)?;
+                    settings.push(format!(
+                        "lowrank-late: the last {k} of {} layers at per-layer budget {b:.3}",
+                        layers.len()
+                    ));
+                    let names: Vec<String> = layers[layers.len() - k..]
+                        .iter()
+                        .map(|l| regex::escape(&l.name))
+                        .collect();
+                    let pattern = regex::Regex::new(&format!("^({})$", names.join("|")))
+                        .map_err(|e| crate::Error::Other(format!("layer pattern: {e}")))?;
+                    (lowrank::Method::Feature, b, Some(pattern))
+                } else {
+                    let b = budget::lowrank_budget_for(
+                        total, &layers, &costs, by, reference, fraction,
+                    )?;
+                    settings.push(format!("{} per-layer budget {b:.3}", step.name()));
+                    let method = if *step == Step::LowrankWeight {
+                        lowrank::Method::Weight
+                    } else {
+                        lowrank::Method::Feature
+                    };
+                    (method, b, None)
+                };
                 let opts = CompressOptions {
                     method,
                     rule: RankRule::Budget(b),
-                    layers: None,
-                };
-                lowrank::compress(
-                    &mut model,
-                    &opts,
-                    Some(ctx.input),
-                    Some(&ctx.data.calib),
-                    &mut notes,
-                )?;
-            }
-            Step::LowrankLate => {
-                lowrank::prepare(&mut model)?;
-                let layers = lowrank::selected_layers(&model, None)?;
-                let by = ctx.budget_by;
-                let total = by.count(&model, ctx.input_shapes)?;
-                let costs = by.layer_costs(&model, &layers, ctx.input_shapes)?;
-                let (k, b) = budget::late_layers_for(
-                    total,
-                    &layers,
-                    &costs,
-                    by,
-                    ctx.original_count,
-                    fraction,
-                )?;
-                let late = &layers[layers.len() - k..];
-                settings.push(format!(
-                    "lowrank-late: the last {k} of {} layers at per-layer budget {b:.3}",
-                    layers.len()
-                ));
-                let names: Vec<String> = late.iter().map(|l| regex::escape(&l.name)).collect();
-                let pattern = regex::Regex::new(&format!("^({})$", names.join("|")))
-                    .map_err(|e| crate::Error::Other(format!("layer pattern: {e}")))?;
-                let opts = CompressOptions {
-                    method: lowrank::Method::Feature,
-                    rule: RankRule::Budget(b),
-                    layers: Some(pattern),
+                    layers: pattern,
                 };
                 lowrank::compress(
                     &mut model,

@@ -160,44 +160,23 @@ fn run_samples(cfg: &StudyConfig, spec: &CalibSpec, progress: Progress) -> Resul
     }
     let (file_bytes, sha) = sha256_file(&cfg.model).map_err(|e| Error::io(&cfg.model, e))?;
     let facts = edgeslim_onnx::inspect::inspect(&original, &input_shapes)?;
-    let mut study = Study {
-        schema: types::SCHEMA,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        model: cfg.model.display().to_string(),
-        model_sha256: sha,
-        input_shape: input.shape.clone(),
-        data: data.spec.clone(),
-        split: data.split_rule.clone(),
-        held_out_samples: data.held_out.len(),
-        labels: cfg.labels,
-        metric,
-        recover: cfg.recover.mode,
-        recover_epochs: cfg.recover.epochs,
-        budget_by: cfg.budget_by,
-        seed: cfg.recover.seed,
-        target: cfg.target.clone(),
-        threads: cfg.threads,
-        threads_note: cfg.threads_note.clone(),
-        bench_runs: cfg.bench_runs,
-        reference: types::Reference {
+    let mut study = Study::start(
+        cfg,
+        Subject {
+            model_sha256: sha,
+            input_shape: input.shape.clone(),
+            data: data.spec.clone(),
+            split: data.split_rule.clone(),
+            held_out_samples: data.held_out.len(),
+            labels: cfg.labels,
+            metric,
             params: facts.total_params,
             file_bytes,
             macs: facts.total_macs,
             quality: reference_quality,
-            tract: None,
-            ort: None,
-            ort_note: None,
-            rss_load_bytes: None,
         },
-        rows: Vec::new(),
-        skipped: Vec::new(),
-        complete: false,
-    };
-    let kept = if cfg.fresh {
-        Vec::new()
-    } else {
-        resumable_rows(&cfg.out, &study)?
-    };
+    );
+    let kept = kept_rows(cfg, &study)?;
 
     let ctx = build::Context {
         original: &original,
@@ -223,6 +202,70 @@ fn run_samples(cfg: &StudyConfig, spec: &CalibSpec, progress: Progress) -> Resul
     )?;
     finish(&mut study, &cfg.model, &cfg.out, &input_shapes, progress)?;
     Ok(study)
+}
+
+/// What a kind of model (one graph, a tracker pair) fills in of a new study; the rest comes
+/// from the configuration.
+pub(crate) struct Subject {
+    pub model_sha256: String,
+    pub input_shape: Vec<usize>,
+    pub data: String,
+    pub split: String,
+    pub held_out_samples: usize,
+    pub labels: bool,
+    pub metric: Metric,
+    pub params: u64,
+    pub file_bytes: u64,
+    pub macs: u64,
+    pub quality: types::Quality,
+}
+
+impl Study {
+    /// A study with no rows yet: the original as the reference, the settings of `cfg`.
+    pub(crate) fn start(cfg: &StudyConfig, s: Subject) -> Study {
+        Study {
+            schema: types::SCHEMA,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            model: cfg.model.display().to_string(),
+            model_sha256: s.model_sha256,
+            input_shape: s.input_shape,
+            data: s.data,
+            split: s.split,
+            held_out_samples: s.held_out_samples,
+            labels: s.labels,
+            metric: s.metric,
+            recover: cfg.recover.mode,
+            recover_epochs: cfg.recover.epochs,
+            budget_by: cfg.budget_by,
+            seed: cfg.recover.seed,
+            target: cfg.target.clone(),
+            threads: cfg.threads,
+            threads_note: cfg.threads_note.clone(),
+            bench_runs: cfg.bench_runs,
+            reference: types::Reference {
+                params: s.params,
+                file_bytes: s.file_bytes,
+                macs: s.macs,
+                quality: s.quality,
+                tract: None,
+                ort: None,
+                ort_note: None,
+                rss_load_bytes: None,
+            },
+            rows: Vec::new(),
+            skipped: Vec::new(),
+            complete: false,
+        }
+    }
+}
+
+/// The rows of the folder's earlier study to keep (none with `--fresh`).
+pub(crate) fn kept_rows(cfg: &StudyConfig, study: &Study) -> Result<Vec<Row>> {
+    if cfg.fresh {
+        Ok(Vec::new())
+    } else {
+        resumable_rows(&cfg.out, study)
+    }
 }
 
 /// Build every variant not kept from the last run, saving the study after each finished row;
@@ -398,7 +441,7 @@ fn build_row(
 /// Rows of the folder's earlier study that can be kept: same settings, and the variant file
 /// still the one the row measured. A folder made with other settings is an error (the user
 /// asked for a different study: `--fresh` or another folder).
-pub(crate) fn resumable_rows(out: &Path, now: &Study) -> Result<Vec<Row>> {
+fn resumable_rows(out: &Path, now: &Study) -> Result<Vec<Row>> {
     let path = out.join(DATA);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

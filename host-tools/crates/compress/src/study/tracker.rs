@@ -19,7 +19,7 @@ use super::budget::BudgetBy;
 use super::plan::{Method, Step, Variant};
 use super::recover::{Recover, RecoveryFacts};
 use super::types::{self, EngineCheck, Quality, Row, Study};
-use super::{Progress, StudyConfig, VARIANTS};
+use super::{Progress, StudyConfig, Subject, VARIANTS};
 use crate::prune::tracker::{self as pair_pruner, TrackerBudget, TrackerPair, TrackerPruneOptions};
 use crate::prune::Criterion;
 use crate::quantize::fp16::fp16_storage;
@@ -241,50 +241,29 @@ pub fn run(cfg: &StudyConfig, seqs: &Sequences, progress: Progress) -> Result<St
     let frames: usize = original.sequences.iter().map(|s| s.frames).sum();
     let shapes = search_shape(&pair);
     let (file_bytes, sha) = pair_bytes(&cfg.model)?;
-    let mut study = Study {
-        schema: types::SCHEMA,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        model: cfg.model.display().to_string(),
-        model_sha256: sha,
-        input_shape: shapes[0].dims.clone(),
-        data: seqs.to_string(),
-        split: format!(
-            "{} OTB sequences, {frames} frames, in {}; the tracking loop of the board runtime \
-             (3 scales, 1 thread); params, MACs and latency are the search graph's at one \
-             scale, file size both graphs'",
-            original.sequences.len(),
-            seq_dir.display()
-        ),
-        held_out_samples: frames,
-        labels: true,
-        metric,
-        recover: cfg.recover.mode,
-        recover_epochs: cfg.recover.epochs,
-        budget_by: cfg.budget_by,
-        seed: cfg.recover.seed,
-        target: cfg.target.clone(),
-        threads: cfg.threads,
-        threads_note: cfg.threads_note.clone(),
-        bench_runs: cfg.bench_runs,
-        reference: types::Reference {
+    let mut study = Study::start(
+        cfg,
+        Subject {
+            model_sha256: sha,
+            input_shape: shapes[0].dims.clone(),
+            data: seqs.to_string(),
+            split: format!(
+                "{} OTB sequences, {frames} frames, in {}; the tracking loop of the board \
+                 runtime (3 scales, 1 thread); params, MACs and latency are the search graph's \
+                 at one scale, file size both graphs'",
+                original.sequences.len(),
+                seq_dir.display()
+            ),
+            held_out_samples: frames,
+            labels: true,
+            metric,
             params: pair.params(),
             file_bytes,
             macs: edgeslim_onnx::inspect::inspect(&pair.search, &shapes)?.total_macs,
             quality: quality(&original, &original),
-            tract: None,
-            ort: None,
-            ort_note: None,
-            rss_load_bytes: None,
         },
-        rows: Vec::new(),
-        skipped: Vec::new(),
-        complete: false,
-    };
-    let kept = if cfg.fresh {
-        Vec::new()
-    } else {
-        super::resumable_rows(&cfg.out, &study)?
-    };
+    );
+    let kept = super::kept_rows(cfg, &study)?;
     let ctx = Ctx {
         pair: &pair,
         cfg,
