@@ -25,6 +25,7 @@ enum CompressMethod {
     Prune(super::prune::PruneArgs),
     /// Run a study and keep the fastest variant within --max-drop points of the original.
     Auto(super::study::AutoArgs),
+    VitSlim(super::vit_slim::VitSlimArgs),
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -37,6 +38,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         CompressMethod::Prune(a) => super::prune::run(a),
         CompressMethod::Auto(a) => super::study::auto(a),
+        CompressMethod::VitSlim(a) => super::vit_slim::run(a),
     }
 }
 

@@ -23,6 +23,7 @@ mod run;
 mod study;
 mod targets;
 mod train;
+mod vit_slim;
 mod zoo;
 
 use clap::{Parser, Subcommand};

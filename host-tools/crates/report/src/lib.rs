@@ -18,6 +18,7 @@ pub mod prune;
 mod sections;
 pub mod study;
 mod summary;
+pub mod vitslim;
 pub mod write;
 
 pub use edgeslim_onnx::{Error, Result};

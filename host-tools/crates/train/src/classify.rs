@@ -94,6 +94,18 @@ pub struct FinetuneOptions {
     /// Input and output tensor names; `None`: the first graph input / output.
     pub input: Option<String>,
     pub output: Option<String>,
+    /// L1 penalties added to the loss (ViT-Slim's mask sparsity terms).
+    pub sparsity: Vec<Sparsity>,
+    /// Return the last epoch instead of the best held-out one: a mask search is about where
+    /// the masks went, and its best-accuracy epoch is usually the first, before any sparsity.
+    pub keep_last: bool,
+}
+
+/// `weight · Σ|w|` over the named weights, added to the training loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sparsity {
+    pub names: Vec<String>,
+    pub weight: f64,
 }
 
 impl Default for FinetuneOptions {
@@ -124,6 +136,8 @@ impl Default for FinetuneOptions {
             stop_on_ctrl_c: false,
             input: None,
             output: None,
+            sparsity: Vec::new(),
+            keep_last: false,
         }
     }
 }
@@ -637,6 +651,7 @@ pub fn finetune(
         }
     }
 
+    let penalties = sparsity_vars(&params, &opts.sparsity, &model.label())?;
     let mut policy = DecayPolicy::default();
     for p in &opts.no_decay {
         policy = policy.exclude_pattern(&regex::escape(p))?;
@@ -732,6 +747,7 @@ pub fn finetune(
             let labels = labels_tensor(&b.labels)?;
             let x = batch_tensor(b.x, b.shape)?;
             let (loss, logits) = step_loss(&module, &teacher, &input, &output, &x, &labels, opts)?;
+            let loss = add_penalties(loss, &penalties)?;
             let lv = loss
                 .to_dtype(DType::F64)
                 .and_then(|v| v.to_scalar::<f64>())
@@ -783,7 +799,7 @@ pub fn finetune(
             seconds: t0.elapsed().as_secs_f64(),
             samples_per_second: seen as f64 / train_secs.max(1e-9),
         };
-        let improved = better(&ev, &best);
+        let improved = opts.keep_last || better(&ev, &best);
         if improved {
             best_model = module.export()?;
             best = ev;
@@ -796,7 +812,11 @@ pub fn finetune(
             stats.train_accuracy * 100.0,
             stats.held_out_loss,
             stats.held_out_accuracy * 100.0,
-            if improved { " (best)" } else { "" },
+            if improved && !opts.keep_last {
+                " (best)"
+            } else {
+                ""
+            },
             stats.lr,
             stats.samples_per_second,
             stats.seconds
@@ -822,6 +842,53 @@ pub fn finetune(
         seconds: start.elapsed().as_secs_f64(),
         samples_per_second: trained_samples as f64 / train_seconds.max(1e-9),
     })
+}
+
+/// The variables of each sparsity term, by name among the trainable weights.
+fn sparsity_vars(
+    params: &[(String, candle_core::Var)],
+    terms: &[Sparsity],
+    label: &str,
+) -> Result<Vec<(Vec<candle_core::Var>, f64)>> {
+    terms
+        .iter()
+        .map(|t| {
+            let vars = t
+                .names
+                .iter()
+                .map(|n| {
+                    params
+                        .iter()
+                        .find(|(p, _)| p == n)
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "{label}: the sparsity term names '{n}', which is not a trainable weight"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((vars, t.weight))
+        })
+        .collect()
+}
+
+/// `loss + Σ weight · Σ|w|`.
+fn add_penalties(loss: Tensor, penalties: &[(Vec<candle_core::Var>, f64)]) -> Result<Tensor> {
+    let mut total = loss;
+    for (vars, weight) in penalties {
+        for v in vars {
+            let l1 = v
+                .as_tensor()
+                .abs()
+                .and_then(|a| a.sum_all())
+                .and_then(|a| a.to_dtype(total.dtype()))
+                .and_then(|a| a.affine(*weight, 0.0))
+                .map_err(|e| cerr("sparsity", e))?;
+            total = (total + l1).map_err(|e| cerr("sparsity", e))?;
+        }
+    }
+    Ok(total)
 }
 
 type TeacherRef<'a> = Option<(GraphModule, String, String, &'a Distill)>;

@@ -46,6 +46,6 @@ pub mod recipe;
 pub mod tracker;
 pub mod zoo;
 
-pub use classify::{finetune, Distill, EvalReport, FinetuneOptions, FinetuneResult};
+pub use classify::{finetune, Distill, EvalReport, FinetuneOptions, FinetuneResult, Sparsity};
 
 pub use edgeslim_onnx::{Error, Result};

@@ -24,7 +24,6 @@ use crate::prune::tracker::{self as pair_pruner, TrackerBudget, TrackerPair, Tra
 use crate::prune::Criterion;
 use crate::quantize::fp16::fp16_storage;
 use crate::{Error, Result};
-use edgeslim_data::tracking::pairs::{PairConfig, PairGenerator};
 use edgeslim_data::tracking::{write_otb_sequence_with, Photos, SequenceConfig};
 use edgeslim_onnx::{OnnxModel, SaveOptions};
 use edgeslim_runtime::fsutil::{sha256_file, write_atomic};
@@ -497,6 +496,7 @@ fn engine_check(dir: &Path, pair: &TrackerPair) -> EngineCheck {
 
 #[cfg(feature = "ort")]
 fn responses_both(dir: &Path, pair: &TrackerPair) -> Result<f64> {
+    use edgeslim_data::tracking::pairs::{PairConfig, PairGenerator};
     use edgeslim_measure::engines::ort::OrtSession;
     use edgeslim_runtime::tract_onnx::prelude::Tensor;
     use edgeslim_runtime::{LoadOptions, LoadedModel};

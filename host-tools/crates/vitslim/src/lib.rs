@@ -1,0 +1,345 @@
+//! ViT-Slim (Chavan et al., CVPR 2022; `shared/methods.md` §4) on any ONNX vision transformer:
+//!
+//! ```text
+//! model ─ prepare ─ recognize ─ insert masks (all 1) ─ search: train masks + weights with
+//!   l1 on the masks ─ fold masks into weights ─ global threshold per mask type, bisected to
+//!   the budget ─ slice physically ─ retrain ─ plain smaller ONNX (no mask left)
+//! ```
+//!
+//! [`recognize`] finds the blocks, [`masks`] inserts and folds the masks, [`budget`] turns mask
+//! values into kept channels, [`slice`] cuts the weights, [`run`] is the whole method.
+
+pub mod budget;
+pub mod masks;
+pub mod recognize;
+pub mod slice;
+
+pub use masks::MaskKind;
+
+use edgeslim_compress::prune::prepare;
+use edgeslim_compress::study::budget::BudgetBy;
+use edgeslim_onnx::{Error, OnnxModel, Result};
+use edgeslim_runtime::InputShape;
+use edgeslim_train::{classify, zoo, Distill, FinetuneOptions, Sparsity};
+use recognize::VitStructure;
+use serde::Serialize;
+use slice::Keep;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// The paper's l1 weights for DeiT-S (attention 2e-4, MLP 5e-5); heads reuse attention's.
+pub const PAPER_ATTENTION_WEIGHT: f64 = 2e-4;
+pub const PAPER_MLP_WEIGHT: f64 = 5e-5;
+
+#[derive(Debug, Clone)]
+pub struct VitSlimOptions {
+    /// Training data spec (`mnist`, `animal-mnist`, `folder:PATH`).
+    pub data: String,
+    pub kinds: Vec<MaskKind>,
+    pub budget_by: BudgetBy,
+    /// Fraction of the original's parameters (or MACs) the result may have.
+    pub budget: f64,
+    pub search_epochs: usize,
+    pub retrain_epochs: usize,
+    pub lr: f64,
+    /// l1 weight of the attention masks (head dimensions or heads) and of the MLP masks.
+    pub attention_weight: f64,
+    pub mlp_weight: f64,
+    /// Distil from this model (logit KL, alpha 0.7) besides the labels; `None`: labels only.
+    pub teacher: Option<OnnxModel>,
+    pub input_shapes: Vec<InputShape>,
+    pub batch_size: usize,
+    /// Cut every epoch to this many batches (quick runs, tests).
+    pub max_batches_per_epoch: Option<usize>,
+    pub seed: u64,
+    pub threads: usize,
+    pub progress: bool,
+}
+
+impl Default for VitSlimOptions {
+    fn default() -> Self {
+        VitSlimOptions {
+            data: "mnist".into(),
+            kinds: vec![MaskKind::HeadDims, MaskKind::Mlp],
+            budget_by: BudgetBy::Params,
+            budget: 0.6,
+            search_epochs: 3,
+            retrain_epochs: 3,
+            lr: 1e-3,
+            attention_weight: PAPER_ATTENTION_WEIGHT,
+            mlp_weight: PAPER_MLP_WEIGHT,
+            teacher: None,
+            input_shapes: Vec::new(),
+            batch_size: 64,
+            max_batches_per_epoch: None,
+            seed: 0,
+            threads: 0,
+            progress: false,
+        }
+    }
+}
+
+/// One block before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockShape {
+    pub block: usize,
+    pub heads: (usize, usize),
+    pub head_dim: (usize, usize),
+    pub mlp_units: Option<(usize, usize)>,
+    /// Sorted mask magnitudes after the search (largest first), per mask type present.
+    pub attention_mask: Vec<f32>,
+    pub mlp_mask: Vec<f32>,
+}
+
+/// Held-out accuracy at each stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracies {
+    pub original: f64,
+    /// The masked model at the end of the search (masks as learnt, nothing removed).
+    pub after_search: f64,
+    /// Sliced, before retraining.
+    pub sliced: f64,
+    pub retrained: f64,
+    pub held_out_samples: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VitSlimReport {
+    pub masks: Vec<MaskKind>,
+    pub budget_by: String,
+    pub budget: f64,
+    /// The kept fraction of every mask type's values that met the budget.
+    pub kept_fraction: f64,
+    pub params: (u64, u64),
+    pub macs: (u64, u64),
+    pub blocks: Vec<BlockShape>,
+    pub accuracy: Accuracies,
+    pub search_seconds: f64,
+    pub retrain_seconds: f64,
+    pub search_losses: Vec<f64>,
+    pub retrain_best_epoch: usize,
+    pub stopped: Option<String>,
+    /// Peak resident memory of the process after search and retraining.
+    pub peak_rss_bytes: Option<u64>,
+    /// Filled by the caller that benchmarks the written model next to the original.
+    pub latency: Option<Latency>,
+    pub notes: Vec<String>,
+}
+
+/// tract latency of the original and the slimmed model, timed interleaved in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub threads: usize,
+    pub runs: usize,
+    pub original_p50_ms: f64,
+    pub slim_p50_ms: f64,
+    pub original_p90_ms: f64,
+    pub slim_p90_ms: f64,
+}
+
+pub struct Outcome {
+    pub model: OnnxModel,
+    pub report: VitSlimReport,
+}
+
+fn check(opts: &VitSlimOptions) -> Result<()> {
+    if !(opts.budget > 0.0 && opts.budget <= 1.0) {
+        return Err(Error::option_value(
+            "budget",
+            opts.budget,
+            "the kept fraction must be in (0, 1]",
+        ));
+    }
+    if opts.search_epochs == 0 {
+        return Err(Error::option_value(
+            "search_epochs",
+            0,
+            "search at least one epoch",
+        ));
+    }
+    if opts.attention_weight < 0.0 || opts.mlp_weight < 0.0 {
+        return Err(Error::option("sparsity", "l1 weights cannot be negative"));
+    }
+    Ok(())
+}
+
+/// A model prepared for ViT-Slim: the canonical form, its shapes and its blocks.
+pub struct Prepared {
+    pub model: OnnxModel,
+    pub shapes: HashMap<String, Vec<usize>>,
+    pub structure: VitStructure,
+}
+
+/// Prepare `model` (lossless clean-up at fixed input shapes) and recognise its blocks.
+pub fn prepare_vit(model: &OnnxModel, input_shapes: &[InputShape]) -> Result<Prepared> {
+    let mut m = model.clone();
+    let (shapes, _) = prepare::prepare(&mut m, input_shapes)?;
+    let structure = recognize::recognize(&m, &shapes)?;
+    Ok(Prepared {
+        model: m,
+        shapes,
+        structure,
+    })
+}
+
+fn finetune_options(opts: &VitSlimOptions, epochs: usize, input: &str) -> FinetuneOptions {
+    let mut fo = FinetuneOptions {
+        epochs,
+        lr: opts.lr,
+        batch_size: opts.batch_size,
+        seed: opts.seed,
+        threads: opts.threads,
+        progress: opts.progress,
+        max_batches_per_epoch: opts.max_batches_per_epoch,
+        input: Some(input.to_string()),
+        distill: opts.teacher.clone().map(Distill::new),
+        stop_on_ctrl_c: true,
+        ..FinetuneOptions::default()
+    };
+    fo.no_decay.push(masks::PREFIX.to_string());
+    fo
+}
+
+/// Search, slice to the budget, retrain.
+pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
+    check(opts)?;
+    let p = prepare_vit(model, &opts.input_shapes)?;
+    let s = &p.structure;
+    log::info!("{}: {}", model.label(), s.describe());
+    let spec: edgeslim_data::DataSpec = opts
+        .data
+        .parse()
+        .map_err(|e: Error| Error::option("data", e.to_string()))?;
+    let (input, c, h, w) = classify::image_input(&p.model)?;
+    let data = zoo::load_data(&spec, Some((c, h, w)), 0.2, opts.seed)?;
+    let original = classify::evaluate(&p.model, &data.held_out, 256, opts.threads)?;
+
+    // Search: masks and weights together, l1 on the masks.
+    let (masked, masks) = masks::insert(&p.model, s, &opts.kinds)?;
+    let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
+        masks
+            .iter()
+            .filter(|m| pred(m.kind))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let mut fo = finetune_options(opts, opts.search_epochs, &input);
+    fo.keep_last = true;
+    fo.sparsity = vec![
+        Sparsity {
+            names: names(|k| k != MaskKind::Mlp),
+            weight: opts.attention_weight,
+        },
+        Sparsity {
+            names: names(|k| k == MaskKind::Mlp),
+            weight: opts.mlp_weight,
+        },
+    ];
+    fo.sparsity.retain(|t| !t.names.is_empty());
+    let t0 = Instant::now();
+    let searched = classify::finetune(&masked, &data, &fo)?;
+    let search_seconds = t0.elapsed().as_secs_f64();
+    if let Some(why) = &searched.stopped {
+        return Err(Error::Invalid(format!("the mask search stopped: {why}")));
+    }
+    let values = masks::values(&searched.model, &masks)?;
+    let folded = masks::fold(&searched.model, s, &masks, &values)?;
+
+    // Threshold to the budget.
+    let count = |m: &OnnxModel| opts.budget_by.count(m, &opts.input_shapes);
+    let before = count(&p.model)? as f64;
+    let (fraction, keep, _) = budget::fit(s, &masks, &values, opts.budget, |k| {
+        Ok(count(&slice::slice(&folded, s, k, &p.shapes)?)? as f64 / before)
+    })?;
+    let sliced = slice::slice(&folded, s, &keep, &p.shapes)?;
+    let sliced_eval = classify::evaluate(&sliced, &data.held_out, 256, opts.threads)?;
+
+    // Retrain the smaller dense model.
+    let t1 = Instant::now();
+    let retrained = if opts.retrain_epochs > 0 {
+        Some(classify::finetune(
+            &sliced,
+            &data,
+            &finetune_options(opts, opts.retrain_epochs, &input),
+        )?)
+    } else {
+        None
+    };
+    let retrain_seconds = t1.elapsed().as_secs_f64();
+    let (model_out, retrained_acc, best_epoch, stopped) = match retrained {
+        Some(r) => (r.model, r.best.accuracy, r.best_epoch, r.stopped),
+        None => (sliced, sliced_eval.accuracy, 0, None),
+    };
+    let shapes_of = |m: &OnnxModel| -> Result<(u64, u64)> {
+        Ok((
+            BudgetBy::Params.count(m, &opts.input_shapes)?,
+            BudgetBy::Macs.count(m, &opts.input_shapes)?,
+        ))
+    };
+    let (p0, m0) = shapes_of(&p.model)?;
+    let (p1, m1) = shapes_of(&model_out)?;
+    let blocks = block_shapes(s, &keep, &masks, &values);
+    Ok(Outcome {
+        report: VitSlimReport {
+            masks: opts.kinds.clone(),
+            budget_by: opts.budget_by.as_str().into(),
+            budget: opts.budget,
+            kept_fraction: fraction,
+            params: (p0, p1),
+            macs: (m0, m1),
+            blocks,
+            accuracy: Accuracies {
+                original: original.accuracy,
+                after_search: searched.best.accuracy,
+                sliced: sliced_eval.accuracy,
+                retrained: retrained_acc,
+                held_out_samples: original.samples,
+            },
+            search_seconds,
+            retrain_seconds,
+            search_losses: searched
+                .history
+                .iter()
+                .filter(|e| e.epoch > 0)
+                .map(|e| e.train_loss)
+                .collect(),
+            retrain_best_epoch: best_epoch,
+            stopped,
+            peak_rss_bytes: edgeslim_runtime::device::peak_rss_bytes(),
+            latency: None,
+            notes: vec![s.describe()],
+        },
+        model: model_out,
+    })
+}
+
+/// Per block: heads, head size and MLP units before and after, and the sorted masks.
+pub fn block_shapes(
+    s: &VitStructure,
+    keep: &Keep,
+    masks: &[masks::Mask],
+    values: &masks::MaskValues,
+) -> Vec<BlockShape> {
+    let sorted = |kind: fn(MaskKind) -> bool, b: usize| -> Vec<f32> {
+        let mut v: Vec<f32> = masks
+            .iter()
+            .filter(|m| kind(m.kind) && m.block == b)
+            .flat_map(|m| values.get(&m.name).cloned().unwrap_or_default())
+            .map(f32::abs)
+            .collect();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v
+    };
+    s.attentions
+        .iter()
+        .enumerate()
+        .map(|(b, a)| BlockShape {
+            block: b,
+            heads: (a.heads, keep.attentions[b].heads.len()),
+            head_dim: (a.head_dim, keep.attentions[b].head_dim()),
+            mlp_units: s.mlps.get(b).map(|m| (m.units, keep.mlps[b].len())),
+            attention_mask: sorted(|k| k != MaskKind::Mlp, b),
+            mlp_mask: sorted(|k| k == MaskKind::Mlp, b),
+        })
+        .collect()
+}

@@ -1,0 +1,229 @@
+//! ViT-Slim's graph surgery on real graphs, checked by running them in tract: the zoo ViT
+//! (separate q/k/v, MatMul + Add, Erf GELU) and the engine's reference ViT (timm's fused
+//! q/k/v reshaped to [B, N, 3, H, dh], `Gelu` and Erf MLPs, Gemm head).
+
+use edgeslim_onnx::{OnnxModel, Tensor};
+use edgeslim_runtime::input::{tensor_to_f32_vec, SplitMix64};
+use edgeslim_runtime::tract_onnx::prelude::Tensor as TractTensor;
+use edgeslim_runtime::{InputShape, LoadOptions, LoadedModel};
+use edgeslim_vitslim::masks::{self, MaskKind, MaskValues};
+use edgeslim_vitslim::recognize::Qkv;
+use edgeslim_vitslim::{budget, prepare_vit, slice, Prepared};
+use std::path::Path;
+
+fn zoo_vit() -> OnnxModel {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../models/vit-tiny-mnist.onnx");
+    OnnxModel::load(&p).unwrap()
+}
+
+fn fused_vit() -> OnnxModel {
+    edgeslim_train::engine::reference::vit(&edgeslim_train::engine::reference::VitConfig {
+        blocks: 3,
+        dim: 48,
+        heads: 4,
+        mlp: 96,
+        classes: 10,
+        seed: 7,
+    })
+}
+
+fn shapes(batch: usize) -> Vec<InputShape> {
+    vec![format!("x={batch},1,28,28").parse().unwrap()]
+}
+
+/// The first output of `m` on `x` ([2, 1, 28, 28]) in tract.
+fn run(m: &OnnxModel, x: &[f32]) -> Vec<f32> {
+    let opts = LoadOptions {
+        input_shapes: shapes(2),
+        ..LoadOptions::default()
+    };
+    let loaded =
+        LoadedModel::from_bytes(m.to_bytes().unwrap(), Path::new("m"), None, &opts).unwrap();
+    let t = TractTensor::from_shape(&[2, 1, 28, 28], x).unwrap();
+    tensor_to_f32_vec(&loaded.run(vec![t]).unwrap()[0]).unwrap()
+}
+
+fn input() -> Vec<f32> {
+    let mut r = SplitMix64(3);
+    (0..2 * 784).map(|_| r.next_f32() * 2.0 - 1.0).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// Random mask values in [0, 2) with a fixed seed: a trained mask's spread, some near zero.
+fn random_values(masks: &[masks::Mask], seed: u64) -> MaskValues {
+    let mut r = SplitMix64(seed);
+    masks
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                (0..m.len).map(|_| r.next_f32() * 2.0).collect(),
+            )
+        })
+        .collect()
+}
+
+fn set_values(model: &mut OnnxModel, masks: &[masks::Mask], values: &MaskValues) {
+    for m in masks {
+        let v = &values[&m.name];
+        let dims = model.constant(&m.name).unwrap().unwrap().dims;
+        model.set_initializer(&m.name, &Tensor::f32(dims, v.clone()).unwrap());
+    }
+}
+
+fn prepared(m: &OnnxModel) -> Prepared {
+    prepare_vit(m, &shapes(1)).unwrap()
+}
+
+#[test]
+fn recognises_the_zoo_vit_and_the_fused_reference_vit() {
+    let p = prepared(&zoo_vit());
+    let s = &p.structure;
+    assert_eq!(s.attentions.len(), 4);
+    assert_eq!(s.mlps.len(), 4);
+    for a in &s.attentions {
+        assert_eq!((a.heads, a.head_dim), (2, 32));
+        assert!(matches!(a.qkv, Qkv::Separate { .. }));
+        assert_eq!(a.proj.inputs, 64);
+    }
+    assert!(s.mlps.iter().all(|m| m.units == 128));
+    assert!(s.mlps[0].fc1.weight.contains("blocks.0.mlp.fc1"));
+
+    let p = prepared(&fused_vit());
+    let s = &p.structure;
+    assert_eq!(s.attentions.len(), 3);
+    assert_eq!(s.mlps.len(), 3, "Gelu-op and Erf MLPs: {}", s.describe());
+    for a in &s.attentions {
+        assert_eq!((a.heads, a.head_dim), (4, 12));
+        assert!(matches!(a.qkv, Qkv::FusedHeads { .. }));
+    }
+}
+
+#[test]
+fn a_cnn_is_refused_with_a_message() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../models/mnist-cnn.onnx");
+    let m = OnnxModel::load(&p).unwrap();
+    let e = prepare_vit(&m, &shapes(1)).err().unwrap().to_string();
+    assert!(e.contains("no transformer block found"), "{e}");
+}
+
+#[test]
+fn an_attention_it_cannot_follow_is_refused_naming_the_softmax() {
+    // Add a bias to the scores of the first block: not q·kᵀ times a scalar.
+    let mut m = zoo_vit();
+    let i = m
+        .graph()
+        .node
+        .iter()
+        .position(|n| n.op_type == "Softmax")
+        .unwrap();
+    let input = m.graph().node[i].input[0].clone();
+    m.set_initializer("bias", &Tensor::f32(vec![17], vec![0.0; 17]).unwrap());
+    let add =
+        edgeslim_onnx::node::make("Add", &[&input, "bias"], &["biased"], "score_bias", vec![]);
+    m.graph_mut().node[i].input[0] = "biased".into();
+    m.graph_mut().node.insert(i, add);
+    let e = prepare_vit(&m, &shapes(1)).err().unwrap().to_string();
+    assert!(e.contains("(Softmax) is not an attention"), "{e}");
+    assert!(e.contains("Add"), "{e}");
+}
+
+#[test]
+fn masks_at_one_reproduce_the_original() {
+    let x = input();
+    for model in [zoo_vit(), fused_vit()] {
+        let p = prepared(&model);
+        let want = run(&model, &x);
+        for kinds in [
+            vec![MaskKind::HeadDims, MaskKind::Mlp],
+            vec![MaskKind::Heads, MaskKind::Mlp],
+        ] {
+            let (masked, ms) = masks::insert(&p.model, &p.structure, &kinds).unwrap();
+            assert_eq!(ms.len(), 2 * p.structure.attentions.len());
+            let d = max_diff(&want, &run(&masked, &x));
+            assert!(d <= 1e-6, "{kinds:?}: {d}");
+        }
+    }
+}
+
+/// Fold random masks, slice half of them away, compare with the unsliced model whose dropped
+/// channels are zeroed: equal within float rounding. And the masked model with those values
+/// equals the folded one.
+#[test]
+fn slicing_is_exact_and_folding_is_exact() {
+    let x = input();
+    for (model, label) in [(zoo_vit(), "zoo"), (fused_vit(), "fused")] {
+        let p = prepared(&model);
+        let s = &p.structure;
+        for kinds in [
+            vec![MaskKind::HeadDims, MaskKind::Mlp],
+            vec![MaskKind::Heads, MaskKind::Mlp],
+        ] {
+            let (mut masked, ms) = masks::insert(&p.model, s, &kinds).unwrap();
+            let values = random_values(&ms, 11);
+            set_values(&mut masked, &ms, &values);
+            let folded = masks::fold(&masked, s, &ms, &values).unwrap();
+            assert!(folded.graph().node.len() == p.model.graph().node.len());
+            let d = max_diff(&run(&masked, &x), &run(&folded, &x));
+            assert!(d <= 1e-5, "{label} {kinds:?}: folding differs by {d}");
+
+            let keep = budget::keep_at(s, &ms, &values, 0.5);
+            let sliced = slice::slice(&folded, s, &keep, &p.shapes).unwrap();
+            let zeroed = slice::zero_dropped(&folded, s, &keep).unwrap();
+            let d = max_diff(&run(&zeroed, &x), &run(&sliced, &x));
+            assert!(d <= 1e-5, "{label} {kinds:?}: slicing differs by {d}");
+            let before = p.model.float_constant_elements().unwrap();
+            let after = sliced.float_constant_elements().unwrap();
+            assert!(
+                after < before * 3 / 4,
+                "{label} {kinds:?}: {after} of {before}"
+            );
+            // Smaller tensors, not masked ones: the first block's q/k/v lost columns.
+            let a = &s.attentions[0];
+            let w = sliced
+                .constant(&a.qkv.linears()[0].weight)
+                .unwrap()
+                .unwrap();
+            assert!(w.dims[1] < a.qkv.linears()[0].outputs, "{:?}", w.dims);
+        }
+    }
+}
+
+#[test]
+fn the_budget_is_met_by_the_sliced_model() {
+    let p = prepared(&zoo_vit());
+    let s = &p.structure;
+    let (masked, ms) = masks::insert(&p.model, s, &[MaskKind::HeadDims, MaskKind::Mlp]).unwrap();
+    let values = random_values(&ms, 5);
+    let folded = masks::fold(&masked, s, &ms, &values).unwrap();
+    let before = p.model.float_constant_elements().unwrap() as f64;
+    for target in [0.8, 0.6] {
+        let (fraction, keep, got) = budget::fit(s, &ms, &values, target, |k| {
+            Ok(slice::slice(&folded, s, k, &p.shapes)?.float_constant_elements()? as f64 / before)
+        })
+        .unwrap();
+        let sliced = slice::slice(&folded, s, &keep, &p.shapes).unwrap();
+        let real = sliced.float_constant_elements().unwrap() as f64 / before;
+        assert!((real - got).abs() < 1e-12);
+        assert!(real <= target, "{real} > {target}");
+        assert!(real > target - 0.05, "{real} far below {target}");
+        assert!(fraction > 0.0 && fraction < 1.0);
+    }
+    // Beyond what slicing can remove: a clear refusal.
+    let e = budget::fit(s, &ms, &values, 0.05, |k| {
+        Ok(slice::slice(&folded, s, k, &p.shapes)?.float_constant_elements()? as f64 / before)
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("cannot be met"), "{e}");
+}
