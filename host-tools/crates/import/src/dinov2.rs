@@ -205,3 +205,198 @@ fn name_matmul_weights(model: &mut OnnxModel) {
         }
     }
 }
+
+/// How a grayscale data set's tensors were made: `[N, 1, side, side]`, pixels in [0, 1]
+/// normalised as `(p − mean) / std`.
+#[derive(Debug, Clone, Copy)]
+pub struct GrayInput {
+    pub side: usize,
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// The backbone as a classifier of a grayscale data set: `x [N, 1, side, side]` (the data
+/// set's normalised tensors) upsampled bilinearly to the backbone's size, the gray value
+/// repeated over RGB and ImageNet-normalised — both folded into the patch embedding, which
+/// then reads one channel — then the class token after the final layer norm and a linear
+/// head `logits [N, classes]` (zero: train it, e.g. as a linear probe). `imagenet` is the
+/// backbone's per-channel (mean, std).
+pub fn classifier(
+    mut model: OnnxModel,
+    input: GrayInput,
+    imagenet: ([f32; 3], [f32; 3]),
+    classes: usize,
+) -> Result<OnnxModel> {
+    let label = model.label();
+    let bad = |why: String| Error::Invalid(format!("{label}: {why}"));
+    let size = model
+        .graph()
+        .input
+        .iter()
+        .find(|i| i.name == INPUT)
+        .and_then(|i| declared_dims(i).get(2).copied())
+        .ok_or_else(|| {
+            bad(format!(
+                "no fixed input '{INPUT}' (import the backbone first)"
+            ))
+        })?;
+    if input.side == 0 || !size.is_multiple_of(input.side) || classes == 0 {
+        return Err(bad(format!(
+            "a {0}×{0} input cannot be upsampled to {size}×{size} by a whole factor (or no classes)",
+            input.side
+        )));
+    }
+    // The export casts the image (float to float) before the patch embedding.
+    let producers = model.producers();
+    let reads_image = |t: &str| {
+        t == INPUT
+            || producers.get(t).is_some_and(|&p| {
+                let n = &model.graph().node[p];
+                n.op_type == "Cast" && n.input.first().is_some_and(|i| i == INPUT)
+            })
+    };
+    let conv_at = model
+        .graph()
+        .node
+        .iter()
+        .position(|n| n.op_type == "Conv" && n.input.first().is_some_and(|i| reads_image(i)))
+        .ok_or_else(|| bad("no patch-embedding Conv reads the image".into()))?;
+    let conv = model.graph().node[conv_at].clone();
+    let w = model
+        .constant(&conv.input[1])
+        .ok_or_else(|| bad("the patch embedding's weight is not a constant".into()))??;
+    let b = match conv.input.get(2).filter(|s| !s.is_empty()) {
+        Some(n) => model
+            .constant(n)
+            .ok_or_else(|| bad("the patch embedding's bias is not a constant".into()))??
+            .to_f32_vec(),
+        None => vec![0.0; w.dims[0]],
+    };
+    if w.dims.len() != 4 || w.dims[1] != 3 {
+        return Err(bad(format!(
+            "patch embedding weight {:?} is not [D, 3, k, k]",
+            w.dims
+        )));
+    }
+    // Channel c sees (x·std + mean − μc)/σc = a_c·x + d_c.
+    let (mu, sigma) = imagenet;
+    let a: Vec<f32> = (0..3).map(|c| input.std / sigma[c]).collect();
+    let d: Vec<f32> = (0..3).map(|c| (input.mean - mu[c]) / sigma[c]).collect();
+    let (out, k) = (w.dims[0], w.dims[2] * w.dims[3]);
+    let wv = w.to_f32_vec();
+    let mut w1 = vec![0.0f32; out * k];
+    let mut b1 = b.clone();
+    for o in 0..out {
+        for c in 0..3 {
+            let base = (o * 3 + c) * k;
+            for j in 0..k {
+                w1[o * k + j] += a[c] * wv[base + j];
+                b1[o] += d[c] * wv[base + j];
+            }
+        }
+    }
+    let wname = model.fresh_name("patch_embed.gray.weight");
+    let bname = model.fresh_name("patch_embed.gray.bias");
+    model.set_initializer(
+        &wname,
+        &Tensor::f32(vec![out, 1, w.dims[2], w.dims[3]], w1)?,
+    );
+    model.set_initializer(&bname, &Tensor::f32(vec![out], b1)?);
+    let f = (size / input.side) as f32;
+    let scales = model.fresh_name("x.upsample.scales");
+    model.set_initializer(&scales, &Tensor::f32(vec![4], vec![1.0, 1.0, f, f])?);
+    let up = model.fresh_name("x.upsampled");
+    let resize = node::make(
+        "Resize",
+        &["x", "", &scales],
+        &[&up],
+        "x.upsample",
+        vec![node::string("mode", "linear")],
+    );
+    {
+        let c = &mut model.graph_mut().node[conv_at];
+        c.input[1] = wname;
+        match c.input.get_mut(2) {
+            Some(slot) => *slot = bname,
+            None => c.input.push(bname),
+        }
+    }
+    // Everything that read the image (the patch embedding, the batch size for the class
+    // token) reads the upsampled gray image.
+    model.replace_uses(INPUT, &up);
+    // Head: class token → linear.
+    let zero = model.fresh_name("head.token_index");
+    model.set_initializer(&zero, &Tensor::i64(vec![], vec![0])?);
+    let hw = "head.weight";
+    let hb = "head.bias";
+    model.set_initializer(
+        hw,
+        &Tensor::f32(vec![classes, out], vec![0.0; classes * out])?,
+    );
+    model.set_initializer(hb, &Tensor::f32(vec![classes], vec![0.0; classes])?);
+    let gather = node::make(
+        "Gather",
+        &[OUTPUT, &zero],
+        &["class_token"],
+        "head.class_token",
+        vec![node::int("axis", 1)],
+    );
+    let gemm = node::make(
+        "Gemm",
+        &["class_token", hw, hb],
+        &["logits"],
+        "head.linear",
+        vec![node::int("transB", 1)],
+    );
+    let g = model.graph_mut();
+    g.node.insert(0, resize);
+    g.node.push(gather);
+    g.node.push(gemm);
+    g.input.retain(|i| i.name != INPUT);
+    g.input.insert(
+        0,
+        edgeslim_onnx::builder::value_info(
+            "x",
+            onnx_protobuf::tensor_proto::DataType::FLOAT,
+            Some(&[
+                D::Sym("N"),
+                D::N(1),
+                D::N(input.side as i64),
+                D::N(input.side as i64),
+            ]),
+        ),
+    );
+    g.output.clear();
+    g.output.push(edgeslim_onnx::builder::value_info(
+        "logits",
+        onnx_protobuf::tensor_proto::DataType::FLOAT,
+        Some(&[D::Sym("N"), D::N(classes as i64)]),
+    ));
+    g.value_info.clear();
+    remove_dead(&mut model)?;
+    model.topo_sort()?;
+    model.validate_references()?;
+    Ok(model)
+}
+
+/// The fixed dims of a declared input (0 for a symbolic one).
+fn declared_dims(vi: &onnx_protobuf::ValueInfoProto) -> Vec<usize> {
+    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dv;
+    use onnx_protobuf::type_proto::Value as Tv;
+    match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(Tv::TensorType(t)) => t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(Dv::DimValue(v)) if *v > 0 => *v as usize,
+                        _ => 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}

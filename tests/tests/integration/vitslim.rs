@@ -1,0 +1,307 @@
+//! ViT-Slim (issue 21): the command on the zoo ViT end to end (budget met, no mask left,
+//! onnx.checker, tract and ONNX Runtime agree, accuracy after retraining), the real DINOv2
+//! ViT-S/14 backbone recognised and sliced exactly, and the DINOv2 classifier of a grayscale
+//! data set equal to the backbone on the upsampled, normalised RGB image.
+
+use edgeslim::import::dinov2::{self, GrayInput};
+use edgeslim::onnx::node::{int, make, string};
+use edgeslim::onnx::{OnnxModel, SaveOptions, Tensor};
+use edgeslim::vitslim::masks::{self, MaskKind};
+use edgeslim::vitslim::{budget, prepare_vit, slice};
+use edgeslim_e2e::engines::{random, rel_diff, run_both};
+use edgeslim_e2e::{assets, python_check, run_ok, workspace};
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn vit_slim_slims_the_zoo_vit_to_the_budget_and_writes_a_plain_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/vit-tiny-mnist.onnx");
+    let out = dir.path().join("slim.onnx");
+    let rep = dir.path().join("rep");
+    let json = dir.path().join("r.json");
+    run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "vit-slim",
+            s(&model),
+            "--data",
+            "mnist",
+            "--budget",
+            "params=0.6",
+            "--search-epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--max-batches",
+            "25",
+            "--runs",
+            "10",
+            "-o",
+            s(&out),
+            "--report",
+            s(&rep),
+            "--json",
+            s(&json),
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // The budget, re-counted on the written file.
+    let original = OnnxModel::load(&model).unwrap();
+    let slim = OnnxModel::load(&out).unwrap();
+    let p0 = original.float_constant_elements().unwrap() as f64;
+    let p1 = slim.float_constant_elements().unwrap() as f64;
+    assert!(p1 <= 0.6 * p0, "{p1} of {p0}");
+    assert!(p1 > 0.5 * p0, "{p1} of {p0}: far under the budget");
+    assert_eq!(r["params"][1].as_f64().unwrap(), p1);
+    // No mask left: plain weights, no extra node.
+    for t in &slim.graph().initializer {
+        assert!(!t.name.starts_with("vitslim."), "{} left", t.name);
+    }
+    let muls = |m: &OnnxModel| m.graph().node.iter().filter(|n| n.op_type == "Mul").count();
+    assert!(muls(&slim) <= muls(&original));
+    // Smaller blocks, as reported.
+    let blocks = r["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 4);
+    assert!(blocks
+        .iter()
+        .any(|b| b["head_dim"][1].as_u64().unwrap() < 32 || b["heads"][1].as_u64().unwrap() < 2));
+    assert!(blocks
+        .iter()
+        .all(|b| b["mlp_units"][1].as_u64().unwrap() <= 128));
+    // Two engines and the checker.
+    let check = python_check(&out, None, &["--input-shape", "x=1,1,28,28"]);
+    assert_eq!(check.checker, "ok", "{}", check.checker);
+    let x = random(2 * 784, 5);
+    let (t, o) = run_both(&out, &[("x", vec![2, 1, 28, 28], x)]);
+    assert!(rel_diff(&t[0], &o[0]) <= 1e-4, "{}", rel_diff(&t[0], &o[0]));
+    // Retraining a 60 % model for 25 batches keeps most of the zoo ViT's accuracy.
+    let acc = &r["accuracy"];
+    let (a0, a1) = (
+        acc["original"].as_f64().unwrap(),
+        acc["retrained"].as_f64().unwrap(),
+    );
+    assert!(a0 > 0.9, "{acc}");
+    assert!(a1 > 0.85 && a1 >= acc["sliced"].as_f64().unwrap(), "{acc}");
+    assert!(r["latency"]["slim_p50_ms"].as_f64().unwrap() > 0.0);
+    let page = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(page.contains("The searched shape") && page.contains("<svg"));
+}
+
+fn import_dinov2(dir: &Path) -> std::path::PathBuf {
+    assets();
+    run_ok(
+        "edgeslim",
+        &[
+            "zoo",
+            "import",
+            "dinov2-s14",
+            "--size",
+            "112",
+            "-o",
+            s(dir),
+            "--runs",
+            "0",
+        ],
+    );
+    dir.join("model.onnx")
+}
+
+#[test]
+fn the_dinov2_backbone_is_recognised_and_sliced_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = import_dinov2(&dir.path().join("dino"));
+    let model = OnnxModel::load(&path).unwrap();
+    let shapes = vec!["input_image=1,3,112,112".parse().unwrap()];
+    let p = prepare_vit(&model, &shapes).unwrap();
+    let st = &p.structure;
+    assert_eq!(st.attentions.len(), 12, "{}", st.describe());
+    assert_eq!(st.mlps.len(), 12, "{}", st.describe());
+    assert!(st
+        .attentions
+        .iter()
+        .all(|a| (a.heads, a.head_dim) == (6, 64)));
+    assert!(st.mlps.iter().all(|m| m.units == 1536));
+
+    let (mut masked, ms) =
+        masks::insert(&p.model, st, &[MaskKind::HeadDims, MaskKind::Mlp]).unwrap();
+    let mut r = edgeslim_runtime::input::SplitMix64(9);
+    let values: masks::MaskValues = ms
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                (0..m.len).map(|_| r.next_f32() * 2.0).collect(),
+            )
+        })
+        .collect();
+    for m in &ms {
+        let dims = masked.constant(&m.name).unwrap().unwrap().dims;
+        masked.set_initializer(
+            &m.name,
+            &Tensor::f32(dims, values[&m.name].clone()).unwrap(),
+        );
+    }
+    let folded = masks::fold(&masked, st, &ms, &values).unwrap();
+    let keep = budget::keep_at(st, &ms, &values, 0.5);
+    let sliced = slice::slice(&folded, st, &keep, &p.shapes).unwrap();
+    let zeroed = slice::zero_dropped(&folded, st, &keep).unwrap();
+    let save = |m: &OnnxModel, name: &str| {
+        let f = dir.path().join(name);
+        m.save(&f, &SaveOptions::default()).unwrap();
+        f
+    };
+    let (fm, fz, fs) = (
+        save(&masked, "masked.onnx"),
+        save(&zeroed, "zeroed.onnx"),
+        save(&sliced, "sliced.onnx"),
+    );
+    let x = random(3 * 112 * 112, 4);
+    let input = [("input_image", vec![1, 3, 112, 112], x)];
+    let (tm, _) = run_both(&fm, &input);
+    let (tf, _) = run_both(&save(&folded, "folded.onnx"), &input);
+    assert!(
+        rel_diff(&tm[0], &tf[0]) <= 1e-4,
+        "fold {}",
+        rel_diff(&tm[0], &tf[0])
+    );
+    let (tz, _) = run_both(&fz, &input);
+    let (ts, os) = run_both(&fs, &input);
+    assert!(
+        rel_diff(&tz[0], &ts[0]) <= 1e-4,
+        "slice {}",
+        rel_diff(&tz[0], &ts[0])
+    );
+    assert!(
+        rel_diff(&ts[0], &os[0]) <= 1e-4,
+        "tract vs ORT {}",
+        rel_diff(&ts[0], &os[0])
+    );
+    let check = python_check(&fs, None, &[]);
+    assert_eq!(check.checker, "ok", "{}", check.checker);
+    let (p0, p1) = (
+        p.model.float_constant_elements().unwrap(),
+        sliced.float_constant_elements().unwrap(),
+    );
+    assert!(p1 < p0 * 3 / 4, "{p1} of {p0}");
+    // The dynamic head reshapes became constants: no Shape reads an attention tensor.
+    let shapes_left = sliced
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Shape" && n.name.contains("attention"))
+        .count();
+    assert_eq!(shapes_left, 0);
+}
+
+/// `dinov2::classifier` folds the gray-to-RGB repeat and both normalisations into the patch
+/// embedding: with an identity head its logits are the class token of the backbone run on
+/// the upsampled image repeated over RGB and ImageNet-normalised, built here by plain ops.
+#[test]
+fn the_dinov2_gray_classifier_equals_the_backbone_on_the_normalised_rgb_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = import_dinov2(&dir.path().join("dino"));
+    let backbone = OnnxModel::load(&path).unwrap();
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let gray = GrayInput {
+        side: 28,
+        mean: 0.27,
+        std: 0.4,
+    };
+    let mut clf = dinov2::classifier(backbone.clone(), gray, (mean, std), 384).unwrap();
+    let eye: Vec<f32> = (0..384 * 384)
+        .map(|i| if i / 384 == i % 384 { 1.0 } else { 0.0 })
+        .collect();
+    clf.set_initializer("head.weight", &Tensor::f32(vec![384, 384], eye).unwrap());
+
+    // Reference: x → Resize → ·std + mean → repeat ×3 → (− μ) / σ → backbone → token 0.
+    let mut r = backbone;
+    let init = |m: &mut OnnxModel, n: &str, t: Tensor| m.set_initializer(n, &t);
+    init(
+        &mut r,
+        "ref.scales",
+        Tensor::f32(vec![4], vec![1.0, 1.0, 4.0, 4.0]).unwrap(),
+    );
+    init(&mut r, "ref.std", Tensor::scalar_f32(gray.std));
+    init(&mut r, "ref.mean", Tensor::scalar_f32(gray.mean));
+    init(
+        &mut r,
+        "ref.mu",
+        Tensor::f32(vec![1, 3, 1, 1], mean.to_vec()).unwrap(),
+    );
+    init(
+        &mut r,
+        "ref.sigma",
+        Tensor::f32(vec![1, 3, 1, 1], std.to_vec()).unwrap(),
+    );
+    init(&mut r, "ref.zero", Tensor::i64(vec![], vec![0]).unwrap());
+    let nodes = vec![
+        make(
+            "Resize",
+            &["x", "", "ref.scales"],
+            &["r1"],
+            "r1",
+            vec![string("mode", "linear")],
+        ),
+        make("Mul", &["r1", "ref.std"], &["r2"], "r2", vec![]),
+        make("Add", &["r2", "ref.mean"], &["r3"], "r3", vec![]),
+        make(
+            "Concat",
+            &["r3", "r3", "r3"],
+            &["r4"],
+            "r4",
+            vec![int("axis", 1)],
+        ),
+        make("Sub", &["r4", "ref.mu"], &["r5"], "r5", vec![]),
+        make("Div", &["r5", "ref.sigma"], &["r6"], "r6", vec![]),
+    ];
+    r.replace_uses(dinov2::INPUT, "r6");
+    let tail = make(
+        "Gather",
+        &[dinov2::OUTPUT, "ref.zero"],
+        &["token"],
+        "token",
+        vec![int("axis", 1)],
+    );
+    let g = r.graph_mut();
+    for (i, n) in nodes.into_iter().enumerate() {
+        g.node.insert(i, n);
+    }
+    g.node.push(tail);
+    g.input[0] = edgeslim::onnx::builder::value_info(
+        "x",
+        onnx_protobuf::tensor_proto::DataType::FLOAT,
+        Some(&[1i64, 1, 28, 28].map(edgeslim::onnx::builder::D::N)),
+    );
+    g.output[0] = edgeslim::onnx::builder::value_info(
+        "token",
+        onnx_protobuf::tensor_proto::DataType::FLOAT,
+        None,
+    );
+    let fr = dir.path().join("reference.onnx");
+    let fc = dir.path().join("classifier.onnx");
+    r.save(&fr, &SaveOptions::default()).unwrap();
+    clf.save(&fc, &SaveOptions::default()).unwrap();
+    let x = random(784, 8);
+    let (tr, _) = run_both(&fr, &[("x", vec![1, 1, 28, 28], x.clone())]);
+    let (tc, oc) = run_both(&fc, &[("x", vec![1, 1, 28, 28], x)]);
+    assert_eq!(tc[0].len(), 384);
+    assert!(
+        rel_diff(&tr[0], &tc[0]) <= 1e-4,
+        "{}",
+        rel_diff(&tr[0], &tc[0])
+    );
+    assert!(
+        rel_diff(&tc[0], &oc[0]) <= 1e-4,
+        "{}",
+        rel_diff(&tc[0], &oc[0])
+    );
+    assert_eq!(
+        python_check(&fc, None, &["--input-shape", "x=1,1,28,28"]).checker,
+        "ok"
+    );
+}
