@@ -52,6 +52,10 @@ pub struct VitSlimArgs {
     /// input model. Default: labels only.
     #[arg(long, value_name = "MODEL|original")]
     teacher: Option<String>,
+    /// Round kept head sizes and MLP widths up to multiples of N (matrix sizes the CPU's
+    /// SIMD kernels fill; the budget still holds).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    round_to: usize,
     /// Cut every epoch to this many batches (quick runs).
     #[arg(long, value_name = "N")]
     max_batches: Option<usize>,
@@ -115,6 +119,7 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
         mlp_weight: a.mlp_weight,
         teacher,
         input_shapes: a.input_shapes.clone(),
+        round_to: a.round_to,
         max_batches_per_epoch: a.max_batches,
         seed: a.seed,
         progress: true,

@@ -147,7 +147,7 @@ fn the_dinov2_backbone_is_recognised_and_sliced_exactly() {
         );
     }
     let folded = masks::fold(&masked, st, &ms, &values).unwrap();
-    let keep = budget::keep_at(st, &ms, &values, 0.5);
+    let keep = budget::keep_at(st, &ms, &values, 0.5, 1);
     let sliced = slice::slice(&folded, st, &keep, &p.shapes).unwrap();
     let zeroed = slice::zero_dropped(&folded, st, &keep).unwrap();
     let save = |m: &OnnxModel, name: &str| {

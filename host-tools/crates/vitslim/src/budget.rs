@@ -37,8 +37,17 @@ fn top(v: &[f32], n: usize) -> Vec<usize> {
 /// What is kept when the top `fraction` of every mask type's values stays. A block keeps at
 /// least one head, one dimension per head and one MLP unit; head dimensions are kept in
 /// equal numbers per head (the reshape to heads needs one head size): the block's share of
-/// kept values, spread over its heads, each head keeping its own largest.
-pub fn keep_at(s: &VitStructure, masks: &[Mask], values: &MaskValues, fraction: f64) -> Keep {
+/// kept values, spread over its heads, each head keeping its own largest. Kept head sizes and
+/// MLP widths are rounded up to multiples of `round_to` (SIMD-friendly matrix sizes).
+pub fn keep_at(
+    s: &VitStructure,
+    masks: &[Mask],
+    values: &MaskValues,
+    fraction: f64,
+    round_to: usize,
+) -> Keep {
+    let step = round_to.max(1);
+    let round = |n: usize, max: usize| (n.div_ceil(step) * step).min(max);
     let mut keep = Keep::all(s);
     let f = fraction.clamp(0.0, 1.0);
     let mask_of = |kind: MaskKind, block: usize| {
@@ -64,7 +73,7 @@ pub fn keep_at(s: &VitStructure, masks: &[Mask], values: &MaskValues, fraction: 
         for (b, &c) in count.iter().enumerate() {
             let Some(v) = mask_of(kind, b) else { continue };
             match kind {
-                MaskKind::Mlp => keep.mlps[b] = top(v, c),
+                MaskKind::Mlp => keep.mlps[b] = top(v, round(c.max(1), v.len())),
                 MaskKind::Heads => {
                     let dh = s.attentions[b].head_dim;
                     keep.attentions[b] = AttentionKeep {
@@ -78,6 +87,7 @@ pub fn keep_at(s: &VitStructure, masks: &[Mask], values: &MaskValues, fraction: 
                     let a = &s.attentions[b];
                     let per_head =
                         ((c as f64 / a.heads as f64).round() as usize).clamp(1, a.head_dim);
+                    let per_head = round(per_head, a.head_dim);
                     keep.attentions[b] = AttentionKeep {
                         heads: (0..a.heads)
                             .map(|h| (h, top(&v[h * a.head_dim..(h + 1) * a.head_dim], per_head)))
@@ -97,6 +107,7 @@ pub fn fit(
     masks: &[Mask],
     values: &MaskValues,
     target: f64,
+    round_to: usize,
     mut measure: impl FnMut(&Keep) -> Result<f64>,
 ) -> Result<(f64, Keep, f64)> {
     let full = Keep::all(s);
@@ -104,7 +115,7 @@ pub fn fit(
     if whole <= target {
         return Ok((1.0, full, whole));
     }
-    let floor_keep = keep_at(s, masks, values, 0.0);
+    let floor_keep = keep_at(s, masks, values, 0.0, round_to);
     let floor = measure(&floor_keep)?;
     if floor > target {
         return Err(Error::Invalid(format!(
@@ -117,7 +128,7 @@ pub fn fit(
     let mut best = (0.0, floor_keep, floor);
     for _ in 0..30 {
         let mid = 0.5 * (lo + hi);
-        let k = keep_at(s, masks, values, mid);
+        let k = keep_at(s, masks, values, mid, round_to);
         let v = measure(&k)?;
         if v <= target {
             lo = mid;

@@ -48,6 +48,8 @@ pub struct VitSlimOptions {
     /// Distil from this model (logit KL, alpha 0.7) besides the labels; `None`: labels only.
     pub teacher: Option<OnnxModel>,
     pub input_shapes: Vec<InputShape>,
+    /// Round kept head sizes and MLP widths up to multiples of this (1: no rounding).
+    pub round_to: usize,
     pub batch_size: usize,
     /// Cut every epoch to this many batches (quick runs, tests).
     pub max_batches_per_epoch: Option<usize>,
@@ -70,6 +72,7 @@ impl Default for VitSlimOptions {
             mlp_weight: PAPER_MLP_WEIGHT,
             teacher: None,
             input_shapes: Vec::new(),
+            round_to: 1,
             batch_size: 64,
             max_batches_per_epoch: None,
             seed: 0,
@@ -248,7 +251,7 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
     // Threshold to the budget.
     let count = |m: &OnnxModel| opts.budget_by.count(m, &opts.input_shapes);
     let before = count(&p.model)? as f64;
-    let (fraction, keep, _) = budget::fit(s, &masks, &values, opts.budget, |k| {
+    let (fraction, keep, _) = budget::fit(s, &masks, &values, opts.budget, opts.round_to, |k| {
         Ok(count(&slice::slice(&folded, s, k, &p.shapes)?)? as f64 / before)
     })?;
     let sliced = slice::slice(&folded, s, &keep, &p.shapes)?;

@@ -176,7 +176,7 @@ fn slicing_is_exact_and_folding_is_exact() {
             let d = max_diff(&run(&masked, &x), &run(&folded, &x));
             assert!(d <= 1e-5, "{label} {kinds:?}: folding differs by {d}");
 
-            let keep = budget::keep_at(s, &ms, &values, 0.5);
+            let keep = budget::keep_at(s, &ms, &values, 0.5, 1);
             let sliced = slice::slice(&folded, s, &keep, &p.shapes).unwrap();
             let zeroed = slice::zero_dropped(&folded, s, &keep).unwrap();
             let d = max_diff(&run(&zeroed, &x), &run(&sliced, &x));
@@ -207,7 +207,7 @@ fn the_budget_is_met_by_the_sliced_model() {
     let folded = masks::fold(&masked, s, &ms, &values).unwrap();
     let before = p.model.float_constant_elements().unwrap() as f64;
     for target in [0.8, 0.6] {
-        let (fraction, keep, got) = budget::fit(s, &ms, &values, target, |k| {
+        let (fraction, keep, got) = budget::fit(s, &ms, &values, target, 1, |k| {
             Ok(slice::slice(&folded, s, k, &p.shapes)?.float_constant_elements()? as f64 / before)
         })
         .unwrap();
@@ -218,8 +218,20 @@ fn the_budget_is_met_by_the_sliced_model() {
         assert!(real > target - 0.05, "{real} far below {target}");
         assert!(fraction > 0.0 && fraction < 1.0);
     }
+    // Rounded to multiples of 8: still within budget, every kept size a multiple.
+    let (_, keep, got) = budget::fit(s, &ms, &values, 0.6, 8, |k| {
+        Ok(slice::slice(&folded, s, k, &p.shapes)?.float_constant_elements()? as f64 / before)
+    })
+    .unwrap();
+    assert!(got <= 0.6);
+    for a in &keep.attentions {
+        assert_eq!(a.head_dim() % 8, 0, "{a:?}");
+    }
+    for m in &keep.mlps {
+        assert_eq!(m.len() % 8, 0, "{}", m.len());
+    }
     // Beyond what slicing can remove: a clear refusal.
-    let e = budget::fit(s, &ms, &values, 0.05, |k| {
+    let e = budget::fit(s, &ms, &values, 0.05, 1, |k| {
         Ok(slice::slice(&folded, s, k, &p.shapes)?.float_constant_elements()? as f64 / before)
     })
     .err()
