@@ -7,7 +7,7 @@ use edgeslim::bench::{bench_side_by_side, HostBenchConfig};
 use edgeslim::compress::study::budget::BudgetBy;
 use edgeslim::onnx::{OnnxModel, SaveOptions};
 use edgeslim_runtime::InputShape;
-use edgeslim_vitslim::{Latency, MaskKind, VitSlimOptions};
+use edgeslim_vitslim::{Latency, MaskKind, Selection, VitSlimOptions};
 use std::path::PathBuf;
 
 /// Learn soft masks over attention head dimensions (or whole heads) and MLP hidden units
@@ -29,6 +29,11 @@ pub struct VitSlimArgs {
     /// What the result may keep: params=F or macs=F (a fraction of the original's, in (0, 1]).
     #[arg(long, value_name = "params=F|macs=F")]
     budget: String,
+    /// How the kept channels are chosen: learned (ViT-Slim's mask search) or magnitude (the
+    /// baseline: l1 norms of the weights, no search; give it the search's epochs as
+    /// retraining for a fair comparison).
+    #[arg(long, value_enum, default_value = "learned")]
+    selection: SelectionArg,
     /// Mask types: head-dims (per head dimension, shared by q, k, v; the paper's) or heads,
     /// and mlp.
     #[arg(long, default_value = "head-dims,mlp", value_name = "LIST")]
@@ -59,6 +64,9 @@ pub struct VitSlimArgs {
     /// Cut every epoch to this many batches (quick runs).
     #[arg(long, value_name = "N")]
     max_batches: Option<usize>,
+    /// Evaluate on N held-out samples (a fixed random subset of the split) instead of all.
+    #[arg(long, value_name = "N")]
+    held_out: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Input shape NAME=DIMS when the model leaves it open.
@@ -78,6 +86,12 @@ pub struct VitSlimArgs {
     threads: usize,
     #[command(flatten)]
     json: edgeslim_runtime::json_out::JsonArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SelectionArg {
+    Learned,
+    Magnitude,
 }
 
 fn parse_budget(s: &str) -> Result<(BudgetBy, f64)> {
@@ -108,6 +122,10 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
     };
     edgeslim::train::interrupt::install();
     let opts = VitSlimOptions {
+        selection: match a.selection {
+            SelectionArg::Learned => Selection::Learned,
+            SelectionArg::Magnitude => Selection::Magnitude,
+        },
         data: a.data.clone(),
         kinds,
         budget_by,
@@ -121,6 +139,7 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
         input_shapes: a.input_shapes.clone(),
         round_to: a.round_to,
         max_batches_per_epoch: a.max_batches,
+        held_out_cap: a.held_out,
         seed: a.seed,
         progress: true,
         ..VitSlimOptions::default()

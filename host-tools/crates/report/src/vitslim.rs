@@ -22,7 +22,7 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
     let acc = &r.accuracy;
     body.push_str(&format!(
         "<section><h2>Result</h2><p><strong>{} of the parameters and {} of the MACs, held-out accuracy {} → {}</strong>{}.</p>\
-         <p class=\"meta\">Masks: {}; budget {} of the {}; every mask type keeps its top {} of values (global threshold); \
+         <p class=\"meta\">Selection: {}; masks: {}; budget {} of the {}; every mask type keeps its top {} of values (global threshold); \
          search {} s, retraining {} s{}.</p></section>\n",
         ratio(r.params.0, r.params.1),
         ratio(r.macs.0, r.macs.1),
@@ -39,6 +39,7 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
                 l.runs
             ))
             .unwrap_or_default(),
+        esc(r.selection.as_str()),
         esc(&r.masks.iter().map(|k| k.key()).collect::<Vec<_>>().join(", ")),
         fmt_pct(r.budget),
         esc(&r.budget_by),

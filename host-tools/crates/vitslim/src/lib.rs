@@ -10,6 +10,7 @@
 //! values into kept channels, [`slice`] cuts the weights, [`run`] is the whole method.
 
 pub mod budget;
+pub mod magnitude;
 pub mod masks;
 pub mod recognize;
 pub mod slice;
@@ -31,8 +32,28 @@ use std::time::Instant;
 pub const PAPER_ATTENTION_WEIGHT: f64 = 2e-4;
 pub const PAPER_MLP_WEIGHT: f64 = 5e-5;
 
+/// How the kept channels are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// ViT-Slim: masks learnt with the weights under l1 (the search).
+    Learned,
+    /// The baseline: weight magnitudes, no search (same threshold, slicing, retraining).
+    Magnitude,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Learned => "learned masks (ViT-Slim search)",
+            Selection::Magnitude => "weight magnitude (baseline, no search)",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct VitSlimOptions {
+    pub selection: Selection,
     /// Training data spec (`mnist`, `animal-mnist`, `folder:PATH`).
     pub data: String,
     pub kinds: Vec<MaskKind>,
@@ -53,6 +74,9 @@ pub struct VitSlimOptions {
     pub batch_size: usize,
     /// Cut every epoch to this many batches (quick runs, tests).
     pub max_batches_per_epoch: Option<usize>,
+    /// Evaluate on this many held-out samples (a fixed random subset of the split; every
+    /// stage sees the same ones) instead of all: a big backbone evaluates at ~20 samples/s.
+    pub held_out_cap: Option<usize>,
     pub seed: u64,
     pub threads: usize,
     pub progress: bool,
@@ -61,6 +85,7 @@ pub struct VitSlimOptions {
 impl Default for VitSlimOptions {
     fn default() -> Self {
         VitSlimOptions {
+            selection: Selection::Learned,
             data: "mnist".into(),
             kinds: vec![MaskKind::HeadDims, MaskKind::Mlp],
             budget_by: BudgetBy::Params,
@@ -75,6 +100,7 @@ impl Default for VitSlimOptions {
             round_to: 1,
             batch_size: 64,
             max_batches_per_epoch: None,
+            held_out_cap: None,
             seed: 0,
             threads: 0,
             progress: false,
@@ -108,6 +134,7 @@ pub struct Accuracies {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VitSlimReport {
+    pub selection: Selection,
     pub masks: Vec<MaskKind>,
     pub budget_by: String,
     pub budget: f64,
@@ -153,7 +180,7 @@ fn check(opts: &VitSlimOptions) -> Result<()> {
             "the kept fraction must be in (0, 1]",
         ));
     }
-    if opts.search_epochs == 0 {
+    if opts.selection == Selection::Learned && opts.search_epochs == 0 {
         return Err(Error::option_value(
             "search_epochs",
             0,
@@ -214,39 +241,24 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         .parse()
         .map_err(|e: Error| Error::option("data", e.to_string()))?;
     let (input, c, h, w) = classify::image_input(&p.model)?;
-    let data = zoo::load_data(&spec, Some((c, h, w)), 0.2, opts.seed)?;
+    let mut data = zoo::load_data(&spec, Some((c, h, w)), 0.2, opts.seed)?;
+    if let Some(n) = opts.held_out_cap.filter(|&n| n < data.held_out.len()) {
+        let mut pick = edgeslim_data::shuffled_indices(data.held_out.len(), opts.seed, 0);
+        pick.truncate(n.max(1));
+        pick.sort_unstable();
+        data.held_out = data.held_out.subset(&pick);
+    }
     let original = classify::evaluate(&p.model, &data.held_out, 256, opts.threads)?;
 
-    // Search: masks and weights together, l1 on the masks.
+    // What stays: learnt masks (the search) or weight magnitudes (the baseline).
     let (masked, masks) = masks::insert(&p.model, s, &opts.kinds)?;
-    let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
-        masks
-            .iter()
-            .filter(|m| pred(m.kind))
-            .map(|m| m.name.clone())
-            .collect()
+    let (values, folded, after_search, search_losses, search_seconds) = match opts.selection {
+        Selection::Learned => search(opts, &p, &data, &input, &masked, &masks)?,
+        Selection::Magnitude => {
+            let v = magnitude::scores(&p.model, s, &masks)?;
+            (v, p.model.clone(), original.accuracy, Vec::new(), 0.0)
+        }
     };
-    let mut fo = finetune_options(opts, opts.search_epochs, &input);
-    fo.keep_last = true;
-    fo.sparsity = vec![
-        Sparsity {
-            names: names(|k| k != MaskKind::Mlp),
-            weight: opts.attention_weight,
-        },
-        Sparsity {
-            names: names(|k| k == MaskKind::Mlp),
-            weight: opts.mlp_weight,
-        },
-    ];
-    fo.sparsity.retain(|t| !t.names.is_empty());
-    let t0 = Instant::now();
-    let searched = classify::finetune(&masked, &data, &fo)?;
-    let search_seconds = t0.elapsed().as_secs_f64();
-    if let Some(why) = &searched.stopped {
-        return Err(Error::Invalid(format!("the mask search stopped: {why}")));
-    }
-    let values = masks::values(&searched.model, &masks)?;
-    let folded = masks::fold(&searched.model, s, &masks, &values)?;
 
     // Threshold to the budget.
     let count = |m: &OnnxModel| opts.budget_by.count(m, &opts.input_shapes);
@@ -284,6 +296,7 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
     let blocks = block_shapes(s, &keep, &masks, &values);
     Ok(Outcome {
         report: VitSlimReport {
+            selection: opts.selection,
             masks: opts.kinds.clone(),
             budget_by: opts.budget_by.as_str().into(),
             budget: opts.budget,
@@ -293,19 +306,14 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
             blocks,
             accuracy: Accuracies {
                 original: original.accuracy,
-                after_search: searched.best.accuracy,
+                after_search,
                 sliced: sliced_eval.accuracy,
                 retrained: retrained_acc,
                 held_out_samples: original.samples,
             },
             search_seconds,
             retrain_seconds,
-            search_losses: searched
-                .history
-                .iter()
-                .filter(|e| e.epoch > 0)
-                .map(|e| e.train_loss)
-                .collect(),
+            search_losses,
             retrain_best_epoch: best_epoch,
             stopped,
             peak_rss_bytes: edgeslim_runtime::device::peak_rss_bytes(),
@@ -314,6 +322,54 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         },
         model: model_out,
     })
+}
+
+/// The search: masks and weights trained together with l1 on the masks. Returns the mask
+/// values, the model with them folded in, the held-out accuracy of the masked model, the
+/// training losses and the seconds it took.
+fn search(
+    opts: &VitSlimOptions,
+    p: &Prepared,
+    data: &edgeslim_data::SplitData,
+    input: &str,
+    masked: &OnnxModel,
+    masks: &[masks::Mask],
+) -> Result<(masks::MaskValues, OnnxModel, f64, Vec<f64>, f64)> {
+    let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
+        masks
+            .iter()
+            .filter(|m| pred(m.kind))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let mut fo = finetune_options(opts, opts.search_epochs, input);
+    fo.keep_last = true;
+    fo.sparsity = vec![
+        Sparsity {
+            names: names(|k| k != MaskKind::Mlp),
+            weight: opts.attention_weight,
+        },
+        Sparsity {
+            names: names(|k| k == MaskKind::Mlp),
+            weight: opts.mlp_weight,
+        },
+    ];
+    fo.sparsity.retain(|t| !t.names.is_empty());
+    let t0 = Instant::now();
+    let searched = classify::finetune(masked, data, &fo)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    if let Some(why) = &searched.stopped {
+        return Err(Error::Invalid(format!("the mask search stopped: {why}")));
+    }
+    let values = masks::values(&searched.model, masks)?;
+    let folded = masks::fold(&searched.model, &p.structure, masks, &values)?;
+    let losses = searched
+        .history
+        .iter()
+        .filter(|e| e.epoch > 0)
+        .map(|e| e.train_loss)
+        .collect();
+    Ok((values, folded, searched.best.accuracy, losses, seconds))
 }
 
 /// Per block: heads, head size and MLP units before and after, and the sorted masks.
