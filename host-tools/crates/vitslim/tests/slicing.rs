@@ -143,6 +143,20 @@ fn masks_at_one_reproduce_the_original() {
     for model in [zoo_vit(), fused_vit()] {
         let p = prepared(&model);
         let want = run(&model, &x);
+        // Budget 1.0: everything kept, the folded and sliced model is the original.
+        let (masked, ms) =
+            masks::insert(&p.model, &p.structure, &[MaskKind::HeadDims, MaskKind::Mlp]).unwrap();
+        let ones = masks::values(&masked, &ms).unwrap();
+        let folded = masks::fold(&masked, &p.structure, &ms, &ones).unwrap();
+        let (f, keep, _) = budget::fit(&p.structure, &ms, &ones, 1.0, 1, |k| {
+            Ok(slice::slice(&folded, &p.structure, k, &p.shapes)?.float_constant_elements()?
+                as f64
+                / p.model.float_constant_elements()? as f64)
+        })
+        .unwrap();
+        assert_eq!((f, &keep), (1.0, &slice::Keep::all(&p.structure)));
+        let sliced = slice::slice(&folded, &p.structure, &keep, &p.shapes).unwrap();
+        assert!(max_diff(&want, &run(&sliced, &x)) <= 1e-6);
         for kinds in [
             vec![MaskKind::HeadDims, MaskKind::Mlp],
             vec![MaskKind::Heads, MaskKind::Mlp],
