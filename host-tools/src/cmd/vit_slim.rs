@@ -35,7 +35,8 @@ pub struct VitSlimArgs {
     #[arg(long, value_enum, default_value = "learned")]
     selection: SelectionArg,
     /// Mask types: head-dims (per head dimension, shared by q, k, v; the paper's) or heads,
-    /// and mlp.
+    /// mlp, and tokens (per token at every block input, monotone over depth, class token
+    /// kept; for classifiers that read the class token).
     #[arg(long, default_value = "head-dims,mlp", value_name = "LIST")]
     masks: String,
     /// Epochs of the joint search of masks and weights.
@@ -53,6 +54,9 @@ pub struct VitSlimArgs {
     /// l1 weight of the MLP masks (the paper's DeiT-S value by default).
     #[arg(long, default_value_t = edgeslim_vitslim::PAPER_MLP_WEIGHT, value_name = "W")]
     mlp_weight: f64,
+    /// l1 weight of the token masks, on tanh ζ (the paper's DeiT-S value by default).
+    #[arg(long, default_value_t = edgeslim_vitslim::PAPER_TOKEN_WEIGHT, value_name = "W")]
+    token_weight: f64,
     /// Distil from this model (logit KL) besides the labels; `original` distils from the
     /// input model. Default: labels only.
     #[arg(long, value_name = "MODEL|original")]
@@ -135,6 +139,7 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
         lr: a.lr,
         attention_weight: a.attention_weight,
         mlp_weight: a.mlp_weight,
+        token_weight: a.token_weight,
         teacher,
         input_shapes: a.input_shapes.clone(),
         round_to: a.round_to,
@@ -192,8 +197,10 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
     );
     for b in &r.blocks {
         println!(
-            "  block {}: heads {} -> {}, head size {} -> {}{}",
+            "  block {}: tokens {} -> {}, heads {} -> {}, head size {} -> {}{}",
             b.block,
+            b.tokens.0,
+            b.tokens.1,
             b.heads.0,
             b.heads.1,
             b.head_dim.0,

@@ -126,6 +126,15 @@ fn the_dinov2_backbone_is_recognised_and_sliced_exactly() {
         .iter()
         .all(|a| (a.heads, a.head_dim) == (6, 64)));
     assert!(st.mlps.iter().all(|m| m.units == 1536));
+    // The backbone's output is the token map: token masks are refused, naming it.
+    let e = edgeslim::vitslim::tokens_allowed(&p)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("'tokens'") && e.contains("carries every token"),
+        "{e}"
+    );
 
     let (mut masked, ms) =
         masks::insert(&p.model, st, &[MaskKind::HeadDims, MaskKind::Mlp]).unwrap();

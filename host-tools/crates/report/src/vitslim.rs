@@ -117,6 +117,7 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
         .map(|b| {
             vec![
                 format!("block {}", b.block),
+                format!("{} → {}", b.tokens.0, b.tokens.1),
                 format!("{} → {}", b.heads.0, b.heads.1),
                 format!("{} → {}", b.head_dim.0, b.head_dim.1),
                 b.mlp_units
@@ -147,6 +148,7 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
         table(
             &[
                 "block",
+                "tokens",
                 "heads",
                 "head size",
                 "MLP units",

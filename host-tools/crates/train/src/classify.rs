@@ -101,11 +101,13 @@ pub struct FinetuneOptions {
     pub keep_last: bool,
 }
 
-/// `weight · Σ|w|` over the named weights, added to the training loss.
+/// `weight · Σ|w|` (or `Σ|tanh w|`) over the named weights, added to the training loss.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sparsity {
     pub names: Vec<String>,
     pub weight: f64,
+    /// Penalise `|tanh w|` (a mask used through `tanh`, as ViT-Slim's token masks).
+    pub tanh: bool,
 }
 
 impl Default for FinetuneOptions {
@@ -849,7 +851,7 @@ fn sparsity_vars(
     params: &[(String, candle_core::Var)],
     terms: &[Sparsity],
     label: &str,
-) -> Result<Vec<(Vec<candle_core::Var>, f64)>> {
+) -> Result<Vec<Penalty>> {
     terms
         .iter()
         .map(|t| {
@@ -868,18 +870,25 @@ fn sparsity_vars(
                         })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok((vars, t.weight))
+            Ok((vars, t.weight, t.tanh))
         })
         .collect()
 }
 
-/// `loss + Σ weight · Σ|w|`.
-fn add_penalties(loss: Tensor, penalties: &[(Vec<candle_core::Var>, f64)]) -> Result<Tensor> {
+/// The variables of one sparsity term, its weight, and whether it is taken through tanh.
+type Penalty = (Vec<candle_core::Var>, f64, bool);
+
+/// `loss + Σ weight · Σ|w|` (`|tanh w|` where asked).
+fn add_penalties(loss: Tensor, penalties: &[Penalty]) -> Result<Tensor> {
     let mut total = loss;
-    for (vars, weight) in penalties {
+    for (vars, weight, tanh) in penalties {
         for v in vars {
-            let l1 = v
-                .as_tensor()
+            let t = if *tanh {
+                v.as_tensor().tanh().map_err(|e| cerr("sparsity", e))?
+            } else {
+                v.as_tensor().clone()
+            };
+            let l1 = t
                 .abs()
                 .and_then(|a| a.sum_all())
                 .and_then(|a| a.to_dtype(total.dtype()))

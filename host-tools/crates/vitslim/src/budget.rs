@@ -73,6 +73,7 @@ pub fn keep_at(
         for (b, &c) in count.iter().enumerate() {
             let Some(v) = mask_of(kind, b) else { continue };
             match kind {
+                MaskKind::Tokens => {}
                 MaskKind::Mlp => keep.mlps[b] = top(v, round(c.max(1), v.len())),
                 MaskKind::Heads => {
                     let dh = s.attentions[b].head_dim;
@@ -97,7 +98,55 @@ pub fn keep_at(
             }
         }
     }
+    keep.tokens = keep_tokens(s, masks, values, f);
     keep
+}
+
+/// Token masks: the class token (first) always stays; the top `fraction` of all blocks'
+/// other token values is counted per block, and each block keeps its own best of the
+/// tokens the previous block kept (monotone over depth: a dropped token never returns).
+fn keep_tokens(
+    s: &VitStructure,
+    masks: &[Mask],
+    values: &MaskValues,
+    fraction: f64,
+) -> Vec<Option<Vec<usize>>> {
+    let mut out = vec![None; s.attentions.len()];
+    let patch = |m: &Mask| values.get(&m.name).map(|v| &v[1.min(v.len())..]);
+    let mut pool: Vec<(f32, usize)> = masks
+        .iter()
+        .filter(|m| m.kind == MaskKind::Tokens)
+        .flat_map(|m| {
+            patch(m)
+                .into_iter()
+                .flatten()
+                .map(move |v| (v.abs(), m.block))
+        })
+        .collect();
+    if pool.is_empty() {
+        return out;
+    }
+    pool.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let n = ((pool.len() as f64) * fraction).round() as usize;
+    let mut count = vec![0usize; s.attentions.len()];
+    for &(_, b) in pool.iter().take(n) {
+        count[b] += 1;
+    }
+    let mut arriving: Option<Vec<usize>> = None;
+    for mk in masks.iter().filter(|m| m.kind == MaskKind::Tokens) {
+        let Some(v) = values.get(&mk.name) else {
+            continue;
+        };
+        let mut cand: Vec<usize> = arriving.clone().unwrap_or_else(|| (1..v.len()).collect());
+        cand.sort_by(|&a, &b| v[b].abs().total_cmp(&v[a].abs()).then(a.cmp(&b)));
+        cand.truncate(count[mk.block].clamp(1, cand.len().max(1)));
+        cand.sort_unstable();
+        let mut kept = vec![0];
+        kept.extend(&cand);
+        out[mk.block] = Some(kept);
+        arriving = Some(cand);
+    }
+    out
 }
 
 /// The largest kept fraction whose sliced model has `measure(keep) ≤ target`, and that

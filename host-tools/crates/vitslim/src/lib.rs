@@ -31,6 +31,8 @@ use std::time::Instant;
 /// The paper's l1 weights for DeiT-S (attention 2e-4, MLP 5e-5); heads reuse attention's.
 pub const PAPER_ATTENTION_WEIGHT: f64 = 2e-4;
 pub const PAPER_MLP_WEIGHT: f64 = 5e-5;
+/// The paper's l1 weight of the token masks (on tanh ζ) for DeiT-S.
+pub const PAPER_TOKEN_WEIGHT: f64 = 1e-4;
 
 /// How the kept channels are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +68,7 @@ pub struct VitSlimOptions {
     /// l1 weight of the attention masks (head dimensions or heads) and of the MLP masks.
     pub attention_weight: f64,
     pub mlp_weight: f64,
+    pub token_weight: f64,
     /// Distil from this model (logit KL, alpha 0.7) besides the labels; `None`: labels only.
     pub teacher: Option<OnnxModel>,
     pub input_shapes: Vec<InputShape>,
@@ -95,6 +98,7 @@ impl Default for VitSlimOptions {
             lr: 1e-3,
             attention_weight: PAPER_ATTENTION_WEIGHT,
             mlp_weight: PAPER_MLP_WEIGHT,
+            token_weight: PAPER_TOKEN_WEIGHT,
             teacher: None,
             input_shapes: Vec::new(),
             round_to: 1,
@@ -115,6 +119,8 @@ pub struct BlockShape {
     pub heads: (usize, usize),
     pub head_dim: (usize, usize),
     pub mlp_units: Option<(usize, usize)>,
+    /// Tokens entering the block, before and after.
+    pub tokens: (usize, usize),
     /// Sorted mask magnitudes after the search (largest first), per mask type present.
     pub attention_mask: Vec<f32>,
     pub mlp_mask: Vec<f32>,
@@ -187,7 +193,7 @@ fn check(opts: &VitSlimOptions) -> Result<()> {
             "search at least one epoch",
         ));
     }
-    if opts.attention_weight < 0.0 || opts.mlp_weight < 0.0 {
+    if opts.attention_weight < 0.0 || opts.mlp_weight < 0.0 || opts.token_weight < 0.0 {
         return Err(Error::option("sparsity", "l1 weights cannot be negative"));
     }
     Ok(())
@@ -251,6 +257,9 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
     let original = classify::evaluate(&p.model, &data.held_out, 256, opts.threads)?;
 
     // What stays: learnt masks (the search) or weight magnitudes (the baseline).
+    if opts.kinds.contains(&MaskKind::Tokens) {
+        tokens_allowed(&p)?;
+    }
     let (masked, masks) = masks::insert(&p.model, s, &opts.kinds)?;
     let (values, folded, after_search, search_losses, search_seconds) = match opts.selection {
         Selection::Learned => search(opts, &p, &data, &input, &masked, &masks)?,
@@ -346,12 +355,19 @@ fn search(
     fo.keep_last = true;
     fo.sparsity = vec![
         Sparsity {
-            names: names(|k| k != MaskKind::Mlp),
+            names: names(|k| matches!(k, MaskKind::HeadDims | MaskKind::Heads)),
             weight: opts.attention_weight,
+            tanh: false,
         },
         Sparsity {
             names: names(|k| k == MaskKind::Mlp),
             weight: opts.mlp_weight,
+            tanh: false,
+        },
+        Sparsity {
+            names: names(|k| k == MaskKind::Tokens),
+            weight: opts.token_weight,
+            tanh: true,
         },
     ];
     fo.sparsity.retain(|t| !t.names.is_empty());
@@ -370,6 +386,41 @@ fn search(
         .map(|e| e.train_loss)
         .collect();
     Ok((values, folded, searched.best.accuracy, losses, seconds))
+}
+
+/// Dropping tokens changes every later tensor's token count: refuse when a graph output
+/// carries the tokens (a backbone's token map) or no block shows its residual input.
+pub fn tokens_allowed(p: &Prepared) -> Result<()> {
+    let Some(first) = p.structure.attentions.first() else {
+        return Ok(());
+    };
+    for o in &p.model.graph().output {
+        if let Some(d) = p.shapes.get(&o.name) {
+            if d.len() == 3 && d[1] == first.tokens {
+                return Err(Error::option_value(
+                    "masks",
+                    "tokens",
+                    format!(
+                        "{}: the output '{}' {d:?} carries every token; dropping tokens would change it (token masks are for models that read the class token)",
+                        p.model.label(),
+                        o.name
+                    ),
+                ));
+            }
+        }
+    }
+    if p.structure
+        .attentions
+        .iter()
+        .all(|a| a.block_input.is_none())
+    {
+        return Err(Error::option_value(
+            "masks",
+            "tokens",
+            "no block has a residual input ViT-Slim can see",
+        ));
+    }
+    Ok(())
 }
 
 /// Per block: heads, head size and MLP units before and after, and the sorted masks.
@@ -397,7 +448,18 @@ pub fn block_shapes(
             heads: (a.heads, keep.attentions[b].heads.len()),
             head_dim: (a.head_dim, keep.attentions[b].head_dim()),
             mlp_units: s.mlps.get(b).map(|m| (m.units, keep.mlps[b].len())),
-            attention_mask: sorted(|k| k != MaskKind::Mlp, b),
+            tokens: (
+                a.tokens,
+                keep.tokens[b].as_ref().map(|t| t.len()).unwrap_or_else(|| {
+                    // Whatever the last pruned block before it kept.
+                    keep.tokens[..b]
+                        .iter()
+                        .rev()
+                        .find_map(|t| t.as_ref().map(|t| t.len()))
+                        .unwrap_or(a.tokens)
+                }),
+            ),
+            attention_mask: sorted(|k| matches!(k, MaskKind::HeadDims | MaskKind::Heads), b),
             mlp_mask: sorted(|k| k == MaskKind::Mlp, b),
         })
         .collect()

@@ -31,6 +31,13 @@ pub fn scores(m: &OnnxModel, s: &VitStructure, masks: &[Mask]) -> Result<MaskVal
     let mut out = MaskValues::new();
     for mk in masks {
         let v = match mk.kind {
+            MaskKind::Tokens => {
+                return Err(Error::option_value(
+                    "masks",
+                    "tokens",
+                    "a token has no weights to score: token masks need the search (--selection learned)",
+                ))
+            }
             MaskKind::HeadDims | MaskKind::Heads => {
                 let a = &s.attentions[mk.block];
                 let parts = if matches!(a.qkv, Qkv::Separate { .. }) {

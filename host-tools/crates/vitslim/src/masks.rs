@@ -4,7 +4,9 @@
 //! - each projection output of q, k and v, one mask of H·dh values shared by the three (a
 //!   fused projection multiplies by the mask repeated three times): per head dimension;
 //! - the attention-weighted values `[B, H, N, dh]`, one value per head: whole heads;
-//! - the MLP's activation output, one value per hidden unit.
+//! - the MLP's activation output, one value per hidden unit;
+//! - the residual stream entering a block, `tanh(ζ)` per token (ζ starts at 3; the class
+//!   token, first, at 20, where tanh is 1 in f32 and its gradient vanishes: it stays).
 //!
 //! [`fold`] undoes the insertion: it multiplies each trained mask into the weights that
 //! produce (or read) the masked channels and removes the nodes, leaving the original graph.
@@ -25,6 +27,8 @@ pub enum MaskKind {
     HeadDims,
     /// One value per MLP hidden unit.
     Mlp,
+    /// One value per token at a block's input (through tanh), made monotone over depth.
+    Tokens,
 }
 
 impl MaskKind {
@@ -33,6 +37,7 @@ impl MaskKind {
             MaskKind::Heads => "heads",
             MaskKind::HeadDims => "head-dims",
             MaskKind::Mlp => "mlp",
+            MaskKind::Tokens => "tokens",
         }
     }
 
@@ -45,11 +50,12 @@ impl MaskKind {
                 "heads" => MaskKind::Heads,
                 "head-dims" => MaskKind::HeadDims,
                 "mlp" => MaskKind::Mlp,
+                "tokens" => MaskKind::Tokens,
                 other => {
                     return Err(Error::option_value(
                         "masks",
                         other,
-                        "mask types are heads, head-dims and mlp",
+                        "mask types are heads, head-dims, mlp and tokens",
                     ))
                 }
             };
@@ -85,6 +91,11 @@ pub struct Mask {
     pub name: String,
     pub len: usize,
 }
+
+/// Token masks start at tanh(3) ≈ 0.995 (the paper's initialisation) and the class token's
+/// at tanh(20) = 1.
+pub const TOKEN_INIT: f32 = 3.0;
+pub const CLASS_TOKEN_INIT: f32 = 20.0;
 
 /// The prefix of every mask initializer (kept out of weight decay, found by the search).
 pub const PREFIX: &str = "vitslim.";
@@ -141,6 +152,28 @@ pub fn insert(
                 block: b,
                 name,
                 len: a.heads,
+            });
+        }
+    }
+    if kinds.contains(&MaskKind::Tokens) {
+        for (b, a) in structure.attentions.iter().enumerate() {
+            let Some(x) = &a.block_input else { continue };
+            if a.tokens < 2 {
+                continue;
+            }
+            let name = m.fresh_name(&format!("{PREFIX}tokens.{b}"));
+            let mut init = vec![TOKEN_INIT; a.tokens];
+            init[0] = CLASS_TOKEN_INIT;
+            m.set_initializer(&name, &Tensor::f32(vec![a.tokens, 1], init)?);
+            let squashed = m.fresh_name(&format!("{name}.tanh"));
+            let node = make("Tanh", &[&name], &[&squashed], &squashed, vec![]);
+            m.graph_mut().node.push(node);
+            multiply(&mut m, x, &squashed);
+            masks.push(Mask {
+                kind: MaskKind::Tokens,
+                block: b,
+                name,
+                len: a.tokens,
             });
         }
     }
@@ -234,7 +267,9 @@ pub(crate) fn scale_axis(m: &mut OnnxModel, name: &str, axis: usize, f: &[f32]) 
 
 /// The unmasked model with `values` multiplied into the weights: q/k/v columns by the
 /// head-dimension masks, output-projection rows by the head masks, second MLP layer rows by
-/// the MLP masks. Exact: it computes what the masked model computes with those values.
+/// the MLP masks. Exact for those: it computes what the masked model computes with those
+/// values. Token masks are removed without folding (a per-token scale of the residual stream
+/// has no weight to go into).
 pub fn fold(
     masked: &OnnxModel,
     structure: &VitStructure,
@@ -269,6 +304,9 @@ pub fn fold(
             MaskKind::Mlp => {
                 scale_linear(&mut m, &structure.mlps[mk.block].fc2, v, 1, false)?;
             }
+            // Kept tokens are near 1 after the search and the dropped ones go: the mask is
+            // dropped, not folded (retraining absorbs the difference).
+            MaskKind::Tokens => {}
         }
     }
     remove(&mut m, masks)?;
@@ -278,15 +316,18 @@ pub fn fold(
 /// Take the mask nodes and initializers out again.
 fn remove(m: &mut OnnxModel, masks: &[Mask]) -> Result<()> {
     let names: std::collections::HashSet<&str> = masks.iter().map(|k| k.name.as_str()).collect();
+    // Nodes computing from the masks alone (the fused projection's tiling, the tokens' tanh).
     let mut tiled: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for n in m.graph().node.iter().filter(|n| n.op_type == "Concat") {
-        if n.input.iter().all(|i| names.contains(i.as_str())) {
+    for n in m.graph().node.iter() {
+        if matches!(n.op_type.as_str(), "Concat" | "Tanh")
+            && n.input.iter().all(|i| names.contains(i.as_str()))
+        {
             tiled.insert(n.output[0].clone());
         }
     }
     let mut renames = Vec::new();
     m.graph_mut().node.retain(|n| {
-        if n.op_type == "Concat" && n.output.first().is_some_and(|o| tiled.contains(o)) {
+        if n.output.first().is_some_and(|o| tiled.contains(o)) {
             return false;
         }
         let is_mask = n.op_type == "Mul"

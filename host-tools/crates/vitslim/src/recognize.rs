@@ -86,6 +86,12 @@ pub struct Attention {
     /// The `Reshape` merging the heads back to `[B, N, H·dh]`.
     pub merge: String,
     pub proj: Linear,
+    /// The residual stream `[B, N, D]` the block reads (the other operand of the residual
+    /// `Add` after the output projection), where a token mask applies; `None` when the
+    /// block has no residual connection ViT-Slim can see.
+    pub block_input: Option<String>,
+    /// Tokens in the block's sequence.
+    pub tokens: usize,
 }
 
 impl Attention {
@@ -563,6 +569,12 @@ fn attention_at(v: &View, s: &NodeProto) -> std::result::Result<Attention, Strin
             ));
         }
     }
+    let block_input = residual_input(v, &proj.output);
+    let tokens = v
+        .shape(&proj.output)
+        .filter(|s| s.len() == 3)
+        .map(|s| s[1])
+        .unwrap_or(0);
     Ok(Attention {
         softmax: display_name(s),
         heads,
@@ -571,7 +583,28 @@ fn attention_at(v: &View, s: &NodeProto) -> std::result::Result<Attention, Strin
         context: av.output[0].clone(),
         merge: display_name(merge),
         proj,
+        block_input,
+        tokens,
     })
+}
+
+/// From the attention's output, through per-channel scalings (LayerScale), to the residual
+/// `Add`: its other operand.
+fn residual_input(v: &View, from: &str) -> Option<String> {
+    let mut cur = from.to_string();
+    for _ in 0..4 {
+        let n = v.only_consumer(&cur)?;
+        match n.op_type.as_str() {
+            "Mul" | "Div" if n.input.iter().any(|i| v.is_const(i)) => cur = n.output[0].clone(),
+            "Add" => {
+                let other = n.input.iter().find(|i| **i != cur)?;
+                let same = v.shape(other).is_some() && v.shape(other) == v.shape(&cur);
+                return (same && !v.is_const(other)).then(|| other.clone());
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The MLP whose second layer is `fc2` (a linear layer ending at `fc2_out`), if its input is

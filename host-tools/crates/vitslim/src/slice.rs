@@ -43,6 +43,9 @@ impl AttentionKeep {
 pub struct Keep {
     pub attentions: Vec<AttentionKeep>,
     pub mlps: Vec<Vec<usize>>,
+    /// Per attention block: the tokens (original positions, the class token 0 first) its
+    /// input keeps, each a subset of the previous block's; `None`: all that reach it.
+    pub tokens: Vec<Option<Vec<usize>>>,
 }
 
 impl Keep {
@@ -54,6 +57,7 @@ impl Keep {
                 .map(|a| AttentionKeep::all(a.heads, a.head_dim))
                 .collect(),
             mlps: s.mlps.iter().map(|m| (0..m.units).collect()).collect(),
+            tokens: vec![None; s.attentions.len()],
         }
     }
 }
@@ -217,9 +221,51 @@ pub fn slice(
         slice_linear(&mut m, &mlp.fc1, k, true)?;
         slice_linear(&mut m, &mlp.fc2, k, false)?;
     }
+    drop_tokens(&mut m, s, keep)?;
+    m.topo_sort()?;
     edgeslim_onnx::optimize::dead::remove_dead(&mut m)?;
     m.validate_references()?;
     Ok(m)
+}
+
+/// A `Gather` on the token axis at each block input whose kept tokens differ from what
+/// reaches it (positions relative to the sequence that arrives there).
+fn drop_tokens(m: &mut OnnxModel, s: &VitStructure, keep: &Keep) -> Result<()> {
+    let mut current: Option<Vec<usize>> = None;
+    for (a, k) in s.attentions.iter().zip(&keep.tokens) {
+        let (Some(k), Some(x)) = (k, &a.block_input) else {
+            continue;
+        };
+        let arriving: Vec<usize> = current.clone().unwrap_or_else(|| (0..a.tokens).collect());
+        if *k == arriving {
+            continue;
+        }
+        let rel: Vec<i64> = k
+            .iter()
+            .map(|t| {
+                arriving.iter().position(|p| p == t).map(|p| p as i64).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "attention '{}': token {t} is kept but an earlier block dropped it (token masks must be monotone)",
+                        a.softmax
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let idx = m.fresh_name(&format!("{x}.kept_tokens"));
+        m.set_initializer(&idx, &Tensor::i64(vec![rel.len()], rel)?);
+        let out = m.fresh_name(&format!("{x}.tokens"));
+        m.replace_uses(x, &out);
+        let node = edgeslim_onnx::node::make(
+            "Gather",
+            &[x, &idx],
+            &[&out],
+            &out,
+            vec![edgeslim_onnx::node::int("axis", 1)],
+        );
+        m.graph_mut().node.push(node);
+        current = Some(k.clone());
+    }
+    Ok(())
 }
 
 /// Zero the channels `keep` drops (q/k/v columns and biases): the unsliced model that the

@@ -149,9 +149,11 @@ fn masks_at_one_reproduce_the_original() {
         let ones = masks::values(&masked, &ms).unwrap();
         let folded = masks::fold(&masked, &p.structure, &ms, &ones).unwrap();
         let (f, keep, _) = budget::fit(&p.structure, &ms, &ones, 1.0, 1, |k| {
-            Ok(slice::slice(&folded, &p.structure, k, &p.shapes)?.float_constant_elements()?
-                as f64
-                / p.model.float_constant_elements()? as f64)
+            Ok(
+                slice::slice(&folded, &p.structure, k, &p.shapes)?.float_constant_elements()?
+                    as f64
+                    / p.model.float_constant_elements()? as f64,
+            )
         })
         .unwrap();
         assert_eq!((f, &keep), (1.0, &slice::Keep::all(&p.structure)));
@@ -252,4 +254,79 @@ fn the_budget_is_met_by_the_sliced_model() {
     .unwrap()
     .to_string();
     assert!(e.contains("cannot be met"), "{e}");
+}
+
+/// Token masks: saturated (tanh = 1) they change nothing; thresholded they keep the class
+/// token and a shrinking, nested set of patch tokens per block, cut by a Gather on the token
+/// axis; the sliced model still classifies (shape [2, 10]) with fewer MACs.
+#[test]
+fn token_masks_drop_tokens_monotonically() {
+    let x = input();
+    let model = zoo_vit();
+    let p = prepared(&model);
+    let s = &p.structure;
+    assert!(s
+        .attentions
+        .iter()
+        .all(|a| a.block_input.is_some() && a.tokens == 17));
+    edgeslim_vitslim::tokens_allowed(&p).unwrap();
+    let kinds = [MaskKind::HeadDims, MaskKind::Mlp, MaskKind::Tokens];
+    let (mut masked, ms) = masks::insert(&p.model, s, &kinds).unwrap();
+    let saturated: MaskValues = ms
+        .iter()
+        .map(|m| {
+            let v = if m.kind == MaskKind::Tokens {
+                20.0
+            } else {
+                1.0
+            };
+            (m.name.clone(), vec![v; m.len])
+        })
+        .collect();
+    set_values(&mut masked, &ms, &saturated);
+    assert!(max_diff(&run(&model, &x), &run(&masked, &x)) <= 1e-5);
+
+    let values = random_values(&ms, 21);
+    set_values(&mut masked, &ms, &values);
+    let folded = masks::fold(&masked, s, &ms, &values).unwrap();
+    assert!(folded.graph().node.iter().all(|n| n.op_type != "Tanh"));
+    let keep = budget::keep_at(s, &ms, &values, 0.5, 1);
+    let mut previous: Option<Vec<usize>> = None;
+    for t in &keep.tokens {
+        let t = t.as_ref().unwrap();
+        assert_eq!(t[0], 0, "the class token stays first");
+        if let Some(prev) = &previous {
+            assert!(
+                t.iter().all(|i| prev.contains(i)),
+                "{t:?} not within {prev:?}"
+            );
+        }
+        previous = Some(t.clone());
+    }
+    assert!(previous.unwrap().len() < 17);
+    let sliced = slice::slice(&folded, s, &keep, &p.shapes).unwrap();
+    let gathers = sliced
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Gather" && n.output[0].contains(".tokens"))
+        .count();
+    assert!(gathers >= 1);
+    let out = run(&sliced, &x);
+    assert_eq!(out.len(), 20);
+    assert!(out.iter().all(|v| v.is_finite()));
+    let macs = |m: &OnnxModel| {
+        edgeslim_onnx::inspect::inspect(m, &shapes(1))
+            .unwrap()
+            .total_macs
+    };
+    let mut no_tokens = keep.clone();
+    no_tokens.tokens = vec![None; s.attentions.len()];
+    let without = slice::slice(&folded, s, &no_tokens, &p.shapes).unwrap();
+    assert!(
+        macs(&sliced) < macs(&without),
+        "{} vs {}",
+        macs(&sliced),
+        macs(&without)
+    );
 }
