@@ -23,5 +23,5 @@ done
 echo
 for j in "$OUT"/*.json; do
   [[ $(jq -r 'has("kept_fraction")' "$j" 2>/dev/null) == true ]] || continue
-  jq -r --arg n "$(basename "$j" .json)" '"- \($n): \(.selection), params \(.params[0]) → \(.params[1]), MACs \(.macs[0]) → \(.macs[1]); accuracy original \(.accuracy.original*100|round) %, after search \(.accuracy.after_search*1000|round/10), sliced \(.accuracy.sliced*1000|round/10), retrained \(.accuracy.retrained*1000|round/10) (\(.accuracy.held_out_samples) held out); blocks \([.blocks[] | "\(.heads[1])×\(.head_dim[1])/\(.mlp_units[1] // "-")"] | join(", ")); search \(.search_seconds|round) s, retrain \(.retrain_seconds|round) s, peak RSS \((.peak_rss_bytes // 0)/1048576|round) MiB"' "$j"
+  jq -r --arg n "$(basename "$j" .json)" '"- \($n): \(.selection), params \(.params[0]) → \(.params[1]), MACs \(.macs[0]) → \(.macs[1]); accuracy original \(.accuracy.original*100|round) %, after search \(if .accuracy.after_search then (.accuracy.after_search*1000|round/10) else "—" end), sliced \(.accuracy.sliced*1000|round/10), retrained \(.accuracy.retrained*1000|round/10) (\(.accuracy.held_out_samples) held out); blocks \([.blocks[] | "\(.heads[1])×\(.head_dim[1])/\(.mlp_units[1] // "-")"] | join(", ")); search \(.search_seconds|round) s, retrain \(.retrain_seconds|round) s, peak RSS \((.peak_rss_bytes // 0)/1048576|round) MiB"' "$j"
 done

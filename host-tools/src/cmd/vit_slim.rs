@@ -188,9 +188,11 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
     );
     let acc = &r.accuracy;
     println!(
-        "  held-out accuracy: original {:.2} %, after search {:.2} %, sliced {:.2} %, retrained {:.2} % ({} samples)",
+        "  held-out accuracy: original {:.2} %, {}sliced {:.2} %, retrained {:.2} % ({} samples)",
         100.0 * acc.original,
-        100.0 * acc.after_search,
+        acc.after_search
+            .map(|a| format!("after search {:.2} %, ", 100.0 * a))
+            .unwrap_or_default(),
         100.0 * acc.sliced,
         100.0 * acc.retrained,
         acc.held_out_samples

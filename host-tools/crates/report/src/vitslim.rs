@@ -68,15 +68,17 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
         "<section><h2>Size</h2>{}</section>\n",
         table(&["", "original", "slim", "share"], &rows)
     ));
-    let stages = vec![
-        vec!["original".into(), fmt_pct(acc.original)],
-        vec!["masked, after the search".into(), fmt_pct(acc.after_search)],
+    let mut stages = vec![vec!["original".into(), fmt_pct(acc.original)]];
+    if let Some(a) = acc.after_search {
+        stages.push(vec!["masked, after the search".into(), fmt_pct(a)]);
+    }
+    stages.extend([
         vec!["sliced, before retraining".into(), fmt_pct(acc.sliced)],
         vec![
             format!("retrained (epoch {} kept)", r.retrain_best_epoch),
             fmt_pct(acc.retrained),
         ],
-    ];
+    ]);
     body.push_str(&format!(
         "<section><h2>Accuracy</h2>{}<p class=\"meta\">{} held-out samples.</p></section>\n",
         table(&["stage", "held-out accuracy"], &stages),

@@ -130,8 +130,9 @@ pub struct BlockShape {
 #[derive(Debug, Clone, Serialize)]
 pub struct Accuracies {
     pub original: f64,
-    /// The masked model at the end of the search (masks as learnt, nothing removed).
-    pub after_search: f64,
+    /// The masked model at the end of the search (masks as learnt, nothing removed); `None`
+    /// without a search (magnitude selection).
+    pub after_search: Option<f64>,
     /// Sliced, before retraining.
     pub sliced: f64,
     pub retrained: f64,
@@ -265,7 +266,7 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         Selection::Learned => search(opts, &p, &data, &input, &masked, &masks)?,
         Selection::Magnitude => {
             let v = magnitude::scores(&p.model, s, &masks)?;
-            (v, p.model.clone(), original.accuracy, Vec::new(), 0.0)
+            (v, p.model.clone(), None, Vec::new(), 0.0)
         }
     };
 
@@ -343,7 +344,7 @@ fn search(
     input: &str,
     masked: &OnnxModel,
     masks: &[masks::Mask],
-) -> Result<(masks::MaskValues, OnnxModel, f64, Vec<f64>, f64)> {
+) -> Result<(masks::MaskValues, OnnxModel, Option<f64>, Vec<f64>, f64)> {
     let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
         masks
             .iter()
@@ -385,7 +386,13 @@ fn search(
         .filter(|e| e.epoch > 0)
         .map(|e| e.train_loss)
         .collect();
-    Ok((values, folded, searched.best.accuracy, losses, seconds))
+    Ok((
+        values,
+        folded,
+        Some(searched.best.accuracy),
+        losses,
+        seconds,
+    ))
 }
 
 /// Dropping tokens changes every later tensor's token count: refuse when a graph output
