@@ -34,6 +34,11 @@ for b in $BUDGETS; do
     --search-epochs "$SEARCH" --retrain-epochs "$RETRAIN"
   slim "vit-magnitude-$b" "$VIT" --data mnist --budget "params=$b" --selection magnitude \
     --retrain-epochs "$TOTAL"
+  # Speed-minded variants: head sizes and MLP widths in multiples of 8; whole heads.
+  slim "vit-learned-r8-$b" "$VIT" --data mnist --budget "params=$b" --round-to 8 \
+    --search-epochs "$SEARCH" --retrain-epochs "$RETRAIN"
+  slim "vit-heads-$b" "$VIT" --data mnist --budget "params=$b" --masks heads,mlp \
+    --search-epochs "$SEARCH" --retrain-epochs "$RETRAIN"
 done
 for r in $RATIOS; do
   [[ -f $OUT/vit-prune-$r.onnx ]] && continue
@@ -44,9 +49,13 @@ done
 # Every model in tract on the same held-out digits, and one interleaved benchmark per
 # thread count (1: a Pi core; 2: this machine's cores).
 models=("$VIT")
-for b in $BUDGETS; do models+=("$OUT/vit-learned-$b.onnx" "$OUT/vit-magnitude-$b.onnx"); done
+for b in $BUDGETS; do
+  models+=("$OUT/vit-learned-$b.onnx" "$OUT/vit-magnitude-$b.onnx" "$OUT/vit-learned-r8-$b.onnx"
+    "$OUT/vit-heads-$b.onnx")
+done
 for r in $RATIOS; do models+=("$OUT/vit-prune-$r.onnx"); done
 for m in "${models[@]}"; do
+  [[ -f $OUT/$(basename "$m" .onnx).eval.json ]] && continue
   "$ES" -q eval "$m" --task classify --data mnist --json "$OUT/$(basename "$m" .onnx).eval.json" > /dev/null
 done
 for t in 1 2; do

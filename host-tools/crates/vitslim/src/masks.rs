@@ -348,3 +348,27 @@ fn remove(m: &mut OnnxModel, masks: &[Mask]) -> Result<()> {
     m.validate_references()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_lists_parse_and_refuse_clearly() {
+        assert_eq!(
+            MaskKind::parse_list("head-dims, mlp,tokens").unwrap(),
+            vec![MaskKind::HeadDims, MaskKind::Mlp, MaskKind::Tokens]
+        );
+        assert_eq!(
+            MaskKind::parse_list("heads,heads").unwrap(),
+            vec![MaskKind::Heads]
+        );
+        let e = MaskKind::parse_list("heads,head-dims")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = MaskKind::parse_list("neurons").unwrap_err().to_string();
+        assert!(e.contains("neurons") && e.contains("head-dims"), "{e}");
+        assert!(MaskKind::parse_list(" , ").is_err());
+    }
+}
