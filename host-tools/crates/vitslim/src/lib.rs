@@ -291,17 +291,19 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         None
     };
     let retrain_seconds = t1.elapsed().as_secs_f64();
-    let (model_out, retrained_acc, best_epoch, stopped) = match retrained {
+    let (mut model_out, retrained_acc, best_epoch, stopped) = match retrained {
         Some(r) => (r.model, r.best.accuracy, r.best_epoch, r.stopped),
         None => (sliced, sliced_eval.accuracy, 0, None),
     };
+    // `prepare` gave every use its own copy of a shared constant; store them once again.
+    model_out.share_identical_initializers();
     let shapes_of = |m: &OnnxModel| -> Result<(u64, u64)> {
         Ok((
             BudgetBy::Params.count(m, &opts.input_shapes)?,
             BudgetBy::Macs.count(m, &opts.input_shapes)?,
         ))
     };
-    let (p0, m0) = shapes_of(&p.model)?;
+    let (p0, m0) = shapes_of(model)?;
     let (p1, m1) = shapes_of(&model_out)?;
     let blocks = block_shapes(s, &keep, &masks, &values);
     Ok(Outcome {
