@@ -262,12 +262,21 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         tokens_allowed(&p)?;
     }
     let (masked, masks) = masks::insert(&p.model, s, &opts.kinds)?;
-    let (values, folded, after_search, search_losses, search_seconds) = match opts.selection {
+    let Selected {
+        values,
+        folded,
+        after_search,
+        losses: search_losses,
+        seconds: search_seconds,
+    } = match opts.selection {
         Selection::Learned => search(opts, &p, &data, &input, &masked, &masks)?,
-        Selection::Magnitude => {
-            let v = magnitude::scores(&p.model, s, &masks)?;
-            (v, p.model.clone(), None, Vec::new(), 0.0)
-        }
+        Selection::Magnitude => Selected {
+            values: magnitude::scores(&p.model, s, &masks)?,
+            folded: p.model.clone(),
+            after_search: None,
+            losses: Vec::new(),
+            seconds: 0.0,
+        },
     };
 
     // Threshold to the budget.
@@ -336,9 +345,18 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
     })
 }
 
-/// The search: masks and weights trained together with l1 on the masks. Returns the mask
-/// values, the model with them folded in, the held-out accuracy of the masked model, the
-/// training losses and the seconds it took.
+/// What decides the kept channels: mask values (or magnitude scores), the model they apply to
+/// (masks folded in), and the search's figures.
+struct Selected {
+    values: masks::MaskValues,
+    folded: OnnxModel,
+    /// Held-out accuracy of the masked model after the search.
+    after_search: Option<f64>,
+    losses: Vec<f64>,
+    seconds: f64,
+}
+
+/// The search: masks and weights trained together with l1 on the masks.
 fn search(
     opts: &VitSlimOptions,
     p: &Prepared,
@@ -346,7 +364,7 @@ fn search(
     input: &str,
     masked: &OnnxModel,
     masks: &[masks::Mask],
-) -> Result<(masks::MaskValues, OnnxModel, Option<f64>, Vec<f64>, f64)> {
+) -> Result<Selected> {
     let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
         masks
             .iter()
@@ -388,13 +406,13 @@ fn search(
         .filter(|e| e.epoch > 0)
         .map(|e| e.train_loss)
         .collect();
-    Ok((
+    Ok(Selected {
         values,
         folded,
-        Some(searched.best.accuracy),
+        after_search: Some(searched.best.accuracy),
         losses,
         seconds,
-    ))
+    })
 }
 
 /// Dropping tokens changes every later tensor's token count: refuse when a graph output
