@@ -48,6 +48,10 @@ pub struct VitSlimArgs {
     /// AdamW learning rate of both phases (cosine schedule).
     #[arg(long, default_value_t = 1e-3, value_name = "LR")]
     lr: f64,
+    /// The masks' learning rate in the search (default: --lr). A pretrained backbone wants a
+    /// small --lr (1e-5..1e-4) and masks that still move (1e-2).
+    #[arg(long, value_name = "LR")]
+    mask_lr: Option<f64>,
     /// l1 weight of the attention masks (the paper's DeiT-S value by default).
     #[arg(long, default_value_t = edgeslim_vitslim::PAPER_ATTENTION_WEIGHT, value_name = "W")]
     attention_weight: f64,
@@ -137,6 +141,7 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
         search_epochs: a.search_epochs,
         retrain_epochs: a.retrain_epochs,
         lr: a.lr,
+        mask_lr: a.mask_lr,
         attention_weight: a.attention_weight,
         mlp_weight: a.mlp_weight,
         token_weight: a.token_weight,

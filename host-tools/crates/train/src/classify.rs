@@ -96,6 +96,9 @@ pub struct FinetuneOptions {
     pub output: Option<String>,
     /// L1 penalties added to the loss (ViT-Slim's mask sparsity terms).
     pub sparsity: Vec<Sparsity>,
+    /// Learning-rate multipliers: weights whose name contains the string learn at `lr ×` the
+    /// factor (ViT-Slim's masks).
+    pub lr_scale: Vec<(String, f64)>,
     /// Return the last epoch instead of the best held-out one: a mask search is about where
     /// the masks went, and its best-accuracy epoch is usually the first, before any sparsity.
     pub keep_last: bool,
@@ -139,6 +142,7 @@ impl Default for FinetuneOptions {
             input: None,
             output: None,
             sparsity: Vec::new(),
+            lr_scale: Vec::new(),
             keep_last: false,
         }
     }
@@ -680,6 +684,9 @@ pub fn finetune(
         )?),
     };
 
+    for (part, factor) in &opts.lr_scale {
+        opt.scale_learning_rate_of(&|n: &str| n.contains(part.as_str()), *factor);
+    }
     let initial = evaluate_module(&module, &data.held_out, &input, &output, 256)?;
     let mut best = initial.clone();
     let mut best_model = model.clone();

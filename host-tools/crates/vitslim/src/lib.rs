@@ -65,6 +65,9 @@ pub struct VitSlimOptions {
     pub search_epochs: usize,
     pub retrain_epochs: usize,
     pub lr: f64,
+    /// Learning rate of the masks in the search (`None`: `lr`). A pretrained backbone
+    /// fine-tunes at a small rate the masks would hardly move at.
+    pub mask_lr: Option<f64>,
     /// l1 weight of the attention masks (head dimensions or heads) and of the MLP masks.
     pub attention_weight: f64,
     pub mlp_weight: f64,
@@ -96,6 +99,7 @@ impl Default for VitSlimOptions {
             search_epochs: 3,
             retrain_epochs: 3,
             lr: 1e-3,
+            mask_lr: None,
             attention_weight: PAPER_ATTENTION_WEIGHT,
             mlp_weight: PAPER_MLP_WEIGHT,
             token_weight: PAPER_TOKEN_WEIGHT,
@@ -374,6 +378,9 @@ fn search(
     };
     let mut fo = finetune_options(opts, opts.search_epochs, input);
     fo.keep_last = true;
+    if let Some(mlr) = opts.mask_lr {
+        fo.lr_scale = vec![(masks::PREFIX.to_string(), mlr / opts.lr)];
+    }
     fo.sparsity = vec![
         Sparsity {
             names: names(|k| matches!(k, MaskKind::HeadDims | MaskKind::Heads)),
