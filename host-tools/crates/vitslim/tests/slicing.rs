@@ -330,3 +330,140 @@ fn token_masks_drop_tokens_monotonically() {
         macs(&without)
     );
 }
+
+/// One transformer block on token input `x [N, 17, 48]` with q, k, v from one projection
+/// `Split` on the last axis (sizes as an input), 4 heads of 12, Gemm-free, SiLU MLP.
+fn split_block() -> OnnxModel {
+    use edgeslim_onnx::builder::{GraphBuilder, D};
+    use edgeslim_onnx::node::{int, ints};
+    let mut r = SplitMix64(17);
+    let mut w = |dims: &[usize], s: f32| {
+        let n: usize = dims.iter().product();
+        Tensor::f32(
+            dims.to_vec(),
+            (0..n).map(|_| (r.next_f32() * 2.0 - 1.0) * s).collect(),
+        )
+        .unwrap()
+    };
+    let mut b = GraphBuilder::new("split-vit", 17);
+    let x = b.input_dims(
+        "x",
+        onnx_protobuf::tensor_proto::DataType::FLOAT,
+        &[D::Sym("N"), D::N(17), D::N(48)],
+    );
+    let wqkv = b.init("qkv.w", &w(&[48, 144], 0.25));
+    let bqkv = b.init("qkv.b", &w(&[144], 0.05));
+    let sizes = b.init(
+        "qkv.sizes",
+        &Tensor::i64(vec![3], vec![48, 48, 48]).unwrap(),
+    );
+    let heads = b.init(
+        "heads.shape",
+        &Tensor::i64(vec![4], vec![0, 17, 4, 12]).unwrap(),
+    );
+    let merge = b.init(
+        "merge.shape",
+        &Tensor::i64(vec![3], vec![0, 17, 48]).unwrap(),
+    );
+    let scale = b.init("scale", &Tensor::scalar_f32(1.0 / 12f32.sqrt()));
+    let qkv = b.node("MatMul", &[&x, &wqkv], vec![]);
+    let qkv = b.node("Add", &[&qkv, &bqkv], vec![]);
+    b.node_named(
+        "Split",
+        "qkv.split",
+        &[&qkv, &sizes],
+        &["q", "k", "v"],
+        vec![int("axis", -1)],
+    );
+    let q = b.node("Reshape", &["q", &heads], vec![]);
+    let q = b.node("Transpose", &[&q], vec![ints("perm", &[0, 2, 1, 3])]);
+    let k = b.node("Reshape", &["k", &heads], vec![]);
+    let k = b.node("Transpose", &[&k], vec![ints("perm", &[0, 2, 3, 1])]);
+    let v = b.node("Reshape", &["v", &heads], vec![]);
+    let v = b.node("Transpose", &[&v], vec![ints("perm", &[0, 2, 1, 3])]);
+    let s = b.node("MatMul", &[&q, &k], vec![]);
+    let s = b.node("Mul", &[&s, &scale], vec![]);
+    let s = b.node("Softmax", &[&s], vec![int("axis", -1)]);
+    let o = b.node("MatMul", &[&s, &v], vec![]);
+    let o = b.node("Transpose", &[&o], vec![ints("perm", &[0, 2, 1, 3])]);
+    let o = b.node("Reshape", &[&o, &merge], vec![]);
+    let wo = b.init("proj.w", &w(&[48, 48], 0.25));
+    let o = b.node("MatMul", &[&o, &wo], vec![]);
+    let h = b.node("Add", &[&x, &o], vec![]);
+    let w1 = b.init("fc1.w", &w(&[48, 96], 0.25));
+    let b1 = b.init("fc1.b", &w(&[96], 0.05));
+    let f = b.node("MatMul", &[&h, &w1], vec![]);
+    let f = b.node("Add", &[&f, &b1], vec![]);
+    let sg = b.node("Sigmoid", &[&f], vec![]);
+    let f = b.node("Mul", &[&f, &sg], vec![]);
+    let w2 = b.init("fc2.w", &w(&[96, 48], 0.2));
+    let f = b.node("MatMul", &[&f, &w2], vec![]);
+    let y = b.node("Add", &[&h, &f], vec![]);
+    b.node_named("Identity", "out", &[&y], &["y"], vec![]);
+    b.output("y");
+    b.finish()
+}
+
+#[test]
+fn a_split_fused_block_is_recognised_and_sliced_exactly() {
+    let m = split_block();
+    let shapes1 = vec!["x=1,17,48".parse().unwrap()];
+    let p = prepare_vit(&m, &shapes1).unwrap();
+    let s = &p.structure;
+    assert_eq!(
+        (s.attentions.len(), s.mlps.len()),
+        (1, 1),
+        "{}",
+        s.describe()
+    );
+    assert!(matches!(s.attentions[0].qkv, Qkv::FusedSplit { .. }));
+    assert_eq!((s.attentions[0].heads, s.attentions[0].head_dim), (4, 12));
+    assert!(s.attentions[0].proj.bias.is_none());
+    let run_tokens = |model: &OnnxModel, x: &[f32]| {
+        let opts = LoadOptions {
+            input_shapes: vec!["x=2,17,48".parse().unwrap()],
+            ..LoadOptions::default()
+        };
+        let l = LoadedModel::from_bytes(model.to_bytes().unwrap(), Path::new("m"), None, &opts)
+            .unwrap();
+        let t = TractTensor::from_shape(&[2, 17, 48], x).unwrap();
+        tensor_to_f32_vec(&l.run(vec![t]).unwrap()[0]).unwrap()
+    };
+    let mut r = SplitMix64(5);
+    let x: Vec<f32> = (0..2 * 17 * 48).map(|_| r.next_f32() * 2.0 - 1.0).collect();
+    for kinds in [
+        vec![MaskKind::HeadDims, MaskKind::Mlp],
+        vec![MaskKind::Heads, MaskKind::Mlp],
+    ] {
+        let (mut masked, ms) = masks::insert(&p.model, s, &kinds).unwrap();
+        assert!(max_diff(&run_tokens(&m, &x), &run_tokens(&masked, &x)) <= 1e-6);
+        let values = random_values(&ms, 3);
+        set_values(&mut masked, &ms, &values);
+        let folded = masks::fold(&masked, s, &ms, &values).unwrap();
+        assert!(max_diff(&run_tokens(&masked, &x), &run_tokens(&folded, &x)) <= 1e-5);
+        let keep = budget::keep_at(s, &ms, &values, 0.5, 1);
+        let sliced = slice::slice(&folded, s, &keep, &p.shapes).unwrap();
+        let zeroed = slice::zero_dropped(&folded, s, &keep).unwrap();
+        let d = max_diff(&run_tokens(&zeroed, &x), &run_tokens(&sliced, &x));
+        assert!(d <= 1e-5, "{kinds:?}: {d}");
+        let sizes = sliced
+            .constant("qkv.sizes")
+            .map(|t| t.unwrap().to_i64_vec().unwrap());
+        let split = sliced
+            .graph()
+            .node
+            .iter()
+            .find(|n| n.op_type == "Split")
+            .unwrap();
+        let now = sliced
+            .constant(&split.input[1])
+            .unwrap()
+            .unwrap()
+            .to_i64_vec()
+            .unwrap();
+        assert!(
+            now[0] < 48 && now.iter().all(|&v| v == now[0]),
+            "{now:?} (was {sizes:?})"
+        );
+    }
+}
