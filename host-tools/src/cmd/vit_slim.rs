@@ -154,7 +154,19 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
         progress: true,
         ..VitSlimOptions::default()
     };
-    let mut out = edgeslim_vitslim::run(&model, &opts)?;
+    let mut out = match edgeslim_vitslim::run(&model, &opts) {
+        Ok(o) => o,
+        // Ctrl-C in the search or the retraining: nothing is written.
+        Err(e) if edgeslim::train::interrupt::requested() => {
+            eprintln!("edgeslim: interrupted ({e}); nothing written");
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if out.report.stopped.is_some() && edgeslim::train::interrupt::requested() {
+        eprintln!("edgeslim: interrupted while retraining; nothing written");
+        std::process::exit(130);
+    }
     out.model.save(&a.output, &SaveOptions::default())?;
     if a.runs > 0 {
         let cfg = HostBenchConfig {
