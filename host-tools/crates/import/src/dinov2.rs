@@ -234,7 +234,12 @@ pub fn classifier(
         .input
         .iter()
         .find(|i| i.name == INPUT)
-        .and_then(|i| declared_dims(i).get(2).copied())
+        .and_then(
+            |i| match edgeslim_onnx::optimize::shapes::declared(i).get(2) {
+                Some(edgeslim_runtime::model::Dim::Fixed(n)) => Some(*n),
+                _ => None,
+            },
+        )
         .ok_or_else(|| {
             bad(format!(
                 "no fixed input '{INPUT}' (import the backbone first)"
@@ -377,26 +382,4 @@ pub fn classifier(
     model.topo_sort()?;
     model.validate_references()?;
     Ok(model)
-}
-
-/// The fixed dims of a declared input (0 for a symbolic one).
-fn declared_dims(vi: &onnx_protobuf::ValueInfoProto) -> Vec<usize> {
-    use onnx_protobuf::tensor_shape_proto::dimension::Value as Dv;
-    use onnx_protobuf::type_proto::Value as Tv;
-    match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Tv::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match &d.value {
-                        Some(Dv::DimValue(v)) if *v > 0 => *v as usize,
-                        _ => 0,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }

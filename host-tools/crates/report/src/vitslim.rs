@@ -17,6 +17,12 @@ fn ratio(a: u64, b: u64) -> String {
     }
 }
 
+/// A mask magnitude for the table, or the absent mark.
+fn mask_cell(v: Option<&f32>) -> String {
+    v.map(|m| fmt_f(*m as f64, 3))
+        .unwrap_or_else(|| ABSENT.into())
+}
+
 pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
     let mut body = String::new();
     let acc = &r.accuracy;
@@ -125,22 +131,10 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
                 b.mlp_units
                     .map(|(a, k)| format!("{a} → {k}"))
                     .unwrap_or_else(|| ABSENT.into()),
-                b.attention_mask
-                    .first()
-                    .map(|m| fmt_f(*m as f64, 3))
-                    .unwrap_or_else(|| ABSENT.into()),
-                b.attention_mask
-                    .last()
-                    .map(|m| fmt_f(*m as f64, 3))
-                    .unwrap_or_else(|| ABSENT.into()),
-                b.mlp_mask
-                    .first()
-                    .map(|m| fmt_f(*m as f64, 3))
-                    .unwrap_or_else(|| ABSENT.into()),
-                b.mlp_mask
-                    .last()
-                    .map(|m| fmt_f(*m as f64, 3))
-                    .unwrap_or_else(|| ABSENT.into()),
+                mask_cell(b.attention_mask.first()),
+                mask_cell(b.attention_mask.last()),
+                mask_cell(b.mlp_mask.first()),
+                mask_cell(b.mlp_mask.last()),
             ]
         })
         .collect();

@@ -125,6 +125,13 @@ fn set_reshape_target(m: &mut OnnxModel, node: &str, copy: usize, tail: &[usize]
     Ok(())
 }
 
+/// The kept columns of a fused q/k/v projection: the kept channels in each of its 3 parts.
+fn fused_channels(channels: &[usize], width: usize) -> Vec<usize> {
+    (0..3)
+        .flat_map(|p| channels.iter().map(move |c| p * width + c))
+        .collect()
+}
+
 /// How many leading axes (batch, tokens) a head reshape copies from its input: all but the
 /// head axes it makes (`[B, N, H, dh]`, `[B, N, 3, H, dh]`) or merges (`[B, N, H·dh]`).
 fn lead_axes(m: &OnnxModel, node: &str, shapes: &HashMap<String, Vec<usize>>) -> Result<usize> {
@@ -178,10 +185,7 @@ pub fn slice(
                 split,
                 reshapes,
             } => {
-                let fused: Vec<usize> = (0..3)
-                    .flat_map(|p| ch.iter().map(move |c| p * width + c))
-                    .collect();
-                slice_linear(&mut m, linear, &fused, true)?;
+                slice_linear(&mut m, linear, &fused_channels(&ch, width), true)?;
                 let i = node_index(&m, split)?;
                 let sizes = vec![(h2 * d2) as i64; 3];
                 let n = &m.graph().node[i];
@@ -199,10 +203,7 @@ pub fn slice(
                 }
             }
             Qkv::FusedHeads { linear, reshape } => {
-                let fused: Vec<usize> = (0..3)
-                    .flat_map(|p| ch.iter().map(move |c| p * width + c))
-                    .collect();
-                slice_linear(&mut m, linear, &fused, true)?;
+                slice_linear(&mut m, linear, &fused_channels(&ch, width), true)?;
                 let c = lead_axes(&m, reshape, shapes)?;
                 set_reshape_target(&mut m, reshape, c, &[3, h2, d2])?;
             }
