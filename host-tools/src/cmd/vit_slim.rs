@@ -17,13 +17,16 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
 edgeslim compress vit-slim models/vit-tiny-mnist.onnx --data mnist --budget params=0.6 -o vit60.onnx --report vit60\n  \
-edgeslim compress vit-slim dino-animals.onnx --data animal-mnist --budget macs=0.7 --masks heads,mlp -o dino70.onnx\n\n\
+edgeslim compress vit-slim dino-animals.onnx --data animal-mnist --budget macs=0.7 --masks heads,mlp -o dino70.onnx\n  \
+edgeslim compress vit-slim models/siamese-vit --data tracking:1 --budget params=0.5 -o svit50 --report svit50-report\n\n\
 Recognised: q/k/v as three MatMul(+Add)/Gemm or one fused projection (Split, or timm's\n\
 [B, N, 3, H, dh] reshape), MLPs with any element-wise activation (GELU, its Erf/Tanh forms).")]
 pub struct VitSlimArgs {
-    /// The ONNX vision transformer (a classifier with one [N, C, H, W] input; never overwritten).
+    /// The ONNX vision transformer (a classifier with one [N, C, H, W] input), or a tracker
+    /// directory whose backbone is a ViT (template.onnx + search.onnx from `edgeslim train`
+    /// with `[model.vit]`; the output is then a directory). Never overwritten.
     model: PathBuf,
-    /// Labelled training data: mnist, animal-mnist or folder:PATH.
+    /// Labelled training data: mnist, animal-mnist or folder:PATH; tracking:SEED for a tracker.
     #[arg(long, value_name = "SPEC")]
     data: String,
     /// What the result may keep: params=F or macs=F (a fraction of the original's, in (0, 1]).
@@ -121,6 +124,9 @@ fn parse_budget(s: &str) -> Result<(BudgetBy, f64)> {
 pub fn run(a: VitSlimArgs) -> Result<()> {
     let (budget_by, budget) = parse_budget(&a.budget)?;
     let kinds = MaskKind::parse_list(&a.masks)?;
+    if edgeslim::prune::tracker::is_tracker_dir(&a.model) {
+        return run_tracker(&a, budget_by, budget, kinds);
+    }
     let model = OnnxModel::load(&a.model)?;
     edgeslim_runtime::fsutil::ensure_replaceable(&a.output)?;
     let teacher = match a.teacher.as_deref() {
@@ -246,5 +252,152 @@ pub fn run(a: VitSlimArgs) -> Result<()> {
     if let Some(dir) = &a.report {
         println!("report: {}", dir.join("index.html").display());
     }
+    Ok(())
+}
+
+/// ViT-Slim on a tracker pair: search on generated tracking pairs, slice, fine-tune; the search
+/// graphs timed side by side.
+fn run_tracker(
+    a: &VitSlimArgs,
+    budget_by: BudgetBy,
+    budget: f64,
+    kinds: Vec<MaskKind>,
+) -> Result<()> {
+    use edgeslim_vitslim::tracker::{self, TrackerSlimOptions};
+    let data_seed = match a.data.parse::<edgeslim::data::DataSpec>() {
+        Ok(edgeslim::data::DataSpec::Tracking(s)) => s,
+        _ => bail!(
+            "--data {}: {} is a tracker; it trains on generated pairs, tracking:SEED",
+            a.data,
+            a.model.display()
+        ),
+    };
+    if a.teacher.is_some() {
+        bail!("--teacher: a tracker trains on its labelled pairs; distillation is for classifiers");
+    }
+    if a.model.canonicalize().ok() == a.output.canonicalize().ok() {
+        bail!(
+            "-o {}: that is the input tracker; write elsewhere",
+            a.output.display()
+        );
+    }
+    let pair = edgeslim::prune::tracker::TrackerPair::load(&a.model)?;
+    edgeslim::train::interrupt::install();
+    let opts = TrackerSlimOptions {
+        selection: match a.selection {
+            SelectionArg::Learned => Selection::Learned,
+            SelectionArg::Magnitude => Selection::Magnitude,
+        },
+        kinds,
+        budget_by,
+        budget,
+        search_epochs: a.search_epochs,
+        retrain_epochs: a.retrain_epochs,
+        lr: a.lr,
+        mask_lr: a.mask_lr,
+        attention_weight: a.attention_weight,
+        mlp_weight: a.mlp_weight,
+        round_to: a.round_to,
+        data_seed,
+        max_batches_per_epoch: a.max_batches,
+        val_pairs: a.held_out,
+        output: a.output.clone(),
+        sliced_output: a.report.as_ref().map(|d| d.join("sliced")),
+        threads: 0,
+        progress: !edgeslim_runtime::process::quiet(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..TrackerSlimOptions::default()
+    };
+    let r = match tracker::run(&pair, &opts) {
+        Ok(r) => r,
+        Err(e) if edgeslim::train::interrupt::requested() => {
+            eprintln!("edgeslim: interrupted ({e})");
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut json = serde_json::to_value(&r)?;
+    if a.runs > 0 {
+        let s = pair.config.search_size;
+        let cfg = HostBenchConfig {
+            runs: a.runs,
+            threads: a.threads,
+            input_shapes: vec![format!("search=1,3,{s},{s}").parse()?],
+            ..HostBenchConfig::default()
+        };
+        let files = [a.model.join("search.onnx"), a.output.join("search.onnx")];
+        let b = bench_side_by_side(&[files[0].as_path(), files[1].as_path()], &cfg)?;
+        let latency = Latency {
+            threads: a.threads,
+            runs: a.runs,
+            original_p50_ms: b[0].latency.p50_ms,
+            slim_p50_ms: b[1].latency.p50_ms,
+            original_p90_ms: b[0].latency.p90_ms,
+            slim_p90_ms: b[1].latency.p90_ms,
+        };
+        json["latency"] = serde_json::to_value(&latency)?;
+    }
+    if let Some(dir) = &a.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        edgeslim_runtime::fsutil::write_atomic(
+            &dir.join("report.json"),
+            &serde_json::to_vec_pretty(&json)?,
+        )?;
+    }
+    if edgeslim_runtime::json_out::emit(&a.json.dest, &json)? {
+        return Ok(());
+    }
+    println!("{} -> {}", a.model.display(), a.output.display());
+    println!(
+        "  search graph: params {} -> {} ({:.1} %), MACs per scale {} -> {} ({:.1} %); every mask type keeps its top {:.1} %",
+        r.params.0,
+        r.params.1,
+        100.0 * r.params.1 as f64 / r.params.0.max(1) as f64,
+        r.macs.0,
+        r.macs.1,
+        100.0 * r.macs.1 as f64 / r.macs.0.max(1) as f64,
+        100.0 * r.kept_fraction
+    );
+    for (what, st) in [
+        ("after search", &r.after_search),
+        ("fine-tuned", &r.retrained),
+    ] {
+        if let Some(st) = st {
+            println!(
+                "  held-out pairs, {what}: loss {:.4}, peak error {:.1} px, within stride {:.1} %",
+                st.loss,
+                st.peak_error_px,
+                100.0 * st.peak_within_stride
+            );
+        }
+    }
+    for b in &r.blocks {
+        println!(
+            "  block {}: heads {} -> {}, head size {} -> {}{}",
+            b.block,
+            b.heads.0,
+            b.heads.1,
+            b.head_dim.0,
+            b.head_dim.1,
+            b.mlp_units
+                .map(|(u, k)| format!(", MLP {u} -> {k}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(l) = json.get("latency") {
+        let p = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  search graph, tract p50 {:.3} ms -> {:.3} ms ({:.2}x faster; {} threads, {} interleaved runs)",
+            p("original_p50_ms"),
+            p("slim_p50_ms"),
+            p("original_p50_ms") / p("slim_p50_ms").max(1e-12),
+            a.threads,
+            a.runs
+        );
+    }
+    println!(
+        "  search {:.0} s, fine-tuning {:.0} s",
+        r.search_seconds, r.retrain_seconds
+    );
     Ok(())
 }

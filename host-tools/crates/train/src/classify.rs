@@ -854,7 +854,7 @@ pub fn finetune(
 }
 
 /// The variables of each sparsity term, by name among the trainable weights.
-fn sparsity_vars(
+pub(crate) fn sparsity_vars(
     params: &[(String, candle_core::Var)],
     terms: &[Sparsity],
     label: &str,
@@ -883,10 +883,10 @@ fn sparsity_vars(
 }
 
 /// The variables of one sparsity term, its weight, and whether it is taken through tanh.
-type Penalty = (Vec<candle_core::Var>, f64, bool);
+pub(crate) type Penalty = (Vec<candle_core::Var>, f64, bool);
 
 /// `loss + Σ weight · Σ|w|` (`|tanh w|` where asked).
-fn add_penalties(loss: Tensor, penalties: &[Penalty]) -> Result<Tensor> {
+pub(crate) fn add_penalties(loss: Tensor, penalties: &[Penalty]) -> Result<Tensor> {
     let mut total = loss;
     for (vars, weight, tanh) in penalties {
         for v in vars {

@@ -56,6 +56,17 @@ pub struct TrackerRun {
     pub init_weights: Vec<OnnxModel>,
     /// Extra lines for the card's provenance.
     pub provenance: Vec<String>,
+    /// A ViT trunk in place of the one the config builds (ViT-Slim's masked trunk in the
+    /// search); the written pair splices it too.
+    pub trunk: Option<OnnxModel>,
+    /// L1 penalties added to the loss (ViT-Slim's mask sparsity terms).
+    pub sparsity: Vec<crate::Sparsity>,
+    /// Learning-rate multipliers by name part (ViT-Slim's mask learning rate).
+    pub lr_scale: Vec<(String, f64)>,
+    /// Weight-decay exemptions besides the recipe's (by name part).
+    pub no_decay: Vec<String>,
+    /// Keep the last epoch, not the best by held-out loss (a mask search).
+    pub keep_last: bool,
 }
 
 impl Default for TrackerRun {
@@ -71,6 +82,11 @@ impl Default for TrackerRun {
             photos_dir: None,
             init_weights: Vec::new(),
             provenance: Vec::new(),
+            trunk: None,
+            sparsity: Vec::new(),
+            lr_scale: Vec::new(),
+            no_decay: Vec::new(),
+            keep_last: false,
         }
     }
 }
@@ -99,6 +115,11 @@ pub struct TrackerOutcome {
     pub baseline_peak_error_px: f64,
     pub baseline_peak_within_stride: f64,
     pub training_seconds: f64,
+    /// The training graph with the kept epoch's weights.
+    #[serde(skip)]
+    pub trained: OnnxModel,
+    /// Why training ended early (Ctrl-C), or `None`.
+    pub stopped: Option<String>,
 }
 
 fn cerr(what: &str, e: candle_core::Error) -> Error {
@@ -208,10 +229,14 @@ impl Validation {
     }
 }
 
-fn optimizer(recipe: &Recipe, module: &GraphModule) -> Result<Box<dyn Optimizer + Send>> {
+fn optimizer(
+    recipe: &Recipe,
+    module: &GraphModule,
+    extra_no_decay: &[String],
+) -> Result<Box<dyn Optimizer + Send>> {
     let o = &recipe.optimizer;
     let mut policy = DecayPolicy::default();
-    for p in &o.no_decay {
+    for p in o.no_decay.iter().chain(extra_no_decay) {
         policy = policy.exclude_pattern(&regex::escape(p))?;
     }
     let params = module.require_trainable()?;
@@ -305,18 +330,27 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
     };
     let (base_err, base_within) = validation.baseline(&pc);
 
-    let mut graph = siamese::build_train(&cfg, batch)?;
+    let mut graph = siamese::build_train_with(&cfg, batch, run.trunk.as_ref())?;
     if !run.init_weights.is_empty() {
-        // The training graph's own constants (reshape shapes) stay as built.
+        // The training graph's own constants (reshape shapes, integer initializers in a
+        // prepared trunk) stay as built.
         let sources: Vec<&OnnxModel> = run.init_weights.iter().collect();
+        let floats: std::collections::HashSet<String> = graph
+            .graph()
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == onnx_protobuf::tensor_proto::DataType::FLOAT as i32)
+            .map(|t| t.name.clone())
+            .collect();
         siamese::copy_weights_by_name(
             &mut graph,
             &sources,
             |n| {
-                n.starts_with("backbone.")
-                    || n.starts_with("head.")
-                    || n.starts_with("neck.")
-                    || n.starts_with("features.")
+                floats.contains(n)
+                    && (n.starts_with("backbone.")
+                        || n.starts_with("head.")
+                        || n.starts_with("neck.")
+                        || n.starts_with("features."))
             },
             "the starting weights",
         )?;
@@ -334,8 +368,12 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
             ..EngineOptions::default()
         },
     )?;
-    let mut opt = optimizer(recipe, &module)?;
+    let mut opt = optimizer(recipe, &module, &run.no_decay)?;
+    for (part, factor) in &run.lr_scale {
+        opt.scale_learning_rate_of(&|n: &str| n.contains(part.as_str()), *factor);
+    }
     let params = module.trainable();
+    let penalties = super::classify::sparsity_vars(&params, &run.sparsity, &recipe.name)?;
     let total_steps = epochs * steps_per_epoch;
     let bar = if run.progress {
         let b = indicatif::ProgressBar::new(total_steps as u64);
@@ -359,7 +397,9 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
     let mut history: Vec<EpochStats> = Vec::new();
     let mut best: Option<(f64, usize)> = None;
     let mut rng_order = edgeslim_data::rng(recipe.seed, 0x5eed);
-    for epoch in 0..epochs {
+    let mut stopped = None;
+    let mut kept: Option<OnnxModel> = None;
+    'epochs: for epoch in 0..epochs {
         let t0 = Instant::now();
         let mut order: Vec<u64> = (0..(steps_per_epoch * batch) as u64)
             .map(|i| (epoch * per_epoch) as u64 + i)
@@ -378,8 +418,13 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
             let r = out
                 .get("response")
                 .ok_or_else(|| Error::Graph("the tracker graph has no 'response' output".into()))?;
+            if super::interrupt::requested() {
+                stopped = Some(format!("interrupted in epoch {}", epoch + 1));
+                break 'epochs;
+            }
             let loss = logistic_loss(r, &y, &w)?;
             let lv = loss.to_scalar::<f32>().map_err(|e| cerr("loss", e))? as f64;
+            let loss = super::classify::add_penalties(loss, &penalties)?;
             if !lv.is_finite() {
                 bar.abandon();
                 return Err(Error::Other(format!(
@@ -415,10 +460,12 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
             st.epoch, st.train_loss, st.val_loss, st.val_peak_error_px, 100.0 * st.val_peak_within_stride, secs, st.pairs_per_second
         ));
         history.push(st);
-        if best.is_none_or(|(l, _)| val_loss < l) {
+        if run.keep_last || best.is_none_or(|(l, _)| val_loss < l) {
             best = Some((val_loss, epoch + 1));
             let trained = module.export()?;
-            let (mut template, mut search) = siamese::export_tracker(&trained, &cfg)?;
+            let (mut template, mut search) =
+                siamese::export_tracker_with(&trained, &cfg, run.trunk.as_ref())?;
+            kept = Some(trained);
             for m in [&mut template, &mut search] {
                 m.set_metadata("edgeslim.tracker.mean", "0.485,0.456,0.406");
                 m.set_metadata("edgeslim.tracker.std", "0.229,0.224,0.225");
@@ -444,7 +491,13 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
     }
     bar.finish_and_clear();
     let training_seconds = start.elapsed().as_secs_f64();
-    let (best_loss, best_epoch) = best.unwrap_or((f64::NAN, 0));
+    let (Some((best_loss, best_epoch)), Some(trained)) = (best, kept) else {
+        return Err(Error::Other(format!(
+            "{}: {} before the first epoch ended; nothing written",
+            recipe.name,
+            stopped.as_deref().unwrap_or("stopped")
+        )));
+    };
     let best_stats = history[best_epoch.saturating_sub(1)].clone();
 
     // Card.
@@ -554,6 +607,8 @@ pub fn train(recipe: &Recipe, run: &TrackerRun) -> Result<TrackerOutcome> {
         baseline_peak_error_px: base_err,
         baseline_peak_within_stride: base_within,
         training_seconds,
+        trained,
+        stopped,
     })
 }
 

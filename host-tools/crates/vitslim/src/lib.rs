@@ -14,6 +14,7 @@ pub mod magnitude;
 pub mod masks;
 pub mod recognize;
 pub mod slice;
+pub mod tracker;
 
 pub use masks::MaskKind;
 

@@ -81,6 +81,21 @@ impl TrackerPair {
             config,
         };
         // The config must describe the weights (a hand-edited file would be sliced wrong).
+        if let Some(v) = &pair.config.vit {
+            for (name, want) in [
+                ("neck.conv.weight", pair.config.widths[3]),
+                ("backbone.patch_embed.weight", v.dim),
+            ] {
+                let dims = pair.weight(name)?.dims;
+                if dims.first() != Some(&want) {
+                    return Err(Error::tensor(
+                        name,
+                        format!("shape {dims:?} disagrees with the metadata's width {want}"),
+                    ));
+                }
+            }
+            return Ok(pair);
+        }
         if pair.config.pretrained.is_some() {
             let dims = pair.weight("neck.conv.weight")?.dims;
             if dims.first() != Some(&pair.config.widths[3]) {
@@ -380,6 +395,13 @@ pub fn prune_pair(
     pair: &TrackerPair,
     opts: &TrackerPruneOptions,
 ) -> Result<(OnnxModel, OnnxModel, SiameseConfig, TrackerPruneSummary)> {
+    if pair.config.vit.is_some() {
+        return Err(Error::Invalid(format!(
+            "{}: the tracker's backbone is a transformer; the channel pruner follows conv \
+             layers. Slim it with `edgeslim compress vit-slim {0}`.",
+            pair.dir.display()
+        )));
+    }
     if pair.config.pretrained.is_some() {
         return pretrained::prune(pair, opts);
     }

@@ -63,6 +63,71 @@ pub struct SiameseConfig {
     pub pretrained_widths: Option<Vec<usize>>,
     /// Train the pretrained backbone's weights too (default: frozen, only neck and head train).
     pub train_backbone: bool,
+    /// A transformer backbone trained here in place of conv1..conv4 (the transformer row of
+    /// the tracker study), followed by the 1×1 `neck.conv` to `widths[3]` channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vit: Option<SiameseVit>,
+}
+
+/// A ViT backbone for the tracker: a stem to tokens at the tracker's stride, a conditional
+/// position encoding (CPVT's PEG: a depth-wise 3×3 conv added to the token map, so the
+/// features stay translation-equivariant and any input size works; no learnt position table),
+/// pre-norm transformer blocks (the `vit` family's), a final LayerNorm, and the tokens laid
+/// back out as a feature map.
+///
+/// ```text
+/// stem = "patch":  backbone.patch_embed  Conv k = s = stride, 3 → dim
+/// stem = "hybrid": backbone.stem.conv 3×3/2 → stem.bn → ReLU → max-pool 3/2 (the own CNN's
+///                  first layer, `stem_channels`), backbone.patch_embed Conv k = s = stride/4
+/// backbone.peg    depth-wise Conv 3×3 pad 1, + residual
+/// tokens          Reshape [0, 0, -1], Transpose → [N, P, dim]
+/// backbone.blocks.{i}  transformer blocks
+/// backbone.norm   LayerNorm, Transpose → [N, dim, P]  (the trunk's output; each branch
+///                 reshapes it to its own h × w)
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiameseVit {
+    /// `patch` or `hybrid`.
+    pub stem: String,
+    pub stem_channels: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp: usize,
+    /// Per-block shapes after ViT-Slim slicing; empty: every block `heads` × `dim/heads`,
+    /// `mlp` units.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<super::vit::BlockShape>,
+}
+
+impl Default for SiameseVit {
+    fn default() -> Self {
+        SiameseVit {
+            stem: "patch".into(),
+            stem_channels: 16,
+            dim: 64,
+            depth: 4,
+            heads: 2,
+            mlp: 128,
+            blocks: Vec::new(),
+        }
+    }
+}
+
+impl SiameseVit {
+    /// Every block's shape.
+    pub fn block_shapes(&self) -> Vec<super::vit::BlockShape> {
+        if self.blocks.is_empty() {
+            vec![super::vit::BlockShape::uniform(self.dim, self.heads, self.mlp); self.depth]
+        } else {
+            self.blocks.clone()
+        }
+    }
+
+    fn hybrid(&self) -> bool {
+        self.stem == "hybrid"
+    }
 }
 
 impl Default for SiameseConfig {
@@ -77,6 +142,7 @@ impl Default for SiameseConfig {
             pretrained_blocks: 3,
             pretrained_widths: None,
             train_backbone: false,
+            vit: None,
         }
     }
 }
@@ -99,6 +165,15 @@ impl SiameseConfig {
 
     /// Spatial size of the backbone's output for an input of side `n`.
     pub fn feature_size(&self, n: usize) -> Option<usize> {
+        if let Some(v) = &self.vit {
+            let n = if v.hybrid() {
+                conv_out(conv_out(n, 3, 2)?, 3, 2)? // stem conv, max-pool
+            } else {
+                n
+            };
+            let patch = self.vit_patch();
+            return conv_out(n, patch, patch);
+        }
         if self.pretrained.is_some() {
             // Padded 3×3 convolutions: stride 2 maps n to ceil(n/2).
             let mut n = n;
@@ -134,6 +209,15 @@ impl SiameseConfig {
         self.widths[3]
     }
 
+    /// The ViT's patch embedding kernel and stride: the tracker's stride, a quarter of it
+    /// after the hybrid stem (which reduces by 4).
+    pub fn vit_patch(&self) -> usize {
+        match &self.vit {
+            Some(v) if v.hybrid() => (self.stride / 4).max(1),
+            _ => self.stride,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad =
             |field: &str, why: String| Err(Error::Invalid(format!("siamese: {field}: {why}")));
@@ -159,6 +243,44 @@ impl SiameseConfig {
                         self.pretrained_blocks,
                         self.pretrained_stride()
                     ),
+                );
+            }
+        }
+        if let Some(v) = &self.vit {
+            if self.pretrained.is_some() {
+                return bad("vit", "set together with a pretrained backbone".into());
+            }
+            if v.stem != "patch" && v.stem != "hybrid" {
+                return bad(
+                    "vit.stem",
+                    format!("'{}' (supported: patch, hybrid)", v.stem),
+                );
+            }
+            if v.dim == 0 || v.depth == 0 || v.heads == 0 || v.mlp == 0 || v.stem_channels == 0 {
+                return bad(
+                    "vit",
+                    "dim, depth, heads, mlp, stem_channels: all positive".into(),
+                );
+            }
+            if !v.dim.is_multiple_of(v.heads) {
+                return bad(
+                    "vit.heads",
+                    format!("{} must divide dim {}", v.heads, v.dim),
+                );
+            }
+            if !v.blocks.is_empty() && v.blocks.len() != v.depth {
+                return bad(
+                    "vit.blocks",
+                    format!("{} shapes for {} blocks", v.blocks.len(), v.depth),
+                );
+            }
+            if v.blocks
+                .iter()
+                .any(|b| b.heads == 0 || b.head_dim == 0 || b.mlp == 0)
+            {
+                return bad(
+                    "vit.blocks",
+                    "every block keeps ≥ 1 head, head size, MLP unit".into(),
                 );
             }
         }
@@ -211,14 +333,29 @@ impl SiameseConfig {
 struct Backbone {
     widths: [usize; 4],
     stride: usize,
-    /// The pretrained trunk (MobileNetV2 cut after some block, batch norms folded).
-    pretrained: Option<OnnxModel>,
+    trunk: Trunk,
+    /// Feature map sides of the template and the search branch (a token trunk's output is
+    /// laid out as a map per branch).
+    sides: (usize, usize),
+}
+
+/// What computes the features before the neck.
+enum Trunk {
+    /// conv1..conv4, built in place.
+    Own,
+    /// A spliced conv trunk (MobileNetV2 cut after some block, batch norms folded):
+    /// `[N, C, h, w]`.
+    Conv(OnnxModel),
+    /// A spliced ViT trunk ([`vit_trunk`]): `[N, dim, P]` tokens, reshaped per branch.
+    Tokens(OnnxModel, usize),
 }
 
 impl Backbone {
     fn apply(&self, n: &mut Net, branch: &str, x: &str, first: bool) -> Result<String> {
-        let Some(trunk) = &self.pretrained else {
-            return Ok(self.apply_own(n, branch, x, first));
+        let (trunk, cin) = match &self.trunk {
+            Trunk::Own => return Ok(self.apply_own(n, branch, x, first)),
+            Trunk::Conv(t) => (t, trunk_channels(t)?),
+            Trunk::Tokens(t, dim) => (t, *dim),
         };
         let outs = n.b.splice(trunk, x, &format!("{branch}.backbone"), first)?;
         let [f] = outs.as_slice() else {
@@ -226,7 +363,15 @@ impl Backbone {
                 "the pretrained trunk has more than one output".into(),
             ));
         };
-        let cin = trunk_channels(trunk)?;
+        let mut f = f.clone();
+        if let Trunk::Tokens(..) = self.trunk {
+            let side = if branch == "template" {
+                self.sides.0
+            } else {
+                self.sides.1
+            } as i64;
+            f = n.reshape(&format!("{branch}.backbone.map"), &f, &[0, 0, side, side]);
+        }
         let cout = self.widths[3];
         let (w, b) = ("neck.conv.weight", "neck.conv.bias");
         if first {
@@ -234,7 +379,7 @@ impl Backbone {
             n.b.init(w, &t);
             n.b.init(b, &super::init::Init::zeros(&[cout]));
         }
-        Ok(n.node("Conv", &format!("{branch}.neck.conv"), &[f, w, b], vec![]))
+        Ok(n.node("Conv", &format!("{branch}.neck.conv"), &[&f, w, b], vec![]))
     }
 
     fn apply_own(&self, n: &mut Net, branch: &str, x: &str, first: bool) -> String {
@@ -331,9 +476,84 @@ fn trunk_channels(trunk: &OnnxModel) -> Result<usize> {
         .ok_or_else(|| Error::Graph("the pretrained trunk declares no output channels".into()))
 }
 
-fn backbone(cfg: &SiameseConfig) -> Result<Backbone> {
-    let pretrained = match &cfg.pretrained {
-        Some(_) => {
+/// The ViT trunk of a tracker with a transformer backbone: input `x [N, 3, S, S]` (any side
+/// the stem accepts), output `features [N, dim, P]` (the tokens, channels first), weights
+/// named `backbone.*` as in the tracker's graphs. ViT-Slim recognises, masks and slices this
+/// graph; the tracker graphs splice it into each branch.
+pub fn vit_trunk(cfg: &SiameseConfig) -> Result<OnnxModel> {
+    cfg.validate()?;
+    let v = cfg
+        .vit
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("siamese: the config has no vit backbone".into()))?;
+    let mut n = Net::new("siamese_vit_trunk", cfg.seed);
+    let s = cfg.search_size as i64;
+    let mut x = n.b.input_dims(
+        "x",
+        DataType::FLOAT,
+        &[D::Sym("N"), D::N(3), D::N(s), D::N(s)],
+    );
+    let mut cin = 3;
+    if v.hybrid() {
+        let c = v.stem_channels;
+        x = n.conv("backbone.stem.conv", &x, 3, c, 3, 2, 0, true);
+        x = n.batchnorm("backbone.stem.bn", &x, c);
+        x = n.relu("backbone.stem.relu", &x);
+        x = n.maxpool("backbone.stem.pool", &x, 3, 2);
+        cin = c;
+    }
+    let (d, p) = (v.dim, cfg.vit_patch());
+    let e = n.conv("backbone.patch_embed", &x, cin, d, p, p, 0, true);
+    // PEG: a depth-wise 3×3 conv of the token map added to it, starting near zero.
+    let w = n.init.trunc_normal(&[d, 1, 3, 3], 0.02);
+    let w = n.b.init("backbone.peg.weight", &w);
+    let b =
+        n.b.init("backbone.peg.bias", &super::init::Init::zeros(&[d]));
+    let pe = n.node(
+        "Conv",
+        "backbone.peg",
+        &[&e, &w, &b],
+        vec![
+            edgeslim_onnx::node::ints("kernel_shape", &[3, 3]),
+            edgeslim_onnx::node::ints("pads", &[1, 1, 1, 1]),
+            int("group", d as i64),
+        ],
+    );
+    let e = n.add("backbone.peg.add", &e, &pe);
+    let t = n.reshape("backbone.tokens", &e, &[0, 0, -1]);
+    let mut t = n.transpose("backbone.tokens.transpose", &t, &[0, 2, 1]);
+    for (i, shape) in v.block_shapes().iter().enumerate() {
+        t = super::vit::transformer_block(&mut n, &format!("backbone.blocks.{i}"), &t, d, shape);
+    }
+    let t = n.layer_norm("backbone.norm", &t, d);
+    n.b.node_named(
+        "Transpose",
+        "backbone.features",
+        &[&t],
+        &["features"],
+        vec![edgeslim_onnx::node::ints("perm", &[0, 2, 1])],
+    );
+    n.b.output_dims("features", &[D::Sym("N"), D::N(d as i64), D::Sym("P")]);
+    Ok(n.b.finish())
+}
+
+/// The backbone of `cfg`; `trunk` replaces the ViT trunk built from the config (a masked or
+/// sliced one from ViT-Slim).
+fn backbone(cfg: &SiameseConfig, replacement: Option<&OnnxModel>) -> Result<Backbone> {
+    if replacement.is_some() && cfg.vit.is_none() {
+        return Err(Error::Invalid(
+            "siamese: a replacement trunk needs a vit backbone".into(),
+        ));
+    }
+    let trunk = match (&cfg.pretrained, &cfg.vit) {
+        (_, Some(v)) => Trunk::Tokens(
+            match replacement {
+                Some(t) => t.clone(),
+                None => vit_trunk(cfg)?,
+            },
+            v.dim,
+        ),
+        (Some(_), None) => {
             let assets = edgeslim_data::assets::Assets::open();
             assets.ensure()?;
             let mut sd = edgeslim_import::state::StateDict::read(
@@ -342,7 +562,7 @@ fn backbone(cfg: &SiameseConfig) -> Result<Backbone> {
             if let Some(w) = &cfg.pretrained_widths {
                 sd = edgeslim_import::mobilenetv2::narrow(&sd, cfg.pretrained_blocks, w)?;
             }
-            Some(edgeslim_import::mobilenetv2::build(
+            Trunk::Conv(edgeslim_import::mobilenetv2::build(
                 &sd,
                 "mobilenetv2",
                 cfg.template_size,
@@ -350,12 +570,13 @@ fn backbone(cfg: &SiameseConfig) -> Result<Backbone> {
                 edgeslim_import::convnet::BatchNorm::Fold,
             )?)
         }
-        None => None,
+        (None, None) => Trunk::Own,
     };
     Ok(Backbone {
         widths: cfg.widths,
         stride: cfg.stride,
-        pretrained,
+        trunk,
+        sides: (cfg.template_features(), cfg.search_features()),
     })
 }
 
@@ -391,6 +612,15 @@ fn finish(n: Net, cfg: &SiameseConfig, form: &str) -> OnnxModel {
 /// The training graph: `template [B,3,T,T]`, `search [B,3,S,S]` → `response [B,1,m,m]`,
 /// with a fixed batch `B`.
 pub fn build_train(cfg: &SiameseConfig, batch: usize) -> Result<OnnxModel> {
+    build_train_with(cfg, batch, None)
+}
+
+/// [`build_train`] with `trunk` in place of the config's ViT trunk.
+pub fn build_train_with(
+    cfg: &SiameseConfig,
+    batch: usize,
+    trunk: Option<&OnnxModel>,
+) -> Result<OnnxModel> {
     cfg.validate()?;
     if batch == 0 {
         return Err(Error::Invalid("siamese: batch must be at least 1".into()));
@@ -403,7 +633,7 @@ pub fn build_train(cfg: &SiameseConfig, batch: usize) -> Result<OnnxModel> {
     );
     let z = n.b.input("template", &[b, 3, t, t]);
     let x = n.b.input("search", &[b, 3, s, s]);
-    let bb = backbone(cfg)?;
+    let bb = backbone(cfg, trunk)?;
     let zf = bb.apply(&mut n, "template", &z, true)?;
     let xf = bb.apply(&mut n, "search", &x, false)?;
     let (c, tf, sf, m) = (
@@ -423,11 +653,16 @@ pub fn build_train(cfg: &SiameseConfig, batch: usize) -> Result<OnnxModel> {
 
 /// The template branch: `template [1,3,T,T]` → `kernel [C,1,h,w]`.
 pub fn build_template(cfg: &SiameseConfig) -> Result<OnnxModel> {
+    build_template_with(cfg, None)
+}
+
+/// [`build_template`] with `trunk` in place of the config's ViT trunk.
+pub fn build_template_with(cfg: &SiameseConfig, trunk: Option<&OnnxModel>) -> Result<OnnxModel> {
     cfg.validate()?;
     let mut n = Net::new("siamese_template", cfg.seed);
     let t = cfg.template_size as i64;
     let z = n.b.input("template", &[1, 3, t, t]);
-    let zf = backbone(cfg)?.apply(&mut n, "template", &z, true)?;
+    let zf = backbone(cfg, trunk)?.apply(&mut n, "template", &z, true)?;
     let (c, tf) = (cfg.channels() as i64, cfg.template_features() as i64);
     let shape = n.const_i64("kernel.shape", &[c, 1, tf, tf]);
     n.b.node_named("Reshape", "kernel", &[&zf, &shape], &["kernel"], vec![]);
@@ -437,6 +672,11 @@ pub fn build_template(cfg: &SiameseConfig) -> Result<OnnxModel> {
 
 /// The search branch: `search [N,3,S,S]`, `kernel [C,1,h,w]` → `response [N,1,m,m]`.
 pub fn build_search(cfg: &SiameseConfig) -> Result<OnnxModel> {
+    build_search_with(cfg, None)
+}
+
+/// [`build_search`] with `trunk` in place of the config's ViT trunk.
+pub fn build_search_with(cfg: &SiameseConfig, trunk: Option<&OnnxModel>) -> Result<OnnxModel> {
     cfg.validate()?;
     let mut n = Net::new("siamese_search", cfg.seed);
     let s = cfg.search_size as i64;
@@ -453,7 +693,7 @@ pub fn build_search(cfg: &SiameseConfig) -> Result<OnnxModel> {
     let k = n.b.input("kernel", &[c, 1, tf, tf]);
     // Consume the backbone's random draws in the same order as the other graphs, so an
     // untrained search graph holds the same weights as the template graph with that seed.
-    let xf = backbone(cfg)?.apply(&mut n, "search", &x, true)?;
+    let xf = backbone(cfg, trunk)?.apply(&mut n, "search", &x, true)?;
     let r = n.node("Conv", "head.xcorr", &[&xf, &k], vec![int("group", c)]);
     adjust(&mut n, cfg, &r);
     n.b.output_dims("response", &[D::Sym("N"), D::N(1), D::N(m), D::N(m)]);
@@ -471,7 +711,7 @@ pub fn build_channel_probe(cfg: &SiameseConfig) -> Result<OnnxModel> {
     let mut n = Net::new("siamese_probe", cfg.seed);
     let s = cfg.search_size as i64;
     let x = n.b.input("search", &[1, 3, s, s]);
-    let xf = backbone(cfg)?.apply(&mut n, "search", &x, true)?;
+    let xf = backbone(cfg, None)?.apply(&mut n, "search", &x, true)?;
     let r = adjust(&mut n, cfg, &xf);
     let sf = cfg.search_features() as i64;
     n.b.output_dims(&r, &[D::N(1), D::N(1), D::N(sf), D::N(sf)]);
@@ -519,8 +759,18 @@ pub fn copy_weights_by_name(
 /// every initializer of the two graphs is copied by name from `trained`, with its shape
 /// checked. Errors name the missing or mismatched tensor.
 pub fn export_tracker(trained: &OnnxModel, cfg: &SiameseConfig) -> Result<(OnnxModel, OnnxModel)> {
-    let mut template = build_template(cfg)?;
-    let mut search = build_search(cfg)?;
+    export_tracker_with(trained, cfg, None)
+}
+
+/// [`export_tracker`] with `trunk` in place of the config's ViT trunk (its initializers, the
+/// masks of a ViT-Slim search among them, are copied from `trained` too).
+pub fn export_tracker_with(
+    trained: &OnnxModel,
+    cfg: &SiameseConfig,
+    trunk: Option<&OnnxModel>,
+) -> Result<(OnnxModel, OnnxModel)> {
+    let mut template = build_template_with(cfg, trunk)?;
+    let mut search = build_search_with(cfg, trunk)?;
     for m in [&mut template, &mut search] {
         copy_weights_by_name(
             m,

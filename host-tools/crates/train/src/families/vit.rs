@@ -118,13 +118,49 @@ impl VitConfig {
     }
 }
 
-fn block(n: &mut Net, cfg: &VitConfig, i: usize, x: &str) -> String {
-    let p = format!("blocks.{i}");
-    let (d, h) = (cfg.dim, cfg.heads as i64);
+/// The shape of one transformer block: the same for every block of [`VitConfig`]; per block
+/// after ViT-Slim slicing (fewer heads, smaller heads, narrower MLP, the original softmax
+/// scale kept).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockShape {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub mlp: usize,
+    /// The attention scale (1/√head_dim as trained; slicing keeps the original's).
+    pub scale: f32,
+}
+
+impl BlockShape {
+    pub fn uniform(dim: usize, heads: usize, mlp: usize) -> BlockShape {
+        let head_dim = dim / heads.max(1);
+        BlockShape {
+            heads,
+            head_dim,
+            mlp,
+            scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// A pre-norm transformer block on tokens `x [N, T, dim]` named `{p}.norm1`, `{p}.attn.*`,
+/// `{p}.mlp.*` (the layout in the module docs); the q/k/v width is `heads · head_dim`.
+pub(super) fn transformer_block(
+    n: &mut Net,
+    p: &str,
+    x: &str,
+    dim: usize,
+    shape: &BlockShape,
+) -> String {
+    let (d, w, h) = (dim, shape.width(), shape.heads as i64);
     let hn = n.layer_norm(&format!("{p}.norm1"), x, d);
-    let q = n.linear(&format!("{p}.attn.q"), &hn, d, d);
-    let k = n.linear(&format!("{p}.attn.k"), &hn, d, d);
-    let v = n.linear(&format!("{p}.attn.v"), &hn, d, d);
+    let q = n.linear(&format!("{p}.attn.q"), &hn, d, w);
+    let k = n.linear(&format!("{p}.attn.k"), &hn, d, w);
+    let v = n.linear(&format!("{p}.attn.v"), &hn, d, w);
     let split = |n: &mut Net, t: &str, which: &str, perm: &[i64]| {
         let r = n.reshape(&format!("{p}.attn.{which}.heads"), t, &[0, 0, h, -1]);
         n.transpose(&format!("{p}.attn.{which}.transpose"), &r, perm)
@@ -133,21 +169,18 @@ fn block(n: &mut Net, cfg: &VitConfig, i: usize, x: &str) -> String {
     let k = split(n, &k, "k", &[0, 2, 3, 1]); // [N, H, dh, T]
     let v = split(n, &v, "v", &[0, 2, 1, 3]); // [N, H, T, dh]
     let s = n.matmul(&format!("{p}.attn.scores"), &q, &k);
-    let scale = n.const_scalar(
-        &format!("{p}.attn.scale.value"),
-        1.0 / ((cfg.dim / cfg.heads) as f32).sqrt(),
-    );
+    let scale = n.const_scalar(&format!("{p}.attn.scale.value"), shape.scale);
     let s = n.mul(&format!("{p}.attn.scale"), &s, &scale);
     let a = n.softmax(&format!("{p}.attn.softmax"), &s, -1);
     let c = n.matmul(&format!("{p}.attn.context"), &a, &v);
     let c = n.transpose(&format!("{p}.attn.merge.transpose"), &c, &[0, 2, 1, 3]);
     let c = n.reshape(&format!("{p}.attn.merge"), &c, &[0, 0, -1]);
-    let o = n.linear(&format!("{p}.attn.proj"), &c, d, d);
+    let o = n.linear(&format!("{p}.attn.proj"), &c, w, d);
     let x = n.add(&format!("{p}.add1"), x, &o);
     let hn = n.layer_norm(&format!("{p}.norm2"), &x, d);
-    let f = n.linear(&format!("{p}.mlp.fc1"), &hn, d, cfg.mlp_hidden());
+    let f = n.linear(&format!("{p}.mlp.fc1"), &hn, d, shape.mlp);
     let g = n.gelu(&format!("{p}.mlp.gelu"), &f);
-    let f = n.linear(&format!("{p}.mlp.fc2"), &g, cfg.mlp_hidden(), d);
+    let f = n.linear(&format!("{p}.mlp.fc2"), &g, shape.mlp, d);
     n.add(&format!("{p}.add2"), &x, &f)
 }
 
@@ -193,8 +226,9 @@ pub fn build(cfg: &VitConfig) -> Result<OnnxModel> {
     let pos = n.b.init("pos_embed", &pos);
     let mut t = n.add("pos_embed.add", &t, &pos);
 
+    let shape = BlockShape::uniform(d, cfg.heads, cfg.mlp_hidden());
     for i in 0..cfg.depth {
-        t = block(&mut n, cfg, i, &t);
+        t = transformer_block(&mut n, &format!("blocks.{i}"), &t, d, &shape);
     }
     let t = n.layer_norm("norm", &t, d);
     let idx = n.constant("cls.index", &Tensor::i64(vec![], vec![0]).expect("scalar"));
