@@ -68,7 +68,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
             epochs: a.epochs,
             ..Default::default()
         };
-        let o = tracker::train(&r, &run)?;
+        let o = match tracker::train(&r, &run) {
+            Ok(o) => o,
+            Err(e) if interrupt::requested() => {
+                eprintln!("edgeslim: {e}");
+                std::process::exit(130);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(why) = &o.stopped {
+            eprintln!(
+                "edgeslim: {why}; wrote the best pair so far to {} (epoch {})",
+                r.output.display(),
+                o.best_epoch
+            );
+            std::process::exit(130);
+        }
         println!(
             "wrote {} and {} (best epoch {}), card {}",
             o.template.display(),

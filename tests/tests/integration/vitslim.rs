@@ -1,7 +1,8 @@
 //! ViT-Slim (issue 21): the command on the zoo ViT end to end (budget met, no mask left,
 //! onnx.checker, tract and ONNX Runtime agree, accuracy after retraining), the real DINOv2
 //! ViT-S/14 backbone recognised and sliced exactly, and the DINOv2 classifier of a grayscale
-//! data set equal to the backbone on the upsampled, normalised RGB image.
+//! data set equal to the backbone on the upsampled, normalised RGB image; the zoo's ViT
+//! tracker slimmed as a pair and run by the board runtime's tracking loop.
 
 use edgeslim::import::dinov2::{self, GrayInput};
 use edgeslim::onnx::node::{int, make, string};
@@ -9,7 +10,7 @@ use edgeslim::onnx::{OnnxModel, SaveOptions, Tensor};
 use edgeslim::vitslim::masks::{self, MaskKind};
 use edgeslim::vitslim::{budget, prepare_vit, slice};
 use edgeslim_e2e::engines::{random, rel_diff, run_both};
-use edgeslim_e2e::{assets, python_check, run_ok, workspace};
+use edgeslim_e2e::{assets, python_check, run, run_ok, workspace};
 use std::path::Path;
 
 fn s(p: &Path) -> &str {
@@ -313,4 +314,163 @@ fn the_dinov2_gray_classifier_equals_the_backbone_on_the_normalised_rgb_image() 
         python_check(&fc, None, &["--input-shape", "x=1,1,28,28"]).checker,
         "ok"
     );
+}
+
+/// Elements of every initializer (how the tracker commands count a pair's parameters).
+fn initializer_elements(m: &OnnxModel) -> u64 {
+    m.graph()
+        .initializer
+        .iter()
+        .map(|t| t.dims.iter().product::<i64>() as u64)
+        .sum()
+}
+
+#[test]
+fn vit_slim_slims_the_zoo_vit_tracker_as_a_pair_that_the_runtime_tracks_with() {
+    assets();
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/siamese-vit");
+    let out = dir.path().join("svit60");
+    let rep = dir.path().join("rep");
+    run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "vit-slim",
+            s(&model),
+            "--data",
+            "tracking:1",
+            "--budget",
+            "params=0.6",
+            "--search-epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--max-batches",
+            "2",
+            "--held-out",
+            "16",
+            "--runs",
+            "5",
+            "-o",
+            s(&out),
+            "--report",
+            s(&rep),
+        ],
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rep.join("report.json")).unwrap()).unwrap();
+    // The budget, re-counted on the written search graph (the template graph is its subset).
+    let original = OnnxModel::load(&model.join("search.onnx")).unwrap();
+    let slim = OnnxModel::load(&out.join("search.onnx")).unwrap();
+    let (p0, p1) = (
+        initializer_elements(&original) as f64,
+        initializer_elements(&slim) as f64,
+    );
+    assert!(p1 <= 0.6 * p0 && p1 > 0.5 * p0, "{p1} of {p0}");
+    assert_eq!(r["params"][1].as_f64().unwrap(), p1);
+    assert!(slim
+        .graph()
+        .initializer
+        .iter()
+        .all(|t| !t.name.starts_with("vitslim.")));
+    let blocks = r["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 4);
+    assert!(blocks
+        .iter()
+        .all(|b| b["head_dim"][1].as_u64().unwrap() < 32
+            || b["mlp_units"][1].as_u64().unwrap() < 128));
+    assert!(r["after_search"]["loss"].as_f64().unwrap().is_finite());
+    assert!(r["latency"]["slim_p50_ms"].as_f64().unwrap() > 0.0);
+    // The sliced pair before fine-tuning is kept next to the report.
+    assert!(rep.join("sliced/search.onnx").is_file());
+
+    // Both graphs: the checker, and tract = ONNX Runtime, the kernel fed from one to the other.
+    for f in ["template.onnx", "search.onnx"] {
+        assert_eq!(
+            python_check(&out.join(f), None, &["--no-run"]).checker,
+            "ok"
+        );
+    }
+    let z = random(3 * 63 * 63, 3);
+    let (t, o) = run_both(
+        &out.join("template.onnx"),
+        &[("template", vec![1, 3, 63, 63], z)],
+    );
+    assert!(
+        rel_diff(&t[0], &o[0]) <= 1e-4,
+        "template: {}",
+        rel_diff(&t[0], &o[0])
+    );
+    let x = random(2 * 3 * 127 * 127, 4);
+    let (t, o) = run_both(
+        &out.join("search.onnx"),
+        &[
+            ("search", vec![2, 3, 127, 127], x),
+            ("kernel", vec![48, 1, 7, 7], t[0].clone()),
+        ],
+    );
+    assert_eq!(t[0].len(), 2 * 9 * 9);
+    assert!(
+        rel_diff(&t[0], &o[0]) <= 1e-4,
+        "search: {}",
+        rel_diff(&t[0], &o[0])
+    );
+
+    // The board runtime's tracking loop runs the slimmed pair on a generated sequence.
+    let seqs = dir.path().join("seqs");
+    run_ok(
+        "edgeslim",
+        &[
+            "data",
+            "tracking",
+            "-o",
+            s(&seqs),
+            "--sequences",
+            "1",
+            "--frames",
+            "20",
+            "--seed",
+            "7",
+        ],
+    );
+    let json = dir.path().join("eval.json");
+    run_ok(
+        "edgeslim-rt",
+        &[
+            "track",
+            s(&out),
+            "--eval",
+            s(&seqs),
+            "--json",
+            s(&json),
+            "--quiet",
+        ],
+    );
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let auc = e["overall"]["auc"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&auc) && e["fps"].as_f64().unwrap() > 0.0,
+        "{e}"
+    );
+
+    // A CNN tracker is refused, pointing at the channel pruner; nothing is written.
+    let cnn_out = dir.path().join("cnn");
+    let r = run(
+        "edgeslim",
+        &[
+            "compress",
+            "vit-slim",
+            s(&workspace().join("models/siamese-tracker")),
+            "--data",
+            "tracking:1",
+            "--budget",
+            "params=0.5",
+            "-o",
+            s(&cnn_out),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("compress prune"), "{}", r.stderr);
+    assert!(!cnn_out.exists());
 }

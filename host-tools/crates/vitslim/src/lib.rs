@@ -267,6 +267,16 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         tokens_allowed(&p)?;
     }
     let (masked, masks) = masks::insert(&p.model, s, &opts.kinds)?;
+    // Threshold to the budget: the count of the sliced model relative to the original's.
+    let count = |m: &OnnxModel| opts.budget_by.count(m, &opts.input_shapes);
+    let before = count(&p.model)? as f64;
+    let fit = |folded: &OnnxModel, values: &masks::MaskValues| {
+        budget::fit(s, &masks, values, opts.budget, opts.round_to, |k| {
+            Ok(count(&slice::slice(folded, s, k, &p.shapes)?)? as f64 / before)
+        })
+    };
+    // An unreachable budget is refused before the search, not after it.
+    fit(&p.model, &masks::ones(&masks))?;
     let Selected {
         values,
         folded,
@@ -284,12 +294,7 @@ pub fn run(model: &OnnxModel, opts: &VitSlimOptions) -> Result<Outcome> {
         },
     };
 
-    // Threshold to the budget.
-    let count = |m: &OnnxModel| opts.budget_by.count(m, &opts.input_shapes);
-    let before = count(&p.model)? as f64;
-    let (fraction, keep, _) = budget::fit(s, &masks, &values, opts.budget, opts.round_to, |k| {
-        Ok(count(&slice::slice(&folded, s, k, &p.shapes)?)? as f64 / before)
-    })?;
+    let (fraction, keep, _) = fit(&folded, &values)?;
     let sliced = slice::slice(&folded, s, &keep, &p.shapes)?;
     let sliced_eval = classify::evaluate(&sliced, &data.held_out, 256, opts.threads)?;
 

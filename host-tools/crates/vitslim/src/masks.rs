@@ -206,6 +206,15 @@ fn multiply(m: &mut OnnxModel, t: &str, mask: &str) {
 /// Mask values by initializer name.
 pub type MaskValues = HashMap<String, Vec<f32>>;
 
+/// Mask values that keep everything (what the masks start at; the floor of a budget does not
+/// depend on the values).
+pub fn ones(masks: &[Mask]) -> MaskValues {
+    masks
+        .iter()
+        .map(|m| (m.name.clone(), vec![1.0; m.len]))
+        .collect()
+}
+
 /// Read the masks' current values from a masked model.
 pub fn values(masked: &OnnxModel, masks: &[Mask]) -> Result<MaskValues> {
     masks

@@ -28,7 +28,6 @@ use edgeslim_train::families::FamilySpec;
 use edgeslim_train::tracker::{TrackerOutcome, TrackerRun};
 use edgeslim_train::Sparsity;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -319,6 +318,17 @@ pub fn run(pair: &TrackerPair, opts: &TrackerSlimOptions) -> Result<TrackerSlimR
     let s = &p.structure;
     let (masked, masks) = masks::insert(&p.model, s, &opts.kinds)?;
     let masked_for_training = fixed_as_constants(&masked, &tr.weights)?;
+    // An unreachable budget is refused before the search, not after it.
+    let budget = (opts.budget_by, opts.budget);
+    plan(
+        tr.config.clone(),
+        s,
+        &masks,
+        &masks::ones(&masks),
+        budget,
+        opts.round_to,
+        &pair.search,
+    )?;
 
     let t0 = Instant::now();
     let (values, folded, rest, after_search, search_losses) = match opts.selection {
@@ -355,7 +365,7 @@ pub fn run(pair: &TrackerPair, opts: &TrackerSlimOptions) -> Result<TrackerSlimR
         s,
         &masks,
         &values,
-        (opts.budget_by, opts.budget),
+        budget,
         opts.round_to,
         &pair.search,
     )?;
@@ -506,12 +516,4 @@ pub fn write_pair(dir: &Path, template: &OnnxModel, search: &OnnxModel) -> Resul
     search.save(&dir.join("search.onnx"), &so)?;
     edgeslim_runtime::track::pair_manifest::finish_write(dir)?;
     Ok(())
-}
-
-/// Mask values that keep everything (budget 1.0 reproduces the original).
-pub fn ones(masks: &[Mask]) -> MaskValues {
-    masks
-        .iter()
-        .map(|m| (m.name.clone(), vec![1.0; m.len]))
-        .collect::<HashMap<_, _>>()
 }
