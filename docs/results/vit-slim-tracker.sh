@@ -54,7 +54,7 @@ cp -r models/siamese-tracker "$OUT/cnn"
 row "CNN (models/siamese-tracker)" "$OUT/cnn" "$P0"
 for tag in p50 p25 p10 p01; do
   cp -r "models/siamese-tracker-$tag" "$OUT/cnn-$tag"
-  row "CNN pruned to ${tag#p} %, fine-tuned 5 epochs (models/siamese-tracker-$tag)" "$OUT/cnn-$tag" "$P0"
+  row "CNN pruned to $((10#${tag#p})) %, fine-tuned 5 epochs (models/siamese-tracker-$tag)" "$OUT/cnn-$tag" "$P0"
 done
 for model in $MODELS; do
   P0=$(params "models/$model")

@@ -24,6 +24,7 @@ pub use edgeslim_compress as compress;
 pub use edgeslim_compress::{lowrank, prune, quantize};
 pub use edgeslim_data as data;
 pub use edgeslim_data::assets;
+pub use edgeslim_glora as glora;
 pub use edgeslim_import as import;
 pub use edgeslim_measure as measure;
 pub use edgeslim_measure::{bench, engines};

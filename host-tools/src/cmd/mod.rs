@@ -1,6 +1,7 @@
 //! The command line (README.md). One module per subcommand; each parses nothing itself
 //! beyond its clap struct and calls into the library.
 
+mod adapt;
 mod analyze;
 mod anomaly;
 mod assets;
@@ -74,6 +75,8 @@ enum Command {
     Zoo(zoo::Args),
     /// Every compression method at every budget on one model, measured the same way: table, Pareto chart, resumable.
     Study(study::Args),
+    /// Transfer a network to a labelled task: linear probe, full fine-tuning, LoRA or GLoRA (adapters merged into plain weights).
+    Adapt(adapt::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Deploy(a) => deploy::run(a),
         Command::Study(a) => study::run(a),
+        Command::Adapt(a) => adapt::run(a),
     }
 }
 

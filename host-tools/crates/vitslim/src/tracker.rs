@@ -333,7 +333,11 @@ pub fn run(pair: &TrackerPair, opts: &TrackerSlimOptions) -> Result<TrackerSlimR
     let t0 = Instant::now();
     let (values, folded, rest, after_search, search_losses) = match opts.selection {
         Selection::Learned => {
-            let work = opts.output.with_extension("vitslim-search");
+            // Next to the output, named after all of it (`with_extension` would cut
+            // `svit-0.5` to `svit-0`, shared with `svit-0.25`).
+            let mut work = opts.output.clone().into_os_string();
+            work.push(".vitslim-search");
+            let work = PathBuf::from(work);
             let o = search(pair, &tr, opts, &masked_for_training, &masks, &work);
             let _ = std::fs::remove_dir_all(&work);
             let o = o?;
