@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use edgeslim::bench::{bench_side_by_side, HostBenchConfig};
 use edgeslim::onnx::{OnnxModel, SaveOptions};
+use edgeslim_glora::supernet::SearchOptions;
 use edgeslim_glora::{AdaptOptions, LayerSupport, Method};
 use std::path::PathBuf;
 
@@ -30,10 +31,25 @@ pub struct Args {
     /// LoRA rank (LoRA's B; GLoRA's LoRA terms unless --support says otherwise).
     #[arg(long, default_value_t = 4, value_name = "R")]
     rank: usize,
-    /// GLoRA support of every wrapped layer, e.g. A=lora-4,B=vector,C=none,D=scalar,E=vector
-    /// (default: LoRA-R on A, B and C, vectors on D and E).
+    /// One GLoRA support for every wrapped layer, e.g. A=lora-4,B=vector,C=none,D=scalar,E=vector
+    /// (no search). Default: each layer's support searched (supernet + evolution).
     #[arg(long, value_name = "TERMS")]
     support: Option<String>,
+    /// Generations of GLoRA's evolutionary search (0: no search, LoRA-R on A, B and C and
+    /// vectors on D and E on every layer).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    search_generations: usize,
+    /// Configurations per generation (half from mutations, half from crossovers; the top
+    /// fifth are the parents).
+    #[arg(long, default_value_t = 50, value_name = "P")]
+    population: usize,
+    /// The search's limit: trainable-params=N adapter values at most.
+    #[arg(long, value_name = "trainable-params=N")]
+    budget: Option<String>,
+    /// Samples the search scores configurations on (taken out of the training split; with
+    /// --shots, the shots).
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    search_samples: usize,
     /// Wrap the layers whose node or weight name matches this regular expression.
     #[arg(long, value_name = "REGEX")]
     layers: Option<String>,
@@ -73,6 +89,18 @@ enum MethodArg {
     Linear,
 }
 
+fn parse_budget(s: Option<&str>) -> Result<Option<usize>> {
+    let Some(s) = s else { return Ok(None) };
+    let n = s
+        .strip_prefix("trainable-params=")
+        .with_context(|| format!("--budget {s}: write trainable-params=N"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .with_context(|| format!("--budget {s}: '{n}' is not a count"))?;
+    Ok(Some(n))
+}
+
 pub fn run(a: Args) -> Result<()> {
     let model = OnnxModel::load(&a.model)?;
     edgeslim_runtime::fsutil::ensure_replaceable(&a.output)?;
@@ -89,11 +117,26 @@ pub fn run(a: Args) -> Result<()> {
         MethodArg::Linear => Method::Linear,
         MethodArg::Full => Method::Full,
         MethodArg::Lora => Method::Lora(a.rank),
-        MethodArg::Glora => Method::Glora(match &a.support {
-            Some(s) => LayerSupport::parse(s)?,
-            None => LayerSupport::glora_full(a.rank),
-        }),
+        MethodArg::Glora => match &a.support {
+            Some(s) => Method::Glora(LayerSupport::parse(s)?),
+            None if a.search_generations == 0 => Method::Glora(LayerSupport::glora_full(a.rank)),
+            None => Method::GloraSearch(
+                a.rank,
+                SearchOptions {
+                    population: a.population.max(2),
+                    generations: a.search_generations,
+                    parents: (a.population / 5).max(1),
+                    mutations: a.population.max(2) / 2,
+                    crossovers: a.population.max(2) - a.population.max(2) / 2,
+                    budget: parse_budget(a.budget.as_deref())?,
+                    ..SearchOptions::default()
+                },
+            ),
+        },
     };
+    if a.budget.is_some() && !matches!(method, Method::GloraSearch(..)) {
+        bail!("--budget: only for GLoRA's search (--method glora without --support)");
+    }
     if a.support.is_some() && !matches!(a.method, MethodArg::Glora) {
         bail!("--support: only with --method glora");
     }
@@ -116,6 +159,7 @@ pub fn run(a: Args) -> Result<()> {
         held_out_cap: a.held_out,
         seed: a.seed,
         progress: !edgeslim_runtime::process::quiet(),
+        search_samples: a.search_samples,
         ..AdaptOptions::default()
     };
     let out = match edgeslim_glora::adapt(&model, &opts) {
@@ -176,6 +220,19 @@ pub fn run(a: Args) -> Result<()> {
         r.best_epoch,
         r.train_seconds
     );
+    if let Some(s) = &r.search {
+        println!(
+            "  search: supernet {:.0} s, {} configurations scored on {} samples in {:.0} s; chosen {:.2} % with the shared weights",
+            s.supernet_seconds,
+            s.evaluations,
+            s.search_samples,
+            s.search_seconds,
+            100.0 * s.fitness
+        );
+        for ad in &r.adapters {
+            println!("    {}: {} ({} values)", ad.node, ad.support, ad.params);
+        }
+    }
     if let Some(l) = json.get("latency") {
         println!(
             "  tract p50 {:.3} ms (input) vs {:.3} ms (written), {} interleaved runs",

@@ -12,6 +12,7 @@ mod deploy;
 mod engines;
 mod errors;
 mod families;
+mod glora;
 mod inspect;
 mod lowrank;
 mod optimize;

@@ -53,9 +53,13 @@ impl Adapter {
 }
 
 /// A small deterministic stream for the LoRA factors that start non-zero.
-struct Draw(edgeslim_runtime::input::SplitMix64);
+pub(crate) struct Draw(edgeslim_runtime::input::SplitMix64);
 
 impl Draw {
+    pub(crate) fn new(seed: u64) -> Draw {
+        Draw(edgeslim_runtime::input::SplitMix64(seed ^ 0x6c07a))
+    }
+
     /// Kaiming-uniform-like values for a factor with `fan_in` rows feeding it.
     fn uniform(&mut self, dims: Vec<usize>, fan_in: usize) -> Result<Tensor> {
         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
@@ -112,15 +116,28 @@ impl Builder<'_> {
     }
 }
 
-/// The term tensor of a weight term (A or B) in the weight's shape or broadcastable to it.
-fn weight_term(
+/// Initializer name of one option of a term: `PREFIX.term.vector`, `…scalar`, `…u` / `…v`
+/// for LoRA's factors (distinct, so a supernet can hold every option of a term at once).
+pub fn option_name(prefix: &str, term: &str, s: Support) -> String {
+    let kind = match s {
+        Support::Lora(_) => "lora",
+        Support::Vector => "vector",
+        Support::Scalar => "scalar",
+        Support::None => "none",
+    };
+    format!("{prefix}.{term}.{kind}")
+}
+
+/// The tensor of one option of a weight term (A or B), in the weight's shape or
+/// broadcastable to it; `None` for no term.
+fn weight_option(
     b: &mut Builder,
     a: &Adapter,
     term: &str,
     s: Support,
     draw: &mut Draw,
 ) -> Result<Option<String>> {
-    let p = format!("{}.{term}", a.prefix);
+    let p = option_name(&a.prefix, term, s);
     let (rows, cols) = a.matrix();
     Ok(match s {
         Support::None => None,
@@ -148,55 +165,28 @@ fn weight_term(
     })
 }
 
-/// `W0 · C` as a `[out]` vector, C a `[fan_in, 1]` column.
-fn w0_c(b: &mut Builder, a: &Adapter, draw: &mut Draw) -> Result<Option<String>> {
-    let p = format!("{}.c", a.prefix);
+/// One option of C as a `[fan_in, 1]` column.
+fn c_option(b: &mut Builder, a: &Adapter, s: Support, draw: &mut Draw) -> Result<Option<String>> {
+    let p = option_name(&a.prefix, "c", s);
     let fan_in = a.layer.fan_in();
-    let column = match a.support.c {
-        Support::None | Support::Scalar => return Ok(None),
+    Ok(match s {
+        Support::None | Support::Scalar => None,
         Support::Vector => {
             b.m.set_initializer(&p, &zeros(vec![fan_in, 1])?);
-            p.clone()
+            Some(p)
         }
         Support::Lora(r) => {
             let (u, v) = (format!("{p}.u"), format!("{p}.v"));
             b.m.set_initializer(&u, &draw.uniform(vec![fan_in, r], fan_in)?);
             b.m.set_initializer(&v, &zeros(vec![r, 1])?);
-            b.op("MatMul", &[&u, &v], &format!("{p}.product"))
+            Some(b.op("MatMul", &[&u, &v], &format!("{p}.product")))
         }
-    };
-    let w = a.layer.weight.clone();
-    let product = match a.layer.layout {
-        Layout::InOut => {
-            let row = b.op_with(
-                "Transpose",
-                &[&column],
-                &format!("{p}.row"),
-                vec![ints("perm", &[1, 0])],
-            );
-            b.op("MatMul", &[&row, &w], &format!("{p}.w0c"))
-        }
-        Layout::OutIn => b.op("MatMul", &[&w, &column], &format!("{p}.w0c")),
-        Layout::Conv => {
-            let shape = b.shape(
-                &format!("{p}.matrix.shape"),
-                &[a.layer.outputs() as i64, fan_in as i64],
-            )?;
-            let m = b.op("Reshape", &[&w, &shape], &format!("{p}.matrix"));
-            b.op("MatMul", &[&m, &column], &format!("{p}.w0c"))
-        }
-    };
-    let flat = b.shape(&format!("{p}.flat"), &[-1])?;
-    Ok(Some(b.op(
-        "Reshape",
-        &[&product, &flat],
-        &format!("{p}.w0c.flat"),
-    )))
+    })
 }
 
-/// A bias term (D or E): `[out]` or `[1]`.
-fn bias_term(b: &mut Builder, a: &Adapter, term: &str, s: Support) -> Result<Option<String>> {
-    let p = format!("{}.{term}", a.prefix);
+/// One option of a bias term (D or E): `[out]` or `[1]`.
+fn bias_option(b: &mut Builder, a: &Adapter, term: &str, s: Support) -> Result<Option<String>> {
+    let p = option_name(&a.prefix, term, s);
     let dims = match s {
         Support::Vector => vec![a.layer.outputs()],
         Support::Scalar => vec![1],
@@ -206,17 +196,138 @@ fn bias_term(b: &mut Builder, a: &Adapter, term: &str, s: Support) -> Result<Opt
     Ok(Some(p))
 }
 
-/// `model` with the adapters of `plan` inserted (every factor that multiplies into the output
-/// starts at zero, so the adapted model computes what `model` does).
-pub fn insert(
-    model: &OnnxModel,
-    plan: &[(Layer, LayerSupport)],
-    seed: u64,
-) -> Result<(OnnxModel, Vec<Adapter>)> {
-    let mut m = model.clone();
-    let mut draw = Draw(edgeslim_runtime::input::SplitMix64(seed ^ 0x6c07a));
-    let mut adapters = Vec::new();
+/// `W0 · C` as a `[out]` vector, `column` a `[fan_in, 1]` tensor.
+fn w0_times(b: &mut Builder, a: &Adapter, column: &str) -> Result<String> {
+    let p = format!("{}.c", a.prefix);
+    let w = a.layer.weight.clone();
+    let product = match a.layer.layout {
+        Layout::InOut => {
+            let row = b.op_with(
+                "Transpose",
+                &[column],
+                &format!("{p}.row"),
+                vec![ints("perm", &[1, 0])],
+            );
+            b.op("MatMul", &[&row, &w], &format!("{p}.w0c"))
+        }
+        Layout::OutIn => b.op("MatMul", &[&w, column], &format!("{p}.w0c")),
+        Layout::Conv => {
+            let shape = b.shape(
+                &format!("{p}.matrix.shape"),
+                &[a.layer.outputs() as i64, a.layer.fan_in() as i64],
+            )?;
+            let m = b.op("Reshape", &[&w, &shape], &format!("{p}.matrix"));
+            b.op("MatMul", &[&m, column], &format!("{p}.w0c"))
+        }
+    };
+    let flat = b.shape(&format!("{p}.flat"), &[-1])?;
+    Ok(b.op("Reshape", &[&product, &flat], &format!("{p}.w0c.flat")))
+}
+
+/// The options a supernet holds for one term, and how a term's tensor is formed.
+pub(crate) enum TermForm<'a> {
+    /// One support (a plain adapter).
+    One(Support),
+    /// Every option, each multiplied by its gate `PREFIX.term.gate.KIND` ([1], frozen,
+    /// set per step) and summed.
+    Gated(&'a [Support]),
+}
+
+/// The term's tensor: the support's option, or the gated sum of the options.
+fn term_tensor(
+    b: &mut Builder,
+    a: &Adapter,
+    term: &str,
+    form: &TermForm,
+    draw: &mut Draw,
+) -> Result<Option<String>> {
+    let make = |b: &mut Builder, s: Support, draw: &mut Draw| match term {
+        "a" | "b" => weight_option(b, a, term, s, draw),
+        "c" => c_option(b, a, s, draw),
+        _ => bias_option(b, a, term, s),
+    };
+    match form {
+        TermForm::One(s) => make(b, *s, draw),
+        TermForm::Gated(options) => {
+            let mut sum: Option<String> = None;
+            for &s in options.iter() {
+                let Some(t) = make(b, s, draw)? else { continue };
+                let gate = gate_name(&a.prefix, term, s);
+                b.m.set_initializer(&gate, &Tensor::f32(vec![1], vec![1.0])?);
+                let g = b.op("Mul", &[&t, &gate], &format!("{gate}.applied"));
+                sum = Some(match sum {
+                    None => g,
+                    Some(x) => b.op("Add", &[&x, &g], &format!("{}.{term}.sum", a.prefix)),
+                });
+            }
+            Ok(sum)
+        }
+    }
+}
+
+/// The gate of one option of a term in a supernet.
+pub fn gate_name(prefix: &str, term: &str, s: Support) -> String {
+    format!("{}.gate", option_name(prefix, term, s))
+}
+
+/// Wire one layer's adapter (its terms formed by `forms`, in the order A, B, C, D, E) into
+/// the graph: the layer then reads `W'` and `b'`.
+pub(crate) fn wire(
+    m: &mut OnnxModel,
+    a: &Adapter,
+    forms: [TermForm; 5],
+    draw: &mut Draw,
+) -> Result<()> {
+    let layer = &a.layer;
+    let mut b = Builder { m };
+    let w0 = layer.weight.clone();
+    let [fa, fb, fc, fd, fe] = forms;
+    let ta = term_tensor(&mut b, a, "a", &fa, draw)?;
+    let tb = term_tensor(&mut b, a, "b", &fb, draw)?;
+    let mut w = w0.clone();
+    if let Some(ta) = ta {
+        let scaled = b.op("Mul", &[&w0, &ta], &format!("{}.w0a", a.prefix));
+        w = b.op("Add", &[&w, &scaled], &format!("{}.weight", a.prefix));
+    }
+    if let Some(tb) = tb {
+        w = b.op("Add", &[&w, &tb], &format!("{}.weight", a.prefix));
+    }
+    let mut bias = None;
+    if let Some((b0, reader, slot)) = &layer.bias {
+        let mut v = b0.clone();
+        if let Some(d) = term_tensor(&mut b, a, "d", &fd, draw)? {
+            let scaled = b.op("Mul", &[b0, &d], &format!("{}.b0d", a.prefix));
+            v = b.op("Add", &[&v, &scaled], &format!("{}.bias", a.prefix));
+        }
+        if let Some(e) = term_tensor(&mut b, a, "e", &fe, draw)? {
+            v = b.op("Add", &[&v, &e], &format!("{}.bias", a.prefix));
+        }
+        if let Some(col) = term_tensor(&mut b, a, "c", &fc, draw)? {
+            let c = w0_times(&mut b, a, &col)?;
+            v = b.op("Add", &[&v, &c], &format!("{}.bias", a.prefix));
+        }
+        if &v != b0 {
+            bias = Some((reader.clone(), *slot, v));
+        }
+    }
+    for n in m.graph_mut().node.iter_mut() {
+        if n.name == layer.node && w != w0 {
+            n.input[1] = w.clone();
+        }
+        if let Some((reader, slot, v)) = &bias {
+            if &n.name == reader {
+                n.input[*slot] = v.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The adapters of `plan` (bias terms dropped on layers without a bias, empty supports
+/// skipped), refusing a weight two layers share.
+pub(crate) fn plan_adapters(plan: &[(Layer, LayerSupport)]) -> Result<Vec<Adapter>> {
     let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
     for (layer, support) in plan {
         support.check()?;
         let support = if layer.bias.is_some() {
@@ -236,52 +347,29 @@ pub fn insert(
                 ),
             ));
         }
-        let a = Adapter {
+        out.push(Adapter {
             layer: layer.clone(),
             support,
             prefix: format!("{PREFIX}{}", layer.node),
-        };
-        let mut b = Builder { m: &mut m };
-        let w0 = layer.weight.clone();
-        let ta = weight_term(&mut b, &a, "a", support.a, &mut draw)?;
-        let tb = weight_term(&mut b, &a, "b", support.b, &mut draw)?;
-        let mut w = w0.clone();
-        if let Some(ta) = ta {
-            let scaled = b.op("Mul", &[&w0, &ta], &format!("{}.w0a", a.prefix));
-            w = b.op("Add", &[&w, &scaled], &format!("{}.weight", a.prefix));
-        }
-        if let Some(tb) = tb {
-            w = b.op("Add", &[&w, &tb], &format!("{}.weight", a.prefix));
-        }
-        let mut bias = None;
-        if let Some((b0, reader, slot)) = &layer.bias {
-            let mut v = b0.clone();
-            if let Some(d) = bias_term(&mut b, &a, "d", support.d)? {
-                let scaled = b.op("Mul", &[b0, &d], &format!("{}.b0d", a.prefix));
-                v = b.op("Add", &[&v, &scaled], &format!("{}.bias", a.prefix));
-            }
-            if let Some(e) = bias_term(&mut b, &a, "e", support.e)? {
-                v = b.op("Add", &[&v, &e], &format!("{}.bias", a.prefix));
-            }
-            if let Some(c) = w0_c(&mut b, &a, &mut draw)? {
-                v = b.op("Add", &[&v, &c], &format!("{}.bias", a.prefix));
-            }
-            if &v != b0 {
-                bias = Some((reader.clone(), *slot, v));
-            }
-        }
-        let g = m.graph_mut();
-        for n in g.node.iter_mut() {
-            if n.name == layer.node && w != w0 {
-                n.input[1] = w.clone();
-            }
-            if let Some((reader, slot, v)) = &bias {
-                if &n.name == reader {
-                    n.input[*slot] = v.clone();
-                }
-            }
-        }
-        adapters.push(a);
+        });
+    }
+    Ok(out)
+}
+
+/// `model` with the adapters of `plan` inserted (every factor that multiplies into the output
+/// starts at zero, so the adapted model computes what `model` does).
+pub fn insert(
+    model: &OnnxModel,
+    plan: &[(Layer, LayerSupport)],
+    seed: u64,
+) -> Result<(OnnxModel, Vec<Adapter>)> {
+    let mut m = model.clone();
+    let mut draw = Draw::new(seed);
+    let adapters = plan_adapters(plan)?;
+    for a in &adapters {
+        let s = a.support;
+        let forms = [s.a, s.b, s.c, s.d, s.e].map(TermForm::One);
+        wire(&mut m, a, forms, &mut draw)?;
     }
     m.topo_sort()?;
     m.validate_references()?;
@@ -307,7 +395,7 @@ fn term_value(
     term: &str,
     s: Support,
 ) -> Result<Option<ArrayD<f32>>> {
-    let p = format!("{}.{term}", a.prefix);
+    let p = option_name(&a.prefix, term, s);
     Ok(match s {
         Support::None => None,
         Support::Scalar | Support::Vector => Some(read(trained, &p)?),
@@ -373,7 +461,7 @@ pub fn merge(original: &OnnxModel, trained: &OnnxModel, adapters: &[Adapter]) ->
                 if s == Support::None {
                     continue;
                 }
-                let t = read(trained, &format!("{}.{term}", a.prefix))?;
+                let t = read(trained, &option_name(&a.prefix, term, s))?;
                 let add = if term == "d" {
                     broadcast_op(&b0, &t, b0_name, |x, t| x * t)?
                 } else {
@@ -382,9 +470,9 @@ pub fn merge(original: &OnnxModel, trained: &OnnxModel, adapters: &[Adapter]) ->
                 b = &b + &add;
             }
             let c = match a.support.c {
-                Support::Vector => Some(read(trained, &format!("{}.c", a.prefix))?),
+                Support::Vector => Some(read(trained, &option_name(&a.prefix, "c", a.support.c))?),
                 Support::Lora(_) => {
-                    let p = format!("{}.c", a.prefix);
+                    let p = option_name(&a.prefix, "c", a.support.c);
                     let (u, v) = (format!("{p}.u"), format!("{p}.v"));
                     Some(
                         matrix(read(trained, &u)?, &u)?

@@ -9,6 +9,7 @@
 pub mod adapter;
 pub mod layers;
 pub mod run;
+pub mod supernet;
 pub mod support;
 
 pub use adapter::{insert, merge, Adapter};

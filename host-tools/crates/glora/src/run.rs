@@ -3,6 +3,7 @@
 
 use crate::adapter::{self, Adapter, PREFIX};
 use crate::layers::{self, Layer};
+use crate::supernet::{self, SearchOptions, Supernet};
 use crate::support::LayerSupport;
 use edgeslim_onnx::{Error, OnnxModel, Result};
 use edgeslim_train::engine::Freeze;
@@ -22,6 +23,10 @@ pub enum Method {
     Lora(usize),
     /// The GLoRA support on every selected layer, plus the head.
     Glora(LayerSupport),
+    /// GLoRA with each layer's support searched: the supernet at this LoRA rank trained
+    /// (`AdaptOptions::epochs`), the evolutionary search, the chosen configuration retrained
+    /// from the supernet's weights (`epochs` again).
+    GloraSearch(usize, SearchOptions),
 }
 
 impl Method {
@@ -31,6 +36,7 @@ impl Method {
             Method::Full => "full fine-tuning".into(),
             Method::Lora(r) => format!("LoRA r={r}"),
             Method::Glora(s) => format!("GLoRA {}", s.label()),
+            Method::GloraSearch(r, _) => format!("GLoRA, supports searched (rank {r})"),
         }
     }
 }
@@ -55,6 +61,9 @@ pub struct AdaptOptions {
     pub seed: u64,
     pub threads: usize,
     pub progress: bool,
+    /// Samples the search scores configurations on (taken out of the training split; with
+    /// `shots`, the shots themselves).
+    pub search_samples: usize,
 }
 
 impl Default for AdaptOptions {
@@ -72,6 +81,7 @@ impl Default for AdaptOptions {
             seed: 0,
             threads: 0,
             progress: false,
+            search_samples: 500,
         }
     }
 }
@@ -105,6 +115,20 @@ pub struct AdaptReport {
     pub epoch_losses: Vec<f64>,
     pub stopped: Option<String>,
     pub peak_rss_bytes: Option<u64>,
+    /// The supernet and the search (GLoRA with searched supports).
+    pub search: Option<SearchReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    pub options: SearchOptions,
+    pub search_samples: usize,
+    pub supernet_seconds: f64,
+    pub search_seconds: f64,
+    pub evaluations: usize,
+    /// Accuracy of the chosen configuration with the supernet's shared weights.
+    pub fitness: f64,
+    pub generations: Vec<supernet::Generation>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,6 +219,7 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
     let support = match &opts.method {
         Method::Lora(r) => Some(LayerSupport::lora(*r)),
         Method::Glora(s) => Some(*s),
+        Method::GloraSearch(..) => Some(LayerSupport::NONE),
         Method::Linear | Method::Full => None,
     };
     if support.is_some() && chosen.is_empty() {
@@ -203,11 +228,28 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
             format!("{}: no layer to wrap", model.label()),
         ));
     }
-    let plan: Vec<(Layer, LayerSupport)> = match support {
-        Some(s) => chosen.into_iter().map(|l| (l, s)).collect(),
-        None => Vec::new(),
+    let mut search = None;
+    let (adapted, adapters) = match (&opts.method, support) {
+        (Method::GloraSearch(rank, so), _) => {
+            let (a, ads, report) = searched(
+                model,
+                &chosen,
+                *rank,
+                so,
+                &head_weights,
+                &input,
+                &mut data,
+                opts,
+            )?;
+            search = Some(report);
+            (a, ads)
+        }
+        (_, Some(s)) => {
+            let plan: Vec<(Layer, LayerSupport)> = chosen.into_iter().map(|l| (l, s)).collect();
+            adapter::insert(model, &plan, opts.seed)?
+        }
+        (_, None) => adapter::insert(model, &[], opts.seed)?,
     };
-    let (adapted, adapters) = adapter::insert(model, &plan, opts.seed)?;
 
     let trainable: Arc<dyn Fn(&str) -> bool + Send + Sync> = match opts.method {
         Method::Full => Arc::new(|_: &str| true),
@@ -216,21 +258,7 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
             Arc::new(move |n: &str| n.starts_with(PREFIX) || head.iter().any(|h| h == n))
         }
     };
-    let frozen = trainable.clone();
-    let fo = FinetuneOptions {
-        epochs: opts.epochs,
-        lr: opts.lr,
-        batch_size: opts.batch_size,
-        seed: opts.seed,
-        threads: opts.threads,
-        progress: opts.progress,
-        max_batches_per_epoch: opts.max_batches_per_epoch,
-        input: Some(input.clone()),
-        stop_on_ctrl_c: true,
-        freeze: Some(Freeze::Predicate(Arc::new(move |n: &str| !frozen(n)))),
-        no_decay: vec![PREFIX.to_string()],
-        ..FinetuneOptions::default()
-    };
+    let fo = base_options(opts, &input, trainable.clone());
     let trained = classify::finetune(&adapted, &data, &fo)?;
     let merged = adapter::merge(model, &trained.model, &adapters)?;
     let merged_eval = classify::evaluate(&merged, &data.held_out, 256, opts.threads)?;
@@ -259,9 +287,148 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
                 .collect(),
             stopped: trained.stopped,
             peak_rss_bytes: edgeslim_runtime::device::peak_rss_bytes(),
+            search,
         },
         model: merged,
     })
+}
+
+fn base_options(
+    opts: &AdaptOptions,
+    input: &str,
+    trainable: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+) -> FinetuneOptions {
+    FinetuneOptions {
+        epochs: opts.epochs,
+        lr: opts.lr,
+        batch_size: opts.batch_size,
+        seed: opts.seed,
+        threads: opts.threads,
+        progress: opts.progress,
+        max_batches_per_epoch: opts.max_batches_per_epoch,
+        input: Some(input.to_string()),
+        stop_on_ctrl_c: true,
+        freeze: Some(Freeze::Predicate(Arc::new(move |n: &str| !trainable(n)))),
+        no_decay: vec![PREFIX.to_string()],
+        // Scalar factors and gates are one-element tensors: weights all the same.
+        weight_prefixes: vec![PREFIX.to_string()],
+        // The last epoch, not the best on the held-out split the result is reported on.
+        keep_last: true,
+        ..FinetuneOptions::default()
+    }
+}
+
+/// GLoRA's search: train the supernet (a random configuration per step), evolve
+/// configurations scored on the search samples with the shared weights, and return the
+/// model with the chosen adapters holding the supernet's trained factors (and head).
+#[allow(clippy::too_many_arguments)]
+fn searched(
+    model: &OnnxModel,
+    layers: &[Layer],
+    rank: usize,
+    so: &SearchOptions,
+    head_weights: &[String],
+    input: &str,
+    data: &mut edgeslim_data::SplitData,
+    opts: &AdaptOptions,
+) -> Result<(OnnxModel, Vec<Adapter>, SearchReport)> {
+    // The search scores on samples the final evaluation never sees: out of the training
+    // split, or (few-shot) the shots themselves.
+    let search_set = if opts.shots.is_some() {
+        data.train.clone()
+    } else {
+        let order = edgeslim_data::shuffled_indices(data.train.len(), opts.seed, 0x5ea2);
+        let n = opts.search_samples.min(data.train.len() / 5).max(1);
+        let (s, t) = order.split_at(n);
+        let (mut s, mut t) = (s.to_vec(), t.to_vec());
+        s.sort_unstable();
+        t.sort_unstable();
+        let set = data.train.subset(&s);
+        data.train = data.train.subset(&t);
+        set
+    };
+    let (graph, sn) = Supernet::build(model, layers, rank, opts.seed)?;
+    let head: Vec<String> = head_weights.to_vec();
+    let trainable: Arc<dyn Fn(&str) -> bool + Send + Sync> = Arc::new(move |n: &str| {
+        (n.starts_with(PREFIX) && !Supernet::is_gate(n)) || head.iter().any(|h| h == n)
+    });
+    let mut fo = base_options(opts, input, trainable);
+    fo.keep_last = true;
+    let sampler = std::sync::Mutex::new(edgeslim_runtime::input::SplitMix64(opts.seed ^ 0x5a3e));
+    let hook_sn = sn.clone();
+    fo.before_step = Some(edgeslim_train::StepHook(Arc::new(move |m, _step| {
+        let cfg = {
+            let mut r = sampler
+                .lock()
+                .map_err(|_| Error::Other("the supernet sampler's lock".into()))?;
+            hook_sn.random(&mut r)
+        };
+        hook_sn.apply(m, &cfg)
+    })));
+    let t0 = std::time::Instant::now();
+    let trained = classify::finetune(&graph, data, &fo)?;
+    if let Some(why) = &trained.stopped {
+        return Err(Error::Invalid(format!(
+            "the supernet's training stopped: {why}"
+        )));
+    }
+    let supernet_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = std::time::Instant::now();
+    let module = edgeslim_train::engine::GraphModule::from_onnx(
+        &trained.model,
+        &edgeslim_train::engine::EngineOptions {
+            threads: opts.threads,
+            seed: opts.seed,
+            weight_prefixes: vec![PREFIX.to_string()],
+            ..Default::default()
+        },
+    )?;
+    let output = trained
+        .model
+        .graph()
+        .output
+        .first()
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    let found = supernet::evolve(&sn, so, opts.seed, |cfg| {
+        sn.apply(&module, cfg)?;
+        Ok(classify::evaluate_module(&module, &search_set, input, &output, 256)?.accuracy)
+    })?;
+    let search_seconds = t1.elapsed().as_secs_f64();
+
+    let plan: Vec<(Layer, LayerSupport)> = sn
+        .adapters
+        .iter()
+        .zip(&found.config)
+        .map(|(a, s)| (a.layer.clone(), *s))
+        .collect();
+    let (mut chosen, adapters) = adapter::insert(model, &plan, opts.seed)?;
+    // The chosen options' factors, and the head, as the supernet trained them.
+    let names: Vec<String> = chosen
+        .graph()
+        .initializer
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    for n in names {
+        if let Some(t) = trained.model.initializer(&n) {
+            chosen.set_initializer(&n, &edgeslim_onnx::Tensor::from_proto(t)?);
+        }
+    }
+    Ok((
+        chosen,
+        adapters,
+        SearchReport {
+            options: so.clone(),
+            search_samples: search_set.len(),
+            supernet_seconds,
+            search_seconds,
+            evaluations: found.evaluations,
+            fitness: found.fitness,
+            generations: found.history,
+        },
+    ))
 }
 
 fn summary(a: &Adapter) -> AdapterSummary {

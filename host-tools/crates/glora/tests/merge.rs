@@ -220,3 +220,123 @@ fn the_zoo_models_merge_exactly() {
     }
     let _ = Support::None;
 }
+
+/// The supernet with one configuration's gates open equals the plain adapters of that
+/// configuration holding the same factor values: what the search scores is what it returns.
+#[test]
+fn a_supernet_configuration_equals_its_plain_adapters() {
+    use edgeslim_glora::supernet::Supernet;
+    for (model, dims) in [
+        (linear_model(), vec![2usize, 8]),
+        (conv_model(), vec![2, 4, 9, 9]),
+    ] {
+        let (found, _) = layers::find(&model).unwrap();
+        let (mut graph, sn) = Supernet::build(&model, &found, 2, 4).unwrap();
+        randomise(&mut graph, 21);
+        let x = random(dims.iter().product(), 5);
+        let mut rng = SplitMix64(8);
+        for _ in 0..4 {
+            let cfg = sn.random(&mut rng);
+            let mut gated = graph.clone();
+            for (name, v) in sn.gates(&cfg) {
+                gated.set_initializer(&name, &Tensor::f32(vec![1], vec![v]).unwrap());
+            }
+            let plan: Vec<(Layer, LayerSupport)> = sn
+                .adapters
+                .iter()
+                .zip(&cfg)
+                .map(|(a, s)| (a.layer.clone(), *s))
+                .collect();
+            let (mut plain, adapters) = adapter::insert(&model, &plan, 0).unwrap();
+            let names: Vec<String> = plain
+                .graph()
+                .initializer
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+            for n in names.iter().filter(|n| n.starts_with(adapter::PREFIX)) {
+                let t = Tensor::from_proto(graph.initializer(n).unwrap()).unwrap();
+                plain.set_initializer(n, &t);
+            }
+            let want = run(&gated, &dims, &x);
+            let d = max_diff(&want, &run(&plain, &dims, &x));
+            assert!(d <= 1e-5, "{cfg:?}: {d}");
+            let merged = adapter::merge(&model, &plain, &adapters).unwrap();
+            assert!(max_diff(&want, &run(&merged, &dims, &x)) <= 1e-5);
+            assert_eq!(
+                sn.params(&cfg),
+                adapters.iter().map(|a| a.params()).sum::<usize>()
+            );
+        }
+    }
+}
+
+/// The search is reproducible from its seed and never leaves the budget.
+#[test]
+fn the_evolutionary_search_is_reproducible_and_keeps_the_budget() {
+    use edgeslim_glora::supernet::{evolve, SearchOptions, Supernet};
+    let model = linear_model();
+    let (found, _) = layers::find(&model).unwrap();
+    let (_, sn) = Supernet::build(&model, &found, 2, 4).unwrap();
+    let opts = SearchOptions {
+        population: 12,
+        generations: 6,
+        parents: 3,
+        mutations: 6,
+        crossovers: 6,
+        budget: Some(60),
+        ..SearchOptions::default()
+    };
+    // A fitness that prefers configurations near 50 values, with a twist per layer so the
+    // optimum is not unique in count alone.
+    let score = |c: &Vec<LayerSupport>| -> f64 {
+        let p = sn.params(c) as f64;
+        let lora_a = c.iter().filter(|s| matches!(s.a, Support::Lora(_))).count() as f64;
+        -(p - 50.0).abs() + 0.1 * lora_a
+    };
+    let run_search = |seed| {
+        evolve(&sn, &opts, seed, |c| {
+            assert!(sn.params(c) <= 60, "over the budget: {}", sn.params(c));
+            Ok(score(c))
+        })
+        .unwrap()
+    };
+    let (a, b) = (run_search(3), run_search(3));
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.fitness, b.fitness);
+    assert!(a.history.len() == 6 && a.evaluations > 12);
+    // Evolution improves on the random first generation.
+    assert!(a.fitness >= a.history[0].best);
+    assert!(a.history.last().unwrap().mean > a.history[0].mean);
+}
+
+/// One-element factors (scalar supports) and gates are weights the engine trains when named
+/// so; otherwise the engine takes such tensors for fixed constants.
+#[test]
+fn scalar_factors_are_trainable_weights() {
+    use edgeslim_train::engine::{EngineOptions, GraphModule};
+    let model = linear_model();
+    let (found, _) = layers::find(&model).unwrap();
+    let s = LayerSupport::parse("A=scalar,B=scalar,C=none,D=scalar,E=scalar").unwrap();
+    let plan: Vec<_> = found.iter().map(|l| (l.clone(), s)).collect();
+    let (adapted, _) = adapter::insert(&model, &plan, 0).unwrap();
+    let names = |prefixes: Vec<String>| -> Vec<String> {
+        let m = GraphModule::from_onnx(
+            &adapted,
+            &EngineOptions {
+                weight_prefixes: prefixes,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        m.trainable().into_iter().map(|(n, _)| n).collect()
+    };
+    let with = names(vec![adapter::PREFIX.to_string()]);
+    assert!(with.iter().any(|n| n == "glora.fc1.a.scalar"), "{with:?}");
+    assert!(with.iter().any(|n| n == "glora.fc2.e.scalar"), "{with:?}");
+    let without = names(Vec::new());
+    assert!(
+        !without.iter().any(|n| n.ends_with(".scalar")),
+        "{without:?}"
+    );
+}

@@ -60,6 +60,19 @@ impl Distill {
     }
 }
 
+/// A function run before every training step (see [`FinetuneOptions::before_step`]).
+#[derive(Clone)]
+pub struct StepHook(pub Arc<StepFn>);
+
+/// The function of a [`StepHook`]: the module being trained and the step's number.
+pub type StepFn = dyn Fn(&GraphModule, u64) -> Result<()> + Send + Sync;
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook(..)")
+    }
+}
+
 /// How to fine-tune. `Default` is a short AdamW recovery run (3 epochs, lr 1e-3, batch 64).
 #[derive(Debug, Clone)]
 pub struct FinetuneOptions {
@@ -96,6 +109,12 @@ pub struct FinetuneOptions {
     pub output: Option<String>,
     /// L1 penalties added to the loss (ViT-Slim's mask sparsity terms).
     pub sparsity: Vec<Sparsity>,
+    /// Float initializers with these name prefixes are weights even as one-element tensors
+    /// (see [`super::engine::EngineOptions::weight_prefixes`]).
+    pub weight_prefixes: Vec<String>,
+    /// Called before every training step with the step's number (from 0): a supernet samples
+    /// its sub-network here.
+    pub before_step: Option<StepHook>,
     /// Learning-rate multipliers: weights whose name contains the string learn at `lr ×` the
     /// factor (ViT-Slim's masks).
     pub lr_scale: Vec<(String, f64)>,
@@ -144,6 +163,8 @@ impl Default for FinetuneOptions {
             sparsity: Vec::new(),
             lr_scale: Vec::new(),
             keep_last: false,
+            weight_prefixes: Vec::new(),
+            before_step: None,
         }
     }
 }
@@ -596,6 +617,7 @@ pub fn finetune(
         freeze: opts.freeze.clone(),
         threads: opts.threads,
         seed: opts.seed,
+        weight_prefixes: opts.weight_prefixes.clone(),
         ..EngineOptions::default()
     };
     let module = GraphModule::from_onnx(model, &eopts)?;
@@ -737,6 +759,7 @@ pub fn finetune(
     let mut trained_samples = 0usize;
     let mut train_seconds = 0.0;
 
+    let mut global_step = 0u64;
     'epochs: for epoch in 1..=opts.epochs {
         let t0 = Instant::now();
         let order = shuffled_indices(n, opts.seed, epoch as u64);
@@ -749,6 +772,10 @@ pub fn finetune(
             }
             lr = opts.lr_at(epoch as f64 - 1.0 + step as f64 / per_epoch as f64);
             opt.set_learning_rate(lr);
+            if let Some(hook) = &opts.before_step {
+                (hook.0)(&module, global_step)?;
+            }
+            global_step += 1;
             let mut b = data.train.batch(chunk);
             if opts.augment_shift > 0 {
                 random_translate(&mut b, opts.augment_shift, &fill, &mut aug_rng);

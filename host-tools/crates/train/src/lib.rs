@@ -46,6 +46,8 @@ pub mod recipe;
 pub mod tracker;
 pub mod zoo;
 
-pub use classify::{finetune, Distill, EvalReport, FinetuneOptions, FinetuneResult, Sparsity};
+pub use classify::{
+    finetune, Distill, EvalReport, FinetuneOptions, FinetuneResult, Sparsity, StepHook,
+};
 
 pub use edgeslim_onnx::{Error, Result};

@@ -243,7 +243,18 @@ pub(crate) fn compile(model: &OnnxModel, opts: &EngineOptions) -> Result<Compile
             let st = stored(WeightRole::Other)?;
             stat_vars.insert(name.clone(), st.var.clone());
             stats.push(st);
-        } else if let Some(role) = value.is_float().then(|| classify(value, u)).flatten() {
+        } else if let Some(role) = value
+            .is_float()
+            .then(|| {
+                let named = *source == Source::Initializer
+                    && opts
+                        .weight_prefixes
+                        .iter()
+                        .any(|p| name.starts_with(p.as_str()));
+                classify(value, u).or(named.then_some(WeightRole::Other))
+            })
+            .flatten()
+        {
             let mut w = stored(role)?;
             w.frozen = opts.freeze.as_ref().is_some_and(|f| f.matches(name));
             weights.push(w);

@@ -96,6 +96,10 @@ pub struct EngineOptions {
     /// Refuse a model without any float weight (what training needs). Off for graphs that
     /// are only run (feature extraction).
     pub require_weights: bool,
+    /// Float initializers whose name starts with one of these are weights wherever they are
+    /// used, even as one-element tensors in generic ops (which are constants otherwise): an
+    /// adapter's learned scalars and a supernet's gates.
+    pub weight_prefixes: Vec<String>,
 }
 
 impl Default for EngineOptions {
@@ -106,6 +110,7 @@ impl Default for EngineOptions {
             dtype: DType::F32,
             seed: 0,
             require_weights: true,
+            weight_prefixes: Vec::new(),
         }
     }
 }
@@ -269,6 +274,24 @@ impl GraphModule {
             .iter()
             .map(|s| (s.name.clone(), s.var.clone()))
             .collect()
+    }
+
+    /// Overwrite one weight's values (frozen or not; a supernet's gates between steps).
+    pub fn set_weight(&self, name: &str, values: &[f32]) -> Result<()> {
+        let w = self
+            .weights
+            .iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| Error::tensor(name, "not a weight of the module"))?;
+        let dims = w.var.dims().to_vec();
+        let t = candle_core::Tensor::from_slice(values, dims.as_slice(), w.var.device())
+            .and_then(|t| t.to_dtype(w.var.dtype()))
+            .map_err(|e| {
+                Error::tensor(name, format!("{} values: {}", values.len(), first_line(&e)))
+            })?;
+        w.var
+            .set(&t)
+            .map_err(|e| Error::tensor(name, first_line(&e)))
     }
 
     /// Change which weights are frozen.
