@@ -31,7 +31,7 @@ for task in $TASKS; do
       [ -f "$OUT/dino/classifier-animal-mnist.onnx" ] ||
         "$ES" zoo import dinov2-s14 --size 112 --head animal-mnist -o "$OUT/dino" --runs 0 >&2
       model=$OUT/dino/classifier-animal-mnist.onnx; data=animal-mnist
-      extra=(--held-out 500 --search-samples 100 --batch-size 16) ;;
+      extra=(--held-out 500 --search-samples 100 --batch-size 16 --reset-head) ;;
     *) echo "unknown task $task" >&2; exit 1 ;;
   esac
   for shots in $SHOTS; do

@@ -56,6 +56,10 @@ pub struct Args {
     /// Few-shot: train on K samples of every class (drawn with --seed).
     #[arg(long, value_name = "K")]
     shots: Option<usize>,
+    /// Start the head from random weights (for a head already trained on the task, e.g. a
+    /// `zoo import --head` probe, before a few-shot comparison).
+    #[arg(long)]
+    reset_head: bool,
     #[arg(long, default_value_t = 5, value_name = "N")]
     epochs: usize,
     /// AdamW learning rate (cosine schedule).
@@ -160,6 +164,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         progress: !edgeslim_runtime::process::quiet(),
         search_samples: a.search_samples,
+        reset_head: a.reset_head,
         ..AdaptOptions::default()
     };
     let out = match edgeslim_glora::adapt(&model, &opts) {

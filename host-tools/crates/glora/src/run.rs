@@ -64,6 +64,9 @@ pub struct AdaptOptions {
     /// Samples the search scores configurations on (taken out of the training split; with
     /// `shots`, the shots themselves).
     pub search_samples: usize,
+    /// Start the head from fresh random weights (a head already trained on the task's full
+    /// training split would make a few-shot comparison meaningless).
+    pub reset_head: bool,
 }
 
 impl Default for AdaptOptions {
@@ -82,6 +85,7 @@ impl Default for AdaptOptions {
             threads: 0,
             progress: false,
             search_samples: 500,
+            reset_head: false,
         }
     }
 }
@@ -194,6 +198,19 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
     }
 
     let (found, head) = layers::find(model)?;
+    let fresh;
+    let model = if opts.reset_head {
+        let l = head
+            .as_ref()
+            .and_then(|h| found.iter().find(|l| &l.node == h))
+            .ok_or_else(|| {
+                Error::option("reset-head", format!("{}: no head layer", model.label()))
+            })?;
+        fresh = reset(model, l, opts.seed)?;
+        &fresh
+    } else {
+        model
+    };
     let head_layer = head
         .as_ref()
         .and_then(|h| found.iter().find(|l| &l.node == h))
@@ -429,6 +446,24 @@ fn searched(
             generations: found.history,
         },
     ))
+}
+
+/// `model` with the head's weight drawn uniformly in ±1/√fan_in (seeded) and its bias zero.
+fn reset(model: &OnnxModel, head: &Layer, seed: u64) -> Result<OnnxModel> {
+    let mut m = model.clone();
+    let mut r = edgeslim_runtime::input::SplitMix64(seed ^ 0x4ead);
+    let bound = 1.0 / (head.fan_in().max(1) as f32).sqrt();
+    let n: usize = head.dims.iter().product();
+    let w = (0..n).map(|_| (r.next_f32() * 2.0 - 1.0) * bound).collect();
+    m.set_initializer(
+        &head.weight,
+        &edgeslim_onnx::Tensor::f32(head.dims.clone(), w)?,
+    );
+    if let Some((b, _, _)) = &head.bias {
+        let k = head.outputs();
+        m.set_initializer(b, &edgeslim_onnx::Tensor::f32(vec![k], vec![0.0; k])?);
+    }
+    Ok(m)
 }
 
 fn summary(a: &Adapter) -> AdapterSummary {
