@@ -47,6 +47,10 @@ row() { # label dir params0
 }
 
 : > "$OUT/shapes.txt"
+shapes() { # label dir
+  jq -r --arg l "$1" '"  \($l): blocks \(.blocks | map("\(.heads[1])×\(.head_dim[1])/\(.mlp_units[1])") | join(" ")); search \(.search_seconds | round) s, fine-tuning \(.retrain_seconds | round) s, peak RSS \(.peak_rss_bytes / 1048576 | round) MiB; search graph tract p50 \(.latency.original_p50_ms * 100 | round / 100) → \(.latency.slim_p50_ms * 100 | round / 100) ms"' "$2-report/report.json" >> "$OUT/shapes.txt"
+}
+
 echo "| tracker | params (search graph) | AUC | P@20 | fps (loop) | search ms/frame |"
 echo "|---|---|---|---|---|---|"
 P0=$(params models/siamese-tracker)
@@ -85,10 +89,35 @@ for model in $MODELS; do
       fi
       row "$label, sliced" "$d-report/sliced" "$P0"
       row "$label, fine-tuned $RETRAIN epochs" "$d" "$P0"
-      jq -r --arg l "$label" '"  \($l): blocks \(.blocks | map("\(.heads[1])×\(.head_dim[1])/\(.mlp_units[1])") | join(" ")); search \(.search_seconds | round) s, fine-tuning \(.retrain_seconds | round) s, peak RSS \(.peak_rss_bytes / 1048576 | round) MiB; search graph tract p50 \(.latency.original_p50_ms * 100 | round / 100) → \(.latency.slim_p50_ms * 100 | round / 100) ms"' "$d-report/report.json" >> "$OUT/shapes.txt"
+      shapes "$label" "$d"
     done
   done
+  # Whole heads instead of head dimensions: the softmax (heads × tokens²) shrinks too.
+  d=$OUT/$model-heads-0.5
+  if [ ! -f "$d/search.onnx" ]; then
+    "$ES" compress vit-slim "models/$model" --data tracking:1 --budget params=0.5 \
+      --masks heads,mlp --search-epochs "$SEARCH" --retrain-epochs "$RETRAIN" \
+      --runs 100 -o "$d" --report "$d-report" >&2
+  fi
+  row "$model, learned, whole heads + MLP, 0.5, sliced" "$d-report/sliced" "$P0"
+  row "$model, learned, whole heads + MLP, 0.5, fine-tuned $RETRAIN epochs" "$d" "$P0"
+  shapes "$model, learned, whole heads + MLP, 0.5" "$d"
 done
 echo
 echo "Searched shapes (heads×head size/MLP units per block) and times:"
 cat "$OUT/shapes.txt"
+# The search graphs (one scale) timed side by side in one interleaved run: the ratios hold
+# on a shared machine where separate runs drift.
+echo
+echo "Search graphs side by side (tract, 1 thread, 200 interleaved runs, one search scale):"
+graphs=(models/siamese-tracker models/siamese-tracker-p25 models/siamese-tracker-p10)
+for model in $MODELS; do
+  graphs+=("models/$model")
+  for d in "$OUT/$model"-learned-* "$OUT/$model-heads-0.5"; do
+    [ -f "$d/search.onnx" ] && graphs+=("$d")
+  done
+done
+files=()
+for g in "${graphs[@]}"; do files+=("$g/search.onnx"); done
+"$ES" bench "${files[@]}" --input-shape search=1,3,127,127 --runs 200 --threads 1 2>&1 |
+  sed -n '/side by side/,$p' | tail -n +2 | paste -d' ' <(printf '%s\n' "${graphs[@]}") -
