@@ -82,13 +82,16 @@ for model in $MODELS; do
     for sel in $SELECTIONS; do
       d=$OUT/$model-$sel-$budget
       label="$model, $sel, $keep$note"
+      # The baseline has no search: it gets the search's epochs as fine-tuning.
+      epochs=$RETRAIN
+      [ "$sel" = magnitude ] && epochs=$((SEARCH + RETRAIN))
       if [ ! -f "$d/search.onnx" ]; then
         "$ES" compress vit-slim "models/$model" --data tracking:1 --budget "params=$budget" \
-          --selection "$sel" --search-epochs "$SEARCH" --retrain-epochs "$RETRAIN" \
+          --selection "$sel" --search-epochs "$SEARCH" --retrain-epochs "$epochs" \
           --runs 100 -o "$d" --report "$d-report" >&2
       fi
       row "$label, sliced" "$d-report/sliced" "$P0"
-      row "$label, fine-tuned $RETRAIN epochs" "$d" "$P0"
+      row "$label, fine-tuned $epochs epochs" "$d" "$P0"
       shapes "$label" "$d"
     done
   done
