@@ -281,6 +281,12 @@ fn run_tracker(
             a.output.display()
         );
     }
+    if a.output.is_file() {
+        bail!(
+            "-o {}: a file; a tracker is written as a folder (template.onnx, search.onnx, card)",
+            a.output.display()
+        );
+    }
     let pair = edgeslim::prune::tracker::TrackerPair::load(&a.model)?;
     edgeslim::train::interrupt::install();
     let opts = TrackerSlimOptions {
