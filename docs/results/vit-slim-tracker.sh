@@ -10,7 +10,8 @@
 #   bash docs/results/vit-slim-tracker.sh [OUT_DIR]      (default: vit-slim-tracker/)
 #
 # SEARCH (default 3) and RETRAIN (default 5) epochs of 1280 pairs; SELECTIONS (default
-# "learned magnitude"); MODELS (default "siamese-vit siamese-hybrid"). ~1.5 min per epoch
+# "learned magnitude"); MODELS (default "siamese-vit siamese-hybrid"); HEADS=0 skips the
+# whole-heads row. ~1.5 min per epoch
 # on 2 cores; the whole script ~2 h.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -96,6 +97,7 @@ for model in $MODELS; do
     done
   done
   # Whole heads instead of head dimensions: the softmax (heads × tokens²) shrinks too.
+  [ "${HEADS:-1}" = 1 ] || continue
   d=$OUT/$model-heads-0.5
   if [ ! -f "$d/search.onnx" ]; then
     "$ES" compress vit-slim "models/$model" --data tracking:1 --budget params=0.5 \
