@@ -22,7 +22,7 @@ use edgeslim_compress::prune::prepare;
 use edgeslim_compress::study::budget::BudgetBy;
 use edgeslim_onnx::{Error, OnnxModel, Result};
 use edgeslim_runtime::InputShape;
-use edgeslim_train::{classify, zoo, Distill, FinetuneOptions, Sparsity};
+use edgeslim_train::{classify, zoo, Distill, FinetuneOptions};
 use recognize::VitStructure;
 use serde::Serialize;
 use slice::Keep;
@@ -375,36 +375,17 @@ fn search(
     masked: &OnnxModel,
     masks: &[masks::Mask],
 ) -> Result<Selected> {
-    let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
-        masks
-            .iter()
-            .filter(|m| pred(m.kind))
-            .map(|m| m.name.clone())
-            .collect()
-    };
     let mut fo = finetune_options(opts, opts.search_epochs, input);
     fo.keep_last = true;
     if let Some(mlr) = opts.mask_lr {
         fo.lr_scale = vec![(masks::PREFIX.to_string(), mlr / opts.lr)];
     }
-    fo.sparsity = vec![
-        Sparsity {
-            names: names(|k| matches!(k, MaskKind::HeadDims | MaskKind::Heads)),
-            weight: opts.attention_weight,
-            tanh: false,
-        },
-        Sparsity {
-            names: names(|k| k == MaskKind::Mlp),
-            weight: opts.mlp_weight,
-            tanh: false,
-        },
-        Sparsity {
-            names: names(|k| k == MaskKind::Tokens),
-            weight: opts.token_weight,
-            tanh: true,
-        },
-    ];
-    fo.sparsity.retain(|t| !t.names.is_empty());
+    fo.sparsity = masks::sparsity_terms(
+        masks,
+        opts.attention_weight,
+        opts.mlp_weight,
+        opts.token_weight,
+    );
     let t0 = Instant::now();
     let searched = classify::finetune(masked, data, &fo)?;
     let seconds = t0.elapsed().as_secs_f64();

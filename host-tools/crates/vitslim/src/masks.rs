@@ -215,6 +215,39 @@ pub fn ones(masks: &[Mask]) -> MaskValues {
         .collect()
 }
 
+/// The search's l1 terms: attention masks (head dimensions or heads), MLP masks, and token
+/// masks taken through tanh, each with its weight; mask types absent from `masks` give none.
+pub fn sparsity_terms(
+    masks: &[Mask],
+    attention: f64,
+    mlp: f64,
+    tokens: f64,
+) -> Vec<edgeslim_train::Sparsity> {
+    let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
+        masks
+            .iter()
+            .filter(|m| pred(m.kind))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let term = |names, weight, tanh| edgeslim_train::Sparsity {
+        names,
+        weight,
+        tanh,
+    };
+    let mut t = vec![
+        term(
+            names(|k| matches!(k, MaskKind::HeadDims | MaskKind::Heads)),
+            attention,
+            false,
+        ),
+        term(names(|k| k == MaskKind::Mlp), mlp, false),
+        term(names(|k| k == MaskKind::Tokens), tokens, true),
+    ];
+    t.retain(|t| !t.names.is_empty());
+    t
+}
+
 /// Read the masks' current values from a masked model.
 pub fn values(masked: &OnnxModel, masks: &[Mask]) -> Result<MaskValues> {
     masks

@@ -26,7 +26,6 @@ use edgeslim_train::families::siamese::{self, SiameseConfig};
 use edgeslim_train::families::vit::BlockShape as VitBlock;
 use edgeslim_train::families::FamilySpec;
 use edgeslim_train::tracker::{TrackerOutcome, TrackerRun};
-use edgeslim_train::Sparsity;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -443,13 +442,6 @@ fn search(
     masks: &[Mask],
     work: &Path,
 ) -> Result<TrackerOutcome> {
-    let names = |pred: fn(MaskKind) -> bool| -> Vec<String> {
-        masks
-            .iter()
-            .filter(|m| pred(m.kind))
-            .map(|m| m.name.clone())
-            .collect()
-    };
     let r = recipe(pair, &tr.config, opts, work)?;
     let mut run = run_options(opts, opts.search_epochs.max(1), r.batch_size);
     run.trunk = Some(masked.clone());
@@ -459,19 +451,8 @@ fn search(
     if let Some(mlr) = opts.mask_lr {
         run.lr_scale = vec![(masks::PREFIX.to_string(), mlr / opts.lr)];
     }
-    run.sparsity = vec![
-        Sparsity {
-            names: names(|k| matches!(k, MaskKind::HeadDims | MaskKind::Heads)),
-            weight: opts.attention_weight,
-            tanh: false,
-        },
-        Sparsity {
-            names: names(|k| k == MaskKind::Mlp),
-            weight: opts.mlp_weight,
-            tanh: false,
-        },
-    ];
-    run.sparsity.retain(|t| !t.names.is_empty());
+    // No token masks on a tracker (refused before): their weight does not matter.
+    run.sparsity = masks::sparsity_terms(masks, opts.attention_weight, opts.mlp_weight, 0.0);
     let o = edgeslim_train::tracker::train(&r, &run)?;
     if let Some(why) = &o.stopped {
         return Err(Error::Invalid(format!("the mask search stopped: {why}")));
