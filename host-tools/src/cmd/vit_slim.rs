@@ -281,9 +281,10 @@ fn run_tracker(
             a.output.display()
         );
     }
-    if a.output.is_file() {
+    // A file, or a device node such as /dev/null: never written into or replaced.
+    if a.output.exists() && !a.output.is_dir() {
         bail!(
-            "-o {}: a file; a tracker is written as a folder (template.onnx, search.onnx, card)",
+            "-o {}: not a folder; a tracker is written as a folder (template.onnx, search.onnx, card)",
             a.output.display()
         );
     }
