@@ -170,5 +170,6 @@ pub fn assert_equivalent(check: &Check, rel: f64) {
 pub mod boards;
 pub mod browser;
 pub mod engines;
+pub mod gray;
 pub mod live;
 pub mod models;

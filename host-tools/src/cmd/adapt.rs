@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use edgeslim::bench::{bench_side_by_side, HostBenchConfig};
 use edgeslim::onnx::{OnnxModel, SaveOptions};
 use edgeslim_glora::supernet::SearchOptions;
-use edgeslim_glora::{AdaptOptions, LayerSupport, Method};
+use edgeslim_glora::{AdaptLatency, AdaptOptions, LayerSupport, Method};
 use std::path::PathBuf;
 
 /// Adapt a pretrained network to a labelled task: a linear probe (the head only), full
@@ -81,6 +81,10 @@ pub struct Args {
     /// Timed tract runs of the input and the written model, interleaved (0: none).
     #[arg(long, default_value_t = 0)]
     runs: usize,
+    /// Write report.json and index.html into DIR: accuracy at each stage, the adapter
+    /// support and values per layer, the search's generations, the training losses.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     #[command(flatten)]
     json: edgeslim_runtime::json_out::JsonArg,
 }
@@ -116,6 +120,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.rank == 0 {
         bail!("--rank 0: the rank must be at least 1");
+    }
+    if let Some(d) = a.report.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+        bail!(
+            "--report {}: exists and is not a folder (the report is report.json and index.html in a folder)",
+            d.display()
+        );
     }
     let method = match a.method {
         MethodArg::Linear => Method::Linear,
@@ -167,7 +177,7 @@ pub fn run(a: Args) -> Result<()> {
         reset_head: a.reset_head,
         ..AdaptOptions::default()
     };
-    let out = match edgeslim_glora::adapt(&model, &opts) {
+    let mut out = match edgeslim_glora::adapt(&model, &opts) {
         Ok(o) => o,
         Err(e) if edgeslim::train::interrupt::requested() => {
             eprintln!("edgeslim: interrupted ({e}); nothing written");
@@ -180,7 +190,6 @@ pub fn run(a: Args) -> Result<()> {
         std::process::exit(130);
     }
     out.model.save(&a.output, &SaveOptions::default())?;
-    let mut json = serde_json::to_value(&out.report)?;
     if a.runs > 0 {
         let cfg = HostBenchConfig {
             runs: a.runs,
@@ -188,13 +197,17 @@ pub fn run(a: Args) -> Result<()> {
             ..HostBenchConfig::default()
         };
         let b = bench_side_by_side(&[a.model.as_path(), a.output.as_path()], &cfg)?;
-        json["latency"] = serde_json::json!({
-            "runs": a.runs,
-            "threads": 1,
-            "original_p50_ms": b[0].latency.p50_ms,
-            "adapted_p50_ms": b[1].latency.p50_ms,
+        out.report.latency = Some(AdaptLatency {
+            runs: a.runs,
+            threads: 1,
+            original_p50_ms: b[0].latency.p50_ms,
+            adapted_p50_ms: b[1].latency.p50_ms,
         });
     }
+    if let Some(dir) = &a.report {
+        edgeslim::report::adapt::write_adapt(&out.report, &a.model.display().to_string(), dir)?;
+    }
+    let json = serde_json::to_value(&out.report)?;
     if edgeslim_runtime::json_out::emit(&a.json.dest, &json)? {
         return Ok(());
     }
@@ -238,13 +251,14 @@ pub fn run(a: Args) -> Result<()> {
             println!("    {}: {} ({} values)", ad.node, ad.support, ad.params);
         }
     }
-    if let Some(l) = json.get("latency") {
+    if let Some(l) = &r.latency {
         println!(
             "  tract p50 {:.3} ms (input) vs {:.3} ms (written), {} interleaved runs",
-            l["original_p50_ms"].as_f64().unwrap_or(f64::NAN),
-            l["adapted_p50_ms"].as_f64().unwrap_or(f64::NAN),
-            a.runs
+            l.original_p50_ms, l.adapted_p50_ms, l.runs
         );
+    }
+    if let Some(d) = &a.report {
+        println!("  report: {}", d.join("index.html").display());
     }
     Ok(())
 }

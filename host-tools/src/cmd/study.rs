@@ -28,7 +28,7 @@ pub struct StudyArgs {
     /// sequences generated into the study folder) or a folder of OTB-layout sequences.
     #[arg(long, value_name = "SPEC")]
     pub data: String,
-    /// Use the data's labels: accuracy as the metric and `--recover finetune` possible.
+    /// Use the data's labels: accuracy as the metric and `--recover finetune|glora` possible.
     /// Without, every figure is against the original's outputs (no annotation needed).
     #[arg(long)]
     pub labels: bool,
@@ -60,7 +60,8 @@ pub struct StudyArgs {
     #[arg(long, value_enum, default_value = "params")]
     pub budget_by: BudgetBy,
     /// Recovery after pruning and low rank: none, finetune (labels; a tracker fine-tunes on
-    /// generated tracking pairs), distill (from the original, no labels).
+    /// generated tracking pairs), distill (from the original, no labels), glora (labels:
+    /// GLoRA adapters trained and merged back, the compressed graph unchanged).
     #[arg(long, value_enum, default_value = "none")]
     pub recover: Recover,
     /// Recovery epochs.
@@ -132,8 +133,11 @@ pub fn config(a: &StudyArgs, out: &Path) -> Result<StudyConfig> {
         let spec: CalibSpec = a.data.parse().context("--data")?;
         (StudyData::Samples(spec), DEFAULT_METHODS)
     };
-    if a.recover == Recover::Finetune && !a.labels && !tracker {
-        bail!("--recover finetune trains on labels: add --labels, or use --recover distill");
+    if a.recover.needs_labels() && !a.labels && !tracker {
+        bail!(
+            "--recover {} trains on labels: add --labels, or use --recover distill",
+            a.recover.as_str()
+        );
     }
     Ok(StudyConfig {
         model: a.model.clone(),

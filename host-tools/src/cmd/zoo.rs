@@ -42,12 +42,15 @@ enum Action {
         /// fine-tuning) instead of folding them into the convolutions.
         #[arg(long)]
         keep_batchnorm: bool,
-        /// dinov2-s14 only: also write DIR/classifier-SPEC.onnx, the backbone as a classifier
-        /// of a 28×28 grayscale data set (mnist or animal-mnist): the input upsampled to
-        /// --size, the class token, a linear head trained as a probe (backbone frozen).
+        /// Also write DIR/classifier-SPEC.onnx, the model as a classifier of a 28×28
+        /// grayscale data set (mnist or animal-mnist): the input upsampled to --size (a
+        /// multiple of 28), repeated over RGB and normalised, then a new linear head on the
+        /// features (DINOv2's class token; the CNNs' pooled features, EfficientNet's ImageNet
+        /// head replaced), trained as a probe (backbone frozen).
         #[arg(long, value_name = "SPEC")]
         head: Option<String>,
-        /// Epochs of the linear probe.
+        /// Epochs of the linear probe (0: write the classifier with its head at zero, for
+        /// `edgeslim adapt --reset-head`).
         #[arg(long, default_value_t = 2, requires = "head", value_name = "N")]
         probe_epochs: usize,
         /// Cut each probe epoch to this many batches of 64 (the frozen backbone still runs
@@ -82,9 +85,6 @@ pub fn run(a: Args) -> Result<()> {
             probe_epochs,
             probe_batches,
         } => {
-            if head.is_some() && entry_builder(&name)? != Builder::Dinov2Backbone {
-                bail!("--head is for dinov2-s14 (a backbone without a classifier)");
-            }
             let entry = catalogue::find(&name)?;
             let dir = output.unwrap_or_else(|| default_dir(entry));
             let bn = if keep_batchnorm {
@@ -114,10 +114,6 @@ pub fn run(a: Args) -> Result<()> {
     }
 }
 
-fn entry_builder(name: &str) -> Result<Builder> {
-    Ok(catalogue::find(name)?.builder)
-}
-
 /// The backbone in `dir` as a classifier of `spec` with a linear probe: writes
 /// `dir/classifier-SPEC.onnx` and prints the probe's held-out accuracy.
 fn probe(
@@ -127,7 +123,7 @@ fn probe(
     epochs: usize,
     batches: Option<usize>,
 ) -> Result<()> {
-    use edgeslim::import::dinov2::{classifier, GrayInput};
+    use edgeslim::import::gray::{classifier, GrayInput, HEAD_BIAS, HEAD_WEIGHT};
     use edgeslim::train::engine::Freeze;
     use edgeslim::train::{finetune, zoo, FinetuneOptions};
     let data_spec: edgeslim::data::DataSpec = spec.parse()?;
@@ -155,12 +151,21 @@ fn probe(
         (rgb(&norm.mean)?, rgb(&norm.std)?),
         data.train.num_classes(),
     )?;
+    let out = dir.join(format!("classifier-{spec}.onnx"));
+    if epochs == 0 {
+        model.save(&out, &SaveOptions::default())?;
+        println!(
+            "classifier of {spec}, head at zero (no probe) -> {}",
+            out.display()
+        );
+        return Ok(());
+    }
     let opts = FinetuneOptions {
-        epochs: probe_epochs_checked(epochs)?,
+        epochs,
         lr: 1e-3,
         weight_decay: 0.0,
         freeze: Some(Freeze::Predicate(std::sync::Arc::new(|n: &str| {
-            !n.starts_with("head.")
+            n != HEAD_WEIGHT && n != HEAD_BIAS
         }))),
         max_batches_per_epoch: batches,
         progress: true,
@@ -169,7 +174,6 @@ fn probe(
     };
     edgeslim::train::interrupt::install();
     let r = finetune(&model, &data, &opts)?;
-    let out = dir.join(format!("classifier-{spec}.onnx"));
     r.model.save(&out, &SaveOptions::default())?;
     println!(
         "linear probe on {spec}: held-out accuracy {:.2} % ({} samples, epoch {} kept, {:.0} s) -> {}",
@@ -180,13 +184,6 @@ fn probe(
         out.display()
     );
     Ok(())
-}
-
-fn probe_epochs_checked(epochs: usize) -> Result<usize> {
-    if epochs == 0 {
-        bail!("--probe-epochs 0: train the head at least one epoch");
-    }
-    Ok(epochs)
 }
 
 fn default_dir(entry: &Entry) -> PathBuf {

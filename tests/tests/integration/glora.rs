@@ -59,6 +59,8 @@ fn glora_beats_the_linear_probe_few_shot_and_merges_into_the_input_graph() {
             "0",
             "--runs",
             "5",
+            "--report",
+            s(&dir.path().join("report")),
         ],
     );
     let acc = |r: &serde_json::Value, k: &str| r[k]["accuracy"].as_f64().unwrap();
@@ -101,6 +103,38 @@ fn glora_beats_the_linear_probe_few_shot_and_merges_into_the_input_graph() {
     assert!(
         glora["trainable_params"].as_u64().unwrap() < glora["total_params"].as_u64().unwrap() / 2
     );
+
+    // The run's page (adapters per layer as bars) and its report, re-read: the JSON on stdout's
+    // file and report.json agree.
+    let page = std::fs::read_to_string(dir.path().join("report/index.html")).unwrap();
+    assert!(page.contains("Adapters per layer") && page.contains("<svg"));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["merged"], glora["merged"]);
+    assert_eq!(
+        saved["adapters"].as_array().unwrap().len(),
+        glora["adapters"].as_array().unwrap().len()
+    );
+    // The comparison page of the two runs: one point per run, both rows in the table.
+    let cmp = dir.path().join("transfer.html");
+    let lj = dir.path().join("linear.json");
+    let gj = dir.path().join("glora.json");
+    run_ok("edgeslim", &["report", s(&lj), s(&gj), "-o", s(&cmp)]);
+    let page = std::fs::read_to_string(&cmp).unwrap();
+    assert_eq!(page.matches("<circle").count(), 2, "one point per run");
+    assert!(page.contains("linear probe") && page.contains("GLoRA"));
+    // A bench report next to adapt reports is refused, naming it; nothing written.
+    let bench = dir.path().join("bench.json");
+    run_ok(
+        "edgeslim",
+        &["bench", s(&model), "--runs", "2", "--json", s(&bench)],
+    );
+    let mixed = dir.path().join("mixed.html");
+    let o = run("edgeslim", &["report", s(&gj), s(&bench), "-o", s(&mixed)]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("bench.json"), "{}", o.stderr);
+    assert!(!mixed.exists());
 }
 
 #[test]
@@ -154,4 +188,187 @@ fn the_glora_search_chooses_supports_under_the_budget() {
     );
     assert_eq!(bad.code, 1, "{}", bad.stderr);
     assert!(bad.stderr.contains("trainable-params"), "{}", bad.stderr);
+}
+
+/// EfficientNet-Lite0 as a classifier of 28×28 gray digits (the effnet-animals transfer
+/// task): its stem convolution pads, so the gray-to-RGB map stays a Mul and Add in front of
+/// it; with its own ImageNet head copied into the new head the classifier must be the
+/// original model run on the upsampled, repeated, normalised image.
+#[test]
+fn the_efficientnet_gray_classifier_is_the_original_on_the_normalised_rgb_image() {
+    use edgeslim::import::{catalogue, gray};
+    use edgeslim::onnx::{SaveOptions, Tensor};
+    assets();
+    let dir = tempfile::tempdir().unwrap();
+    let eff = dir.path().join("eff");
+    run_ok(
+        "edgeslim",
+        &[
+            "zoo",
+            "import",
+            "efficientnet-lite0",
+            "--size",
+            "112",
+            "-o",
+            s(&eff),
+            "--runs",
+            "0",
+        ],
+    );
+    let backbone = OnnxModel::load(&eff.join("model.onnx")).unwrap();
+    let norm = catalogue::find("efficientnet-lite0")
+        .unwrap()
+        .normalization();
+    let rgb = |v: &[f32]| -> [f32; 3] { v.try_into().unwrap() };
+    let imagenet = (rgb(&norm.mean), rgb(&norm.std));
+    let g = gray::GrayInput {
+        side: 28,
+        mean: 0.27,
+        std: 0.4,
+    };
+    let mut clf = gray::classifier(backbone.clone(), g, imagenet, 1000).unwrap();
+    // The ImageNet head (Gemm, transB) back in the new head's place.
+    let fc = backbone
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.op_type == "Gemm")
+        .unwrap()
+        .clone();
+    for (from, to) in [
+        (&fc.input[1], gray::HEAD_WEIGHT),
+        (&fc.input[2], gray::HEAD_BIAS),
+    ] {
+        let t = Tensor::from_proto(backbone.initializer(from).unwrap()).unwrap();
+        assert_eq!(
+            clf.initializer(to).unwrap().dims,
+            t.dims.iter().map(|&d| d as i64).collect::<Vec<_>>()
+        );
+        clf.set_initializer(to, &t);
+    }
+    assert!(
+        clf.graph()
+            .node
+            .iter()
+            .any(|n| n.name == "x.gray_to_rgb.mul"),
+        "a padded stem must not have the normalisation folded in"
+    );
+    let r = edgeslim_e2e::gray::reference(backbone, "image", 112, g, imagenet);
+    let (fr, fc_path) = (
+        dir.path().join("reference.onnx"),
+        dir.path().join("clf.onnx"),
+    );
+    r.save(&fr, &SaveOptions::default()).unwrap();
+    clf.save(&fc_path, &SaveOptions::default()).unwrap();
+    let x = random(784, 3);
+    let (tr, _) = run_both(&fr, &[("x", vec![1, 1, 28, 28], x.clone())]);
+    let (tc, oc) = run_both(&fc_path, &[("x", vec![1, 1, 28, 28], x)]);
+    assert_eq!(tc[0].len(), 1000);
+    assert!(
+        rel_diff(&tr[0], &tc[0]) <= 1e-4,
+        "{}",
+        rel_diff(&tr[0], &tc[0])
+    );
+    assert!(
+        rel_diff(&tc[0], &oc[0]) <= 1e-4,
+        "{}",
+        rel_diff(&tc[0], &oc[0])
+    );
+    assert_eq!(
+        python_check(&fc_path, None, &["--input-shape", "x=1,1,28,28"]).checker,
+        "ok"
+    );
+}
+
+/// `study --recover glora` (issue 22, item 3): a pruned zoo CNN recovered by GLoRA adapters
+/// merged back — the variant keeps the graph of the unrecovered one (same nodes, same
+/// initializer shapes: zero inference cost), gains accuracy on the held-out split, trains
+/// fewer values than fine-tuning, and the study's engine check (tract = ORT) holds.
+#[test]
+fn study_recovers_a_pruned_cnn_with_merged_glora_adapters() {
+    assets();
+    let dir = tempfile::tempdir().unwrap();
+    let model = workspace().join("models/mnist-cnn.onnx");
+    let study = |mode: &str| -> serde_json::Value {
+        let out = dir.path().join(mode);
+        run_ok(
+            "edgeslim",
+            &[
+                "study",
+                s(&model),
+                "--data",
+                "mnist",
+                "--labels",
+                "--calib-samples",
+                "600",
+                "--methods",
+                "prune",
+                "--budgets",
+                "0.25",
+                "--recover",
+                mode,
+                "--epochs",
+                "2",
+                "--lr",
+                "3e-3",
+                "--runs",
+                "3",
+                "-o",
+                s(&out),
+            ],
+        );
+        serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap()
+    };
+    let (none, glora) = (study("none"), study("glora"));
+    let row = |v: &serde_json::Value| v["rows"][0].clone();
+    let (a, b) = (row(&none), row(&glora));
+    assert_eq!(b["id"], "prune@0.25");
+    let rec = &b["recovery"];
+    assert_eq!(rec["mode"], "glora");
+    let acc = |r: &serde_json::Value| r["quality"]["accuracy"].as_f64().unwrap();
+    assert!(
+        acc(&b) > acc(&a) + 0.1,
+        "GLoRA {} vs none {}",
+        acc(&b),
+        acc(&a)
+    );
+    assert!((rec["held_out_after"].as_f64().unwrap() - acc(&b)).abs() < 1e-9);
+    let trained = rec["trained_values"].as_u64().unwrap();
+    assert!(trained > 0 && trained < b["params"].as_u64().unwrap() * 2);
+    assert!(b["engines"]["max_rel_diff"].as_f64().unwrap() <= 1e-4);
+    let load = |st: &serde_json::Value, r: &serde_json::Value| {
+        let base = if st["recover"] == "glora" {
+            "glora"
+        } else {
+            "none"
+        };
+        OnnxModel::load(&dir.path().join(base).join(r["file"].as_str().unwrap())).unwrap()
+    };
+    let (ma, mb) = (load(&none, &a), load(&glora, &b));
+    let ops = |m: &OnnxModel| -> Vec<(String, Vec<String>)> {
+        m.graph()
+            .node
+            .iter()
+            .map(|n| (n.op_type.clone(), n.input.clone()))
+            .collect()
+    };
+    assert_eq!(ops(&ma), ops(&mb));
+    let dims = |m: &OnnxModel| -> Vec<(String, Vec<i64>)> {
+        m.graph()
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone()))
+            .collect()
+    };
+    assert_eq!(dims(&ma), dims(&mb));
+    assert_eq!(a["params"], b["params"]);
+    assert_eq!(
+        python_check(
+            &dir.path().join("glora").join(b["file"].as_str().unwrap()),
+            None,
+            &["--no-run"]
+        )
+        .checker,
+        "ok"
+    );
 }

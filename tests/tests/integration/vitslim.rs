@@ -4,8 +4,9 @@
 //! data set equal to the backbone on the upsampled, normalised RGB image; the zoo's ViT
 //! tracker slimmed as a pair and run by the board runtime's tracking loop.
 
-use edgeslim::import::dinov2::{self, GrayInput};
-use edgeslim::onnx::node::{int, make, string};
+use edgeslim::import::dinov2;
+use edgeslim::import::gray::{self, GrayInput};
+use edgeslim::onnx::node::{int, make};
 use edgeslim::onnx::{OnnxModel, SaveOptions, Tensor};
 use edgeslim::vitslim::masks::{self, MaskKind};
 use edgeslim::vitslim::{budget, prepare_vit, slice};
@@ -208,7 +209,7 @@ fn the_dinov2_backbone_is_recognised_and_sliced_exactly() {
     assert_eq!(shapes_left, 0);
 }
 
-/// `dinov2::classifier` folds the gray-to-RGB repeat and both normalisations into the patch
+/// `gray::classifier` folds the gray-to-RGB repeat and both normalisations into the patch
 /// embedding: with an identity head its logits are the class token of the backbone run on
 /// the upsampled image repeated over RGB and ImageNet-normalised, built here by plain ops.
 #[test]
@@ -222,54 +223,15 @@ fn the_dinov2_gray_classifier_equals_the_backbone_on_the_normalised_rgb_image() 
         mean: 0.27,
         std: 0.4,
     };
-    let mut clf = dinov2::classifier(backbone.clone(), gray, (mean, std), 384).unwrap();
+    let mut clf = gray::classifier(backbone.clone(), gray, (mean, std), 384).unwrap();
     let eye: Vec<f32> = (0..384 * 384)
         .map(|i| if i / 384 == i % 384 { 1.0 } else { 0.0 })
         .collect();
     clf.set_initializer("head.weight", &Tensor::f32(vec![384, 384], eye).unwrap());
 
     // Reference: x → Resize → ·std + mean → repeat ×3 → (− μ) / σ → backbone → token 0.
-    let mut r = backbone;
-    let init = |m: &mut OnnxModel, n: &str, t: Tensor| m.set_initializer(n, &t);
-    init(
-        &mut r,
-        "ref.scales",
-        Tensor::f32(vec![4], vec![1.0, 1.0, 4.0, 4.0]).unwrap(),
-    );
-    init(&mut r, "ref.std", Tensor::scalar_f32(gray.std));
-    init(&mut r, "ref.mean", Tensor::scalar_f32(gray.mean));
-    init(
-        &mut r,
-        "ref.mu",
-        Tensor::f32(vec![1, 3, 1, 1], mean.to_vec()).unwrap(),
-    );
-    init(
-        &mut r,
-        "ref.sigma",
-        Tensor::f32(vec![1, 3, 1, 1], std.to_vec()).unwrap(),
-    );
-    init(&mut r, "ref.zero", Tensor::i64(vec![], vec![0]).unwrap());
-    let nodes = vec![
-        make(
-            "Resize",
-            &["x", "", "ref.scales"],
-            &["r1"],
-            "r1",
-            vec![string("mode", "linear")],
-        ),
-        make("Mul", &["r1", "ref.std"], &["r2"], "r2", vec![]),
-        make("Add", &["r2", "ref.mean"], &["r3"], "r3", vec![]),
-        make(
-            "Concat",
-            &["r3", "r3", "r3"],
-            &["r4"],
-            "r4",
-            vec![int("axis", 1)],
-        ),
-        make("Sub", &["r4", "ref.mu"], &["r5"], "r5", vec![]),
-        make("Div", &["r5", "ref.sigma"], &["r6"], "r6", vec![]),
-    ];
-    r.replace_uses(dinov2::INPUT, "r6");
+    let mut r = edgeslim_e2e::gray::reference(backbone, dinov2::INPUT, 112, gray, (mean, std));
+    r.set_initializer("ref.zero", &Tensor::i64(vec![], vec![0]).unwrap());
     let tail = make(
         "Gather",
         &[dinov2::OUTPUT, "ref.zero"],
@@ -278,15 +240,7 @@ fn the_dinov2_gray_classifier_equals_the_backbone_on_the_normalised_rgb_image() 
         vec![int("axis", 1)],
     );
     let g = r.graph_mut();
-    for (i, n) in nodes.into_iter().enumerate() {
-        g.node.insert(i, n);
-    }
     g.node.push(tail);
-    g.input[0] = edgeslim::onnx::builder::value_info(
-        "x",
-        onnx_protobuf::tensor_proto::DataType::FLOAT,
-        Some(&[1i64, 1, 28, 28].map(edgeslim::onnx::builder::D::N)),
-    );
     g.output[0] = edgeslim::onnx::builder::value_info(
         "token",
         onnx_protobuf::tensor_proto::DataType::FLOAT,

@@ -13,5 +13,5 @@ pub mod supernet;
 pub mod support;
 
 pub use adapter::{insert, merge, Adapter};
-pub use run::{adapt, AdaptOptions, AdaptReport, Method};
+pub use run::{adapt, adapt_split, AdaptLatency, AdaptOptions, AdaptReport, Method};
 pub use support::{LayerSupport, Support};

@@ -8,7 +8,7 @@ use crate::support::LayerSupport;
 use edgeslim_onnx::{Error, OnnxModel, Result};
 use edgeslim_train::engine::Freeze;
 use edgeslim_train::{classify, zoo, FinetuneOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// What is trained.
@@ -67,6 +67,10 @@ pub struct AdaptOptions {
     /// Start the head from fresh random weights (a head already trained on the task's full
     /// training split would make a few-shot comparison meaningless).
     pub reset_head: bool,
+    /// Keep the last epoch (the transfer comparisons report on the held-out split, so they
+    /// may not choose on it); `false` keeps the best held-out epoch, the compressed weights
+    /// included, as the pipeline's other recovery does.
+    pub keep_last: bool,
 }
 
 impl Default for AdaptOptions {
@@ -86,18 +90,19 @@ impl Default for AdaptOptions {
             progress: false,
             search_samples: 500,
             reset_head: false,
+            keep_last: true,
         }
     }
 }
 
 /// Held-out accuracy and loss.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stage {
     pub accuracy: f64,
     pub loss: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdaptReport {
     pub method: String,
     pub data: String,
@@ -121,9 +126,21 @@ pub struct AdaptReport {
     pub peak_rss_bytes: Option<u64>,
     /// The supernet and the search (GLoRA with searched supports).
     pub search: Option<SearchReport>,
+    /// The input and the written model timed side by side (by the command, when asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<AdaptLatency>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// tract p50 of the input and of the written model, interleaved runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdaptLatency {
+    pub runs: usize,
+    pub threads: usize,
+    pub original_p50_ms: f64,
+    pub adapted_p50_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchReport {
     pub options: SearchOptions,
     pub search_samples: usize,
@@ -135,7 +152,7 @@ pub struct SearchReport {
     pub generations: Vec<supernet::Generation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdapterSummary {
     pub node: String,
     pub support: String,
@@ -184,8 +201,19 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
         .data
         .parse()
         .map_err(|e: Error| Error::option("data", e.to_string()))?;
-    let (input, c, h, w) = classify::image_input(model)?;
-    let mut data = zoo::load_data(&spec, Some((c, h, w)), 0.2, opts.seed)?;
+    let (_, c, h, w) = classify::image_input(model)?;
+    let data = zoo::load_data(&spec, Some((c, h, w)), 0.2, opts.seed)?;
+    adapt_split(model, data, opts)
+}
+
+/// [`adapt`] on data already loaded (`opts.data` only names it in the report): a
+/// compression pipeline's recovery step trains on its own calibration split.
+pub fn adapt_split(
+    model: &OnnxModel,
+    mut data: edgeslim_data::SplitData,
+    opts: &AdaptOptions,
+) -> Result<Adapted> {
+    let (input, _, _, _) = classify::image_input(model)?;
     if let Some(k) = opts.shots {
         let pick = few_shot(&data.train.labels, data.train.num_classes(), k, opts.seed)?;
         data.train = data.train.subset(&pick);
@@ -305,6 +333,7 @@ pub fn adapt(model: &OnnxModel, opts: &AdaptOptions) -> Result<Adapted> {
             stopped: trained.stopped,
             peak_rss_bytes: edgeslim_runtime::device::peak_rss_bytes(),
             search,
+            latency: None,
         },
         model: merged,
     })
@@ -329,8 +358,7 @@ fn base_options(
         no_decay: vec![PREFIX.to_string()],
         // Scalar factors and gates are one-element tensors: weights all the same.
         weight_prefixes: vec![PREFIX.to_string()],
-        // The last epoch, not the best on the held-out split the result is reported on.
-        keep_last: true,
+        keep_last: opts.keep_last,
         ..FinetuneOptions::default()
     }
 }

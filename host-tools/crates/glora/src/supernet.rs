@@ -14,7 +14,7 @@ use crate::support::{LayerSupport, Support};
 use edgeslim_onnx::{Error, OnnxModel, Result};
 use edgeslim_runtime::input::SplitMix64;
 use edgeslim_train::engine::GraphModule;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The options of one term at rank `r` (none is always possible).
 pub fn options(term: char, r: usize) -> Vec<Support> {
@@ -160,7 +160,7 @@ impl Supernet {
 }
 
 /// The evolutionary search's settings (the paper's defaults).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchOptions {
     pub population: usize,
     pub generations: usize,
@@ -187,7 +187,7 @@ impl Default for SearchOptions {
 }
 
 /// One generation's best and mean fitness.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Generation {
     pub generation: usize,
     pub best: f64,

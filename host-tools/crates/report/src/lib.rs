@@ -9,6 +9,7 @@
 //! Layout: summary table (one column per run, ratios against the first run), latency
 //! distribution, per-op-type time, per-run profile (top nodes), engine comparison, device.
 
+pub mod adapt;
 mod charts;
 pub mod compression;
 mod format;

@@ -417,7 +417,8 @@ fn batch_tensor(x: Vec<f32>, shape: [usize; 4]) -> Result<Tensor> {
     Tensor::from_vec(x, shape.to_vec(), &Device::Cpu).map_err(|e| cerr("batch", e))
 }
 
-fn labels_tensor(labels: &[usize]) -> Result<Tensor> {
+/// Class indices as the `[N]` u32 tensor the cross-entropy takes.
+pub fn labels_tensor(labels: &[usize]) -> Result<Tensor> {
     let v: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
     Tensor::from_vec(v, labels.len(), &Device::Cpu).map_err(|e| cerr("labels", e))
 }

@@ -216,10 +216,10 @@ pub fn run(cfg: &StudyConfig, seqs: &Sequences, progress: Progress) -> Result<St
              original's boxes)",
         ));
     }
-    if cfg.recover.mode == Recover::Distill {
+    if matches!(cfg.recover.mode, Recover::Distill | Recover::Glora) {
         return Err(Error::option_value(
             "recover",
-            "distill",
+            cfg.recover.mode.as_str(),
             "a tracker recovers by fine-tuning on generated tracking pairs (their labels come \
              with the generator, no annotation needed): use --recover finetune",
         ));
@@ -377,6 +377,7 @@ fn float_pair(v: &Variant, ctx: &Ctx, dir: &Path) -> Result<FloatPair> {
                     .into(),
                 seconds: t0.elapsed().as_secs_f64(),
                 stopped: None,
+                trained_values: Some(template.float_constant_elements()?),
             });
         }
     }
