@@ -30,6 +30,7 @@ pub use edgeslim_measure as measure;
 pub use edgeslim_measure::{bench, engines};
 pub use edgeslim_onnx as onnx;
 pub use edgeslim_onnx::{inspect, optimize, Error, Result};
+pub use edgeslim_patchgd as patchgd;
 pub use edgeslim_report as report;
 pub use edgeslim_train as train;
 pub use edgeslim_vitslim as vitslim;

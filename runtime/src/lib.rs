@@ -13,6 +13,7 @@ pub mod io;
 pub mod json_out;
 pub mod macs;
 pub mod model;
+pub mod patch;
 pub mod plan;
 pub mod process;
 pub mod profile;

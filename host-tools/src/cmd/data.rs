@@ -1,5 +1,6 @@
 //! `edgeslim data tracking`: write generated tracking sequences (OTB layout) to disk, so
 //! trackers are evaluated on files (`edgeslim-rt track --eval DIR`, `edgeslim eval --task track`).
+//! `edgeslim data ultramnist`: UltraMNIST-style large images from the real MNIST digits.
 
 use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
@@ -21,6 +22,29 @@ enum What {
         after_help = "Example:\n  edgeslim data tracking -o data/track-bench --sequences 8 --frames 120 --seed 7"
     )]
     Tracking(TrackingArgs),
+    /// UltraMNIST-style images (the PatchGD benchmark): 3–5 real MNIST digits at very
+    /// different scales on a large black canvas with distractor strokes, label = their sum
+    /// (28 classes). DIR/train/*.png, DIR/test/*.png (80/20; test images use only MNIST's
+    /// held-out digits), DIR/labels.csv, DIR/meta.json. Never written over.
+    #[command(
+        after_help = "Example:\n  edgeslim data ultramnist --size 512 --n 2000 --seed 0 -o data/ultramnist-512"
+    )]
+    Ultramnist(UltraArgs),
+}
+
+#[derive(ClapArgs)]
+struct UltraArgs {
+    /// Folder to create (must not exist, or be empty).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// Canvas side in pixels (512, 1024, 2048, …).
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    /// Images in all (the first 80 % train, the rest test).
+    #[arg(long, default_value_t = 2000)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(ClapArgs)]
@@ -51,7 +75,52 @@ struct TrackingArgs {
 pub fn run(a: Args) -> Result<()> {
     match a.what {
         What::Tracking(t) => tracking(t),
+        What::Ultramnist(u) => ultramnist(u),
     }
+}
+
+fn ultramnist(a: UltraArgs) -> Result<()> {
+    use edgeslim::data::ultramnist::{write, UltraConfig};
+    let cfg = UltraConfig {
+        size: a.size,
+        n: a.n,
+        seed: a.seed,
+    };
+    cfg.check()?;
+    let assets = edgeslim::assets::Assets::open();
+    assets.ensure()?;
+    let mnist = edgeslim::data::mnist::parse(&assets.mnist_csv())?;
+    edgeslim::train::interrupt::install();
+    let bar = if edgeslim_runtime::process::quiet() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(a.n as u64)
+    };
+    let w = write(&mnist, &cfg, &a.output, |_| {
+        bar.inc(1);
+        !edgeslim::train::interrupt::requested()
+    });
+    bar.finish_and_clear();
+    let w = match w {
+        Ok(w) => w,
+        Err(e) if edgeslim::train::interrupt::requested() => {
+            eprintln!("edgeslim: interrupted ({e})");
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "wrote {} images of {}×{} (train {}, test {}; digit sides {}–{} px) to {}",
+        a.n,
+        a.size,
+        a.size,
+        w.train,
+        w.test,
+        w.digit_sides.0,
+        w.digit_sides.1,
+        a.output.display()
+    );
+    Ok(())
 }
 
 fn tracking(a: TrackingArgs) -> Result<()> {

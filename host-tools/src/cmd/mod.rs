@@ -24,6 +24,7 @@ mod run;
 mod study;
 mod targets;
 mod train;
+mod train_patch;
 mod vit_slim;
 mod zoo;
 
@@ -77,6 +78,8 @@ enum Command {
     Study(study::Args),
     /// Transfer a network to a labelled task: linear probe, full fine-tuning, LoRA or GLoRA (adapters merged into plain weights).
     Adapt(adapt::Args),
+    /// Train a CNN on very large images with PatchGD (a latent map filled patch by patch) under a memory cap, or plain gradient descent as the baseline; writes the patch backbone and the head.
+    TrainPatch(train_patch::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(a) => deploy::run(a),
         Command::Study(a) => study::run(a),
         Command::Adapt(a) => adapt::run(a),
+        Command::TrainPatch(a) => train_patch::run(a),
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 mod bench;
 mod inspect;
+mod patch;
 mod plan;
 mod run;
 mod track;
@@ -54,6 +55,12 @@ enum Command {
         after_help = "Examples:\n  edgeslim-rt plan cls-int8.onnx --input-shape x=1,3,48,192\n  edgeslim-rt plan det.onnx --input-shape x=1,3,640,640 --json det-plan.json"
     )]
     Plan(plan::PlanArgs),
+    /// Classify a very large image with a PatchGD model in bounded memory: rows streamed,
+    /// the latent map filled patch group by patch group, one head pass; per-patch contributions.
+    #[command(
+        after_help = "Examples:\n  edgeslim-rt patch --model pgd512/ --input scan.png --threads 4\n  edgeslim-rt patch --model pgd512/ --input scans/ --runs 5 --json patch.json"
+    )]
+    Patch(patch::PatchArgs),
 }
 
 #[derive(Args)]
@@ -135,5 +142,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Track(a) => track::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Patch(a) => patch::run(a),
     }
 }

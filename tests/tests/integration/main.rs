@@ -16,6 +16,7 @@ mod glora;
 mod inspect;
 mod lowrank;
 mod optimize;
+mod patchgd;
 mod pipeline;
 mod pretrained;
 mod prune;

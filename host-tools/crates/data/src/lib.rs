@@ -23,6 +23,7 @@ pub mod pixels;
 pub mod spec;
 pub mod torch;
 pub mod tracking;
+pub mod ultramnist;
 
 pub use edgeslim_onnx::{Error, Result};
 use rand::rngs::ChaCha8Rng;

@@ -1,0 +1,376 @@
+//! PatchGD (issue 23): the UltraMNIST-style data set written from the real MNIST digits.
+
+use edgeslim::data::ultramnist::{read_labels, CLASSES};
+use edgeslim_e2e::{assets, run, run_ok};
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn ultramnist_is_written_from_real_digits_reproducibly_and_never_over_a_folder() {
+    assets();
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, seed: &str| {
+        let dir = tmp.path().join(name);
+        let args = [
+            "data",
+            "ultramnist",
+            "--size",
+            "256",
+            "--n",
+            "10",
+            "--seed",
+            seed,
+            "-o",
+            s(&dir),
+        ];
+        (dir.clone(), run("edgeslim", &args))
+    };
+    let (a, r) = write("a", "3");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let entries = read_labels(&a).unwrap();
+    assert_eq!(entries.len(), 10);
+    assert_eq!(entries.iter().filter(|e| e.split == "train").count(), 8);
+    for e in &entries {
+        assert!((3..=5).contains(&e.digits.len()) && e.label < CLASSES);
+        let img = image::open(a.join(&e.file)).unwrap().to_luma8();
+        assert_eq!(img.dimensions(), (256, 256));
+        // Real digits are drawn: some pixels are white, most of the canvas is black.
+        let lit = img.pixels().filter(|p| p.0[0] > 128).count();
+        assert!(lit > 50 && lit < 256 * 256 / 4, "{lit}");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["config"]["size"], 256);
+    // The same seed gives the same bytes; another seed other images.
+    let (b, _) = write("b", "3");
+    let (c, _) = write("c", "4");
+    let bytes = |d: &Path| std::fs::read(d.join("train/00000.png")).unwrap();
+    assert_eq!(bytes(&a), bytes(&b));
+    assert_ne!(bytes(&a), bytes(&c));
+    // An existing data set is never written over.
+    let (_, again) = write("a", "5");
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("never written over"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(bytes(&a), bytes(&b));
+    let bad = run_ok("edgeslim", &["data", "ultramnist", "--help"]);
+    assert!(bad.stdout.contains("digit"));
+}
+
+/// `train-patch` (issue 23, item 2): under a memory cap that plain gradient descent on the
+/// whole image passes, PatchGD trains and writes its two graphs (checked by onnx.checker and
+/// run by tract and ONNX Runtime alike) and a card that re-reads; plain gradient descent is
+/// stopped by the cap with a clear error and writes nothing.
+#[test]
+fn train_patch_keeps_under_a_memory_cap_that_plain_gradient_descent_breaks() {
+    use edgeslim_e2e::engines::{random, rel_diff, run_both};
+    use edgeslim_e2e::python_check;
+    assets();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("um");
+    run_ok(
+        "edgeslim",
+        &[
+            "data",
+            "ultramnist",
+            "--size",
+            "256",
+            "--n",
+            "12",
+            "--seed",
+            "1",
+            "-o",
+            s(&data),
+        ],
+    );
+    let train = |method: &str, out: &Path| {
+        run(
+            "edgeslim",
+            &[
+                "train-patch",
+                "--data",
+                s(&data),
+                "--method",
+                method,
+                "--image-size",
+                "256",
+                "--patch",
+                "32",
+                "--widths",
+                "8,16",
+                "--head-width",
+                "16",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                // PatchGD peaks near 130 MiB here, plain GD near 330 MiB.
+                "--memory-cap",
+                "220MiB",
+                "-o",
+                s(out),
+            ],
+        )
+    };
+    let pgd = tmp.path().join("pgd");
+    let r = train("patchgd", &pgd);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pgd.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["grid"]["patch"], 32);
+    assert_eq!(card["sampled"], 16, "a quarter of the 8×8 patches");
+    assert_eq!(card["epochs"].as_array().unwrap().len(), 1);
+    assert!(card["peak_rss_bytes"].as_u64().unwrap() < 220 << 20);
+    let d = card["dim"].as_u64().unwrap() as usize;
+    assert_eq!(d, 16);
+    for (file, input, dims) in [
+        ("backbone.onnx", "patch", vec![3usize, 1, 32, 32]),
+        ("head.onnx", "z", vec![2, d, 8, 8]),
+    ] {
+        let path = pgd.join(file);
+        let n: usize = dims.iter().product();
+        let (t, o) = run_both(&path, &[(input, dims.clone(), random(n, 4))]);
+        assert!(
+            rel_diff(&t[0], &o[0]) <= 1e-4,
+            "{file}: {}",
+            rel_diff(&t[0], &o[0])
+        );
+        let shape = format!(
+            "{input}={}",
+            dims.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(
+            python_check(&path, None, &["--input-shape", &shape]).checker,
+            "ok"
+        );
+    }
+    let gd = tmp.path().join("gd");
+    let r = train("gd", &gd);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("memory cap exceeded"), "{}", r.stderr);
+    assert!(!gd.exists());
+}
+
+/// `edgeslim-rt patch` (issue 23, item 3): the board's strip-by-strip inference gives the
+/// logits the training engine gives on the same image (Z filled on the host, one head pass),
+/// with threads or without; the contribution map averages to the logit (minus nothing: the
+/// head's classifier is a 1×1 convolution before the average pool); a truncated PNG and a
+/// header claiming a 100000-pixel side are refused with the file named, nothing allocated.
+#[test]
+fn the_board_patch_inference_equals_the_host_and_refuses_bad_images() {
+    use edgeslim::onnx::OnnxModel;
+    use edgeslim::patchgd::{data::UltraSet, Grid, PatchGd};
+    assets();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("um");
+    run_ok(
+        "edgeslim",
+        &[
+            "data",
+            "ultramnist",
+            "--size",
+            "256",
+            "--n",
+            "6",
+            "--seed",
+            "2",
+            "-o",
+            s(&data),
+        ],
+    );
+    let model = tmp.path().join("m");
+    run_ok(
+        "edgeslim",
+        &[
+            "train-patch",
+            "--data",
+            s(&data),
+            "--image-size",
+            "256",
+            "--patch",
+            "32",
+            "--widths",
+            "8,16",
+            "--head-width",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+            "-o",
+            s(&model),
+        ],
+    );
+    let set = UltraSet::open(&data, 256).unwrap();
+    let entry = &set.test[0];
+    let image = data.join(&entry.file);
+    let (x, _) = set.batch(&[entry]).unwrap();
+    let host = PatchGd::new(
+        &OnnxModel::load(&model.join("backbone.onnx")).unwrap(),
+        &OnnxModel::load(&model.join("head.onnx")).unwrap(),
+        Grid::new(1, 256, 32).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let logits = host.logits(&host.fill_z(&x, 1).unwrap()).unwrap();
+    let want: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+    for threads in ["1", "3"] {
+        let r = run_ok(
+            "edgeslim-rt",
+            &[
+                "patch",
+                "--model",
+                s(&model),
+                "--input",
+                s(&image),
+                "--threads",
+                threads,
+                "--group",
+                "3",
+                "--json",
+            ],
+        );
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let res = &j["images"][0]["result"];
+        assert_eq!(res["grid"], serde_json::json!([8, 8]));
+        let got: Vec<f32> = res["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = want.iter().map(|v| v.abs()).fold(1e-3f32, f32::max);
+        assert!(diff <= 1e-4 * scale.max(1.0), "threads {threads}: {diff}");
+        let class = res["class"].as_u64().unwrap() as usize;
+        let map_sum: f64 = res["contribution"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!(
+            (map_sum - got[class] as f64).abs() < 1e-4,
+            "{map_sum} vs {}",
+            got[class]
+        );
+    }
+    // A canvas twice the training size: the same graphs on a 16 × 16 grid, and the host's
+    // engine agrees there too.
+    let big = tmp.path().join("big");
+    run_ok(
+        "edgeslim",
+        &[
+            "data",
+            "ultramnist",
+            "--size",
+            "512",
+            "--n",
+            "2",
+            "--seed",
+            "3",
+            "-o",
+            s(&big),
+        ],
+    );
+    let big_set = UltraSet::open(&big, 512).unwrap();
+    let (xb, _) = big_set.batch(&[&big_set.test[0]]).unwrap();
+    let host_big = PatchGd::new(
+        &OnnxModel::load(&model.join("backbone.onnx")).unwrap(),
+        &OnnxModel::load(&model.join("head.onnx")).unwrap(),
+        Grid::new(1, 512, 32).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let want_big: Vec<f32> = host_big
+        .logits(&host_big.fill_z(&xb, 1).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let r = run_ok(
+        "edgeslim-rt",
+        &[
+            "patch",
+            "--model",
+            s(&model),
+            "--input",
+            s(&big.join(&big_set.test[0].file)),
+            "--json",
+        ],
+    );
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        j["images"][0]["result"]["grid"],
+        serde_json::json!([16, 16])
+    );
+    let got_big: Vec<f32> = j["images"][0]["result"]["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let diff = want_big
+        .iter()
+        .zip(&got_big)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff <= 1e-4 * want_big.iter().map(|v| v.abs()).fold(1.0f32, f32::max),
+        "{diff}"
+    );
+
+    // A truncated PNG: a clear error naming the file.
+    let bytes = std::fs::read(&image).unwrap();
+    let cut = tmp.path().join("cut.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let r = run(
+        "edgeslim-rt",
+        &["patch", "--model", s(&model), "--input", s(&cut)],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cut.png"), "{}", r.stderr);
+    // A header claiming 100000 × 100000 pixels (no pixel data): refused before any decoding.
+    let huge = tmp.path().join("huge.png");
+    {
+        let f = std::fs::File::create(&huge).unwrap();
+        let mut enc = png::Encoder::new(f, 100_000, 100_000);
+        enc.set_color(png::ColorType::Grayscale);
+        let mut w = enc.write_header().unwrap();
+        // An empty deflate stream: the decoder finds its first IDAT and reports the size.
+        w.write_chunk(
+            png::chunk::IDAT,
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        )
+        .unwrap();
+        let _ = w.finish();
+    }
+    let r = run(
+        "edgeslim-rt",
+        &["patch", "--model", s(&model), "--input", s(&huge)],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("huge.png") && r.stderr.contains("100000"),
+        "{}",
+        r.stderr
+    );
+}
