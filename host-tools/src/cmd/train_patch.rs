@@ -17,7 +17,8 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
 edgeslim data ultramnist --size 512 --n 2000 -o um512\n  \
 edgeslim train-patch --data um512 --image-size 512 --patch 64 --inner-steps 2 --sample-fraction 0.25 --memory-cap 1GiB -o pgd512\n  \
-edgeslim train-patch --data um512 --method gd --image-size 256 --patch 32 --memory-cap 1GiB -o gd256")]
+edgeslim train-patch --data um512 --method gd --image-size 256 --patch 32 --memory-cap 1GiB -o gd256\n  \
+edgeslim train-patch --data um512 --backbone mobilenetv2 --image-size 512 --patch 64 --memory-cap 1GiB -o pgd512-mnv2")]
 pub struct Args {
     /// An UltraMNIST-style folder (`edgeslim data ultramnist`).
     #[arg(long, value_name = "DIR")]
@@ -42,6 +43,15 @@ pub struct Args {
     epochs: usize,
     #[arg(long, default_value_t = 1e-3, value_name = "LR")]
     lr: f64,
+    /// The patch backbone: `small` (Conv 3×3 + ReLU + MaxPool stages of --widths, trained from
+    /// scratch) or a pretrained ImageNet CNN of the zoo catalogue (`mobilenetv2`, as in the
+    /// paper; `efficientnet-lite0`), built for the patch size with a linear layer to
+    /// --feature-dim (needs `edgeslim assets fetch`).
+    #[arg(long, default_value = "small", value_name = "NAME")]
+    backbone: String,
+    /// d of a pretrained backbone (the width of Z).
+    #[arg(long, default_value_t = 64, value_name = "D")]
+    feature_dim: usize,
     /// Backbone stage widths (Conv 3×3 + ReLU + MaxPool 2 each); d is the last.
     #[arg(long, value_delimiter = ',', default_values_t = [16usize, 32, 64])]
     widths: Vec<usize>,
@@ -118,7 +128,9 @@ pub fn run(a: Args) -> Result<()> {
         batch_size: a.batch_size,
         epochs: a.epochs,
         lr: a.lr,
+        backbone: a.backbone.clone(),
         widths: a.widths.clone(),
+        feature_dim: a.feature_dim,
         head_width: a.head_width,
         seed: a.seed,
         threads: a.threads,

@@ -169,8 +169,7 @@ fn train_patch_keeps_under_a_memory_cap_that_plain_gradient_descent_breaks() {
 /// header claiming a 100000-pixel side are refused with the file named, nothing allocated.
 #[test]
 fn the_board_patch_inference_equals_the_host_and_refuses_bad_images() {
-    use edgeslim::onnx::OnnxModel;
-    use edgeslim::patchgd::{data::UltraSet, Grid, PatchGd};
+    use edgeslim::patchgd::data::UltraSet;
     assets();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("um");
@@ -215,48 +214,12 @@ fn the_board_patch_inference_equals_the_host_and_refuses_bad_images() {
         ],
     );
     let set = UltraSet::open(&data, 256).unwrap();
-    let entry = &set.test[0];
-    let image = data.join(&entry.file);
-    let (x, _) = set.batch(&[entry]).unwrap();
-    let host = PatchGd::new(
-        &OnnxModel::load(&model.join("backbone.onnx")).unwrap(),
-        &OnnxModel::load(&model.join("head.onnx")).unwrap(),
-        Grid::new(1, 256, 32).unwrap(),
-        &Default::default(),
-    )
-    .unwrap();
-    let logits = host.logits(&host.fill_z(&x, 1).unwrap()).unwrap();
-    let want: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+    let image = data.join(&set.test[0].file);
     for threads in ["1", "3"] {
-        let r = run_ok(
-            "edgeslim-rt",
-            &[
-                "patch",
-                "--model",
-                s(&model),
-                "--input",
-                s(&image),
-                "--threads",
-                threads,
-                "--group",
-                "3",
-                "--json",
-            ],
-        );
-        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-        let res = &j["images"][0]["result"];
+        let rt = ["--threads", threads, "--group", "3"];
+        let (want, got, res) = host_and_board(&model, &set, 32, &rt);
         assert_eq!(res["grid"], serde_json::json!([8, 8]));
-        let got: Vec<f32> = res["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let diff = want
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&want, &got);
         let scale = want.iter().map(|v| v.abs()).fold(1e-3f32, f32::max);
         assert!(diff <= 1e-4 * scale.max(1.0), "threads {threads}: {diff}");
         let class = res["class"].as_u64().unwrap() as usize;
@@ -290,49 +253,10 @@ fn the_board_patch_inference_equals_the_host_and_refuses_bad_images() {
             s(&big),
         ],
     );
-    let big_set = UltraSet::open(&big, 512).unwrap();
-    let (xb, _) = big_set.batch(&[&big_set.test[0]]).unwrap();
-    let host_big = PatchGd::new(
-        &OnnxModel::load(&model.join("backbone.onnx")).unwrap(),
-        &OnnxModel::load(&model.join("head.onnx")).unwrap(),
-        Grid::new(1, 512, 32).unwrap(),
-        &Default::default(),
-    )
-    .unwrap();
-    let want_big: Vec<f32> = host_big
-        .logits(&host_big.fill_z(&xb, 1).unwrap())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let r = run_ok(
-        "edgeslim-rt",
-        &[
-            "patch",
-            "--model",
-            s(&model),
-            "--input",
-            s(&big.join(&big_set.test[0].file)),
-            "--json",
-        ],
-    );
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(
-        j["images"][0]["result"]["grid"],
-        serde_json::json!([16, 16])
-    );
-    let got_big: Vec<f32> = j["images"][0]["result"]["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    let diff = want_big
-        .iter()
-        .zip(&got_big)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let (want_big, got_big, res) =
+        host_and_board(&model, &UltraSet::open(&big, 512).unwrap(), 32, &[]);
+    assert_eq!(res["grid"], serde_json::json!([16, 16]));
+    let diff = max_abs_diff(&want_big, &got_big);
     assert!(
         diff <= 1e-4 * want_big.iter().map(|v| v.abs()).fold(1.0f32, f32::max),
         "{diff}"
@@ -372,5 +296,138 @@ fn the_board_patch_inference_equals_the_host_and_refuses_bad_images() {
         r.stderr.contains("huge.png") && r.stderr.contains("100000"),
         "{}",
         r.stderr
+    );
+}
+
+/// The logits of the PatchGD model in `model` on the first test image of `set` from the host's
+/// training engine (Z filled patch group by patch group, one head pass) and from the board's
+/// `edgeslim-rt patch` with `rt_args`: (host, board, the board's JSON result).
+fn host_and_board(
+    model: &Path,
+    set: &edgeslim::patchgd::data::UltraSet,
+    patch: usize,
+    rt_args: &[&str],
+) -> (Vec<f32>, Vec<f32>, serde_json::Value) {
+    use edgeslim::onnx::OnnxModel;
+    use edgeslim::patchgd::{Grid, PatchGd};
+    let entry = &set.test[0];
+    let (x, _) = set.batch(&[entry]).unwrap();
+    let host = PatchGd::new(
+        &OnnxModel::load(&model.join("backbone.onnx")).unwrap(),
+        &OnnxModel::load(&model.join("head.onnx")).unwrap(),
+        Grid::new(1, set.side, patch).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let want: Vec<f32> = host
+        .logits(&host.fill_z(&x, 1).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let image = set.dir.join(&entry.file);
+    let mut args = vec!["patch", "--model", s(model), "--input", s(&image), "--json"];
+    args.extend_from_slice(rt_args);
+    let r = run_ok("edgeslim-rt", &args);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let res = j["images"][0]["result"].clone();
+    let got = res["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    (want, got, res)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// `--backbone mobilenetv2` (issue 23, item 2, the paper's backbone): the pretrained ImageNet
+/// MobileNetV2, built for 32-pixel patches with its batch norms folded and a linear layer to
+/// d, trains under PatchGD; its backbone graph holds MobileNetV2's weights (2.2 M), passes
+/// onnx.checker and agrees across tract and ONNX Runtime; the board's patch inference equals
+/// the host's on it.
+#[test]
+fn a_pretrained_mobilenetv2_patch_backbone_trains_and_runs_on_the_board() {
+    use edgeslim::onnx::OnnxModel;
+    use edgeslim::patchgd::data::UltraSet;
+    use edgeslim_e2e::engines::{random, rel_diff, run_both};
+    use edgeslim_e2e::python_check;
+    assets();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("um");
+    run_ok(
+        "edgeslim",
+        &[
+            "data",
+            "ultramnist",
+            "--size",
+            "128",
+            "--n",
+            "5",
+            "--seed",
+            "4",
+            "-o",
+            s(&data),
+        ],
+    );
+    let model = tmp.path().join("mnv2");
+    let r = run_ok(
+        "edgeslim",
+        &[
+            "train-patch",
+            "--data",
+            s(&data),
+            "--backbone",
+            "mobilenetv2",
+            "--feature-dim",
+            "16",
+            "--head-width",
+            "16",
+            "--image-size",
+            "128",
+            "--patch",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "-o",
+            s(&model),
+        ],
+    );
+    assert!(r.stdout.contains("d = 16"), "{}", r.stdout);
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["options"]["backbone"], "mobilenetv2");
+    assert_eq!(card["dim"], 16);
+    let params = card["backbone_params"].as_u64().unwrap();
+    // MobileNetV2's features (2.22 M with the batch norms folded) and 1280 × 16 + 16.
+    assert!((2_200_000..2_300_000).contains(&params), "{params}");
+    let path = model.join("backbone.onnx");
+    let backbone = OnnxModel::load(&path).unwrap();
+    assert!(backbone.graph().node.len() > 50);
+    let dims = vec![2usize, 1, 32, 32];
+    let (t, o) = run_both(&path, &[("patch", dims.clone(), random(2 * 32 * 32, 5))]);
+    assert!(rel_diff(&t[0], &o[0]) <= 1e-4, "{}", rel_diff(&t[0], &o[0]));
+    assert_eq!(
+        python_check(&path, None, &["--input-shape", "patch=2,1,32,32"]).checker,
+        "ok"
+    );
+    let (want, got, res) = host_and_board(&model, &UltraSet::open(&data, 128).unwrap(), 32, &[]);
+    assert_eq!(res["grid"], serde_json::json!([4, 4]));
+    let diff = max_abs_diff(&want, &got);
+    assert!(
+        diff <= 1e-4 * want.iter().map(|v| v.abs()).fold(1.0f32, f32::max),
+        "{diff}"
     );
 }

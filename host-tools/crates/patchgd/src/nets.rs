@@ -14,12 +14,23 @@
 //! No batch normalisation in the backbone: PatchGD runs it on a few sampled patches at a time
 //! (and without gradients on the rest), so batch statistics would differ between the fill and
 //! the inner steps, and between training and the board.
+//!
+//! The backbone can also be a pretrained ImageNet CNN of the zoo catalogue (MobileNetV2, as in
+//! the paper, or EfficientNet-Lite0; [`pretrained_backbone`]): built for p × p patches with
+//! its batch norms folded into the convolutions (fixed statistics, for the same reason), the
+//! gray patch mapped to its normalised RGB input, and a fresh linear layer from its pooled
+//! features to d.
 
 use crate::{Error, Result};
+use edgeslim_data::assets::Assets;
+use edgeslim_import::catalogue::{self, Builder};
+use edgeslim_import::convnet::BatchNorm;
+use edgeslim_import::gray::{self, GrayInput};
 use edgeslim_onnx::builder::D;
-use edgeslim_onnx::OnnxModel;
+use edgeslim_onnx::{OnnxModel, Tensor};
 use edgeslim_train::families::layers::Net;
 use onnx_protobuf::tensor_proto::DataType;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 pub const PATCH_INPUT: &str = "patch";
@@ -126,4 +137,47 @@ pub fn head(cfg: &PatchNetConfig) -> Result<OnnxModel> {
         ],
     );
     Ok(n.b.finish())
+}
+
+/// The zoo catalogue's CNN `name` as the patch backbone: patch [N, 1, p, p] (pixels in [0, 1])
+/// → feature [N, d], d = `cfg.dim()`. The gray patch is repeated over RGB and normalised as
+/// the network was trained; the pooled features (1280 for MobileNetV2) go through a fresh
+/// linear layer to d, initialised uniform in ±1/√width from `cfg.seed` (all of it is trained).
+pub fn pretrained_backbone(name: &str, cfg: &PatchNetConfig, assets: &Assets) -> Result<OnnxModel> {
+    cfg.validate()?;
+    let entry = catalogue::find(name)?;
+    if entry.builder == Builder::Dinov2Backbone {
+        return Err(Error::Invalid(format!(
+            "--backbone {name}: PatchGD's backbone is a CNN (mobilenetv2, efficientnet-lite0)"
+        )));
+    }
+    let model = catalogue::import(entry, assets, cfg.patch, BatchNorm::Fold)?;
+    let input = GrayInput {
+        side: cfg.patch,
+        mean: 0.0,
+        std: 1.0,
+    };
+    let mut model = gray::classifier(model, input, (entry.mean, entry.std), cfg.dim())?;
+    let width = model
+        .constant(gray::HEAD_WEIGHT)
+        .and_then(|w| w.ok())
+        .and_then(|w| w.dims.get(1).copied())
+        .ok_or_else(|| Error::Invalid(format!("{name}: the feature layer has no weight")))?;
+    let bound = 1.0 / (width as f32).sqrt();
+    let mut rng = edgeslim_data::rng(cfg.seed, 0xba6b);
+    let w: Vec<f32> = (0..cfg.dim() * width)
+        .map(|_| rng.random_range(-bound..=bound))
+        .collect();
+    model.set_initializer(gray::HEAD_WEIGHT, &Tensor::f32(vec![cfg.dim(), width], w)?);
+    for (from, to) in [(gray::INPUT, PATCH_INPUT), (gray::OUTPUT, FEATURE)] {
+        model.rename_tensor(from, to);
+        let g = model.graph_mut();
+        for v in g.input.iter_mut().chain(g.output.iter_mut()) {
+            if v.name == from {
+                v.name = to.to_string();
+            }
+        }
+    }
+    model.validate_references()?;
+    Ok(model)
 }

@@ -35,7 +35,14 @@ pub struct TrainPatchOptions {
     pub batch_size: usize,
     pub epochs: usize,
     pub lr: f64,
+    /// `small` (the conv stack of `widths`) or a CNN of the zoo catalogue (`mobilenetv2`,
+    /// `efficientnet-lite0`: pretrained, with a linear layer to `feature_dim`).
+    #[serde(default = "small")]
+    pub backbone: String,
     pub widths: Vec<usize>,
+    /// d of a pretrained backbone (the small one's is its last width).
+    #[serde(default = "default_feature_dim")]
+    pub feature_dim: usize,
     pub head_width: usize,
     pub seed: u64,
     pub threads: usize,
@@ -47,6 +54,17 @@ pub struct TrainPatchOptions {
     #[serde(skip)]
     pub progress: bool,
 }
+
+fn small() -> String {
+    SMALL.to_string()
+}
+
+fn default_feature_dim() -> usize {
+    64
+}
+
+/// The built-in backbone's name.
+pub const SMALL: &str = "small";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRow {
@@ -103,7 +121,11 @@ pub fn train(dir: &Path, opts: &TrainPatchOptions) -> Result<Trained> {
         in_channels: 1,
         patch: opts.patch,
         grid: grid.m(),
-        widths: opts.widths.clone(),
+        widths: if opts.backbone == SMALL {
+            opts.widths.clone()
+        } else {
+            vec![opts.feature_dim]
+        },
         head_width: opts.head_width,
         classes: set.classes(),
         seed: opts.seed,
@@ -113,7 +135,11 @@ pub fn train(dir: &Path, opts: &TrainPatchOptions) -> Result<Trained> {
         seed: opts.seed,
         ..Default::default()
     };
-    let p = PatchGd::new(&nets::backbone(&net)?, &nets::head(&net)?, grid, &engine)?;
+    let backbone = match opts.backbone.as_str() {
+        SMALL => nets::backbone(&net)?,
+        name => nets::pretrained_backbone(name, &net, &edgeslim_data::assets::Assets::open())?,
+    };
+    let p = PatchGd::new(&backbone, &nets::head(&net)?, grid, &engine)?;
     let (k, s) = match opts.method {
         Method::Patchgd => (opts.inner_steps, opts.fraction),
         Method::Gd => (1, 1.0),
