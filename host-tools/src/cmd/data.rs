@@ -1,6 +1,7 @@
 //! `edgeslim data tracking`: write generated tracking sequences (OTB layout) to disk, so
 //! trackers are evaluated on files (`edgeslim-rt track --eval DIR`, `edgeslim eval --task track`).
 //! `edgeslim data ultramnist`: UltraMNIST-style large images from the real MNIST digits.
+//! `edgeslim data fewshot`: the class pool and fixed test episodes of few-shot learning.
 
 use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, Subcommand};
@@ -30,6 +31,40 @@ enum What {
         after_help = "Example:\n  edgeslim data ultramnist --size 512 --n 2000 --seed 0 -o data/ultramnist-512"
     )]
     Ultramnist(UltraArgs),
+    /// Few-shot classes (meta-learning, MetaDOCK): MNIST digits and Animal-MNIST silhouettes,
+    /// rotations as new classes, split by base class into disjoint meta-train (36 classes),
+    /// meta-val (12) and meta-test (12) sets (digits and animals 6, 9 test; 7, 8 val; the rest
+    /// train). DIR/<set>/<class>/NNNN.png, DIR/pool.json, and the fixed meta-test episodes
+    /// DIR/episodes-meta-test-<W>w<K>s<Q>q.json (file paths, way j = label j). Never written
+    /// over.
+    #[command(
+        after_help = "Example:\n  edgeslim data fewshot --ways 5 --shots 1 --queries 15 --tasks 600 -o data/fewshot"
+    )]
+    Fewshot(FewshotArgs),
+}
+
+#[derive(ClapArgs)]
+struct FewshotArgs {
+    /// Folder to create (must not exist, or be empty).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// Sources of base classes.
+    #[arg(long, value_delimiter = ',', default_values_t = ["animal-mnist".to_string(), "mnist".to_string()])]
+    source: Vec<String>,
+    #[arg(long, default_value_t = 5)]
+    ways: usize,
+    #[arg(long, default_value_t = 1)]
+    shots: usize,
+    #[arg(long, default_value_t = 15)]
+    queries: usize,
+    /// Meta-test episodes listed in the episodes file.
+    #[arg(long, default_value_t = 600)]
+    tasks: usize,
+    /// Images per class (the first of each base class in file order).
+    #[arg(long, default_value_t = 100)]
+    per_class: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(ClapArgs)]
@@ -76,7 +111,98 @@ pub fn run(a: Args) -> Result<()> {
     match a.what {
         What::Tracking(t) => tracking(t),
         What::Ultramnist(u) => ultramnist(u),
+        What::Fewshot(f) => fewshot(f),
     }
+}
+
+fn fewshot(a: FewshotArgs) -> Result<()> {
+    use edgeslim::data::fewshot::{episode, EpisodeSpec, Pool, Source, SourceImages, Split};
+    let sources = a
+        .source
+        .iter()
+        .map(|s| s.parse::<Source>())
+        .collect::<edgeslim::Result<Vec<_>>>()?;
+    let spec = EpisodeSpec {
+        ways: a.ways,
+        shots: a.shots,
+        queries: a.queries,
+    };
+    let assets = edgeslim::assets::Assets::open();
+    assets.ensure()?;
+    let mnist = edgeslim::data::mnist::parse(&assets.mnist_csv())?;
+    let animals = edgeslim::data::animal_mnist::read(
+        &assets.file(edgeslim::assets::ANIMAL_MNIST_DATA),
+        &assets.file(edgeslim::assets::ANIMAL_MNIST_LABELS),
+    )?;
+    let images: Vec<SourceImages> = sources
+        .iter()
+        .map(|&s| match s {
+            Source::Mnist => SourceImages::mnist(&mnist),
+            Source::AnimalMnist => SourceImages {
+                source: s,
+                pixels: &animals.0,
+                labels: &animals.1,
+            },
+        })
+        .collect();
+    let pool = Pool::build(&images, a.per_class)?;
+    let split = Split::MetaTest;
+    // Every episode is drawn before anything is written: a bad shape fails with nothing on disk.
+    let tasks = (0..a.tasks as u64)
+        .map(|i| episode(&pool, split, spec, a.seed, i))
+        .collect::<edgeslim::Result<Vec<_>>>()?;
+    let listed: Vec<serde_json::Value> = tasks
+        .iter()
+        .map(|t| {
+            let files = |items: &[(usize, usize)]| -> Vec<serde_json::Value> {
+                items
+                    .iter()
+                    .map(|&(way, i)| serde_json::json!([way, pool.file(t.classes[way], i)]))
+                    .collect()
+            };
+            serde_json::json!({
+                "classes": t.classes.iter().map(|&c| &pool.classes[c].name).collect::<Vec<_>>(),
+                "support": files(&t.support),
+                "query": files(&t.query),
+            })
+        })
+        .collect();
+    let name = format!(
+        "episodes-{}-{}w{}s{}q.json",
+        split.name(),
+        a.ways,
+        a.shots,
+        a.queries
+    );
+    let doc = serde_json::json!({
+        "split": split.name(),
+        "ways": a.ways,
+        "shots": a.shots,
+        "queries": a.queries,
+        "seed": a.seed,
+        "episodes": listed,
+    });
+    edgeslim::data::write_new_folder(&a.output, |dir| {
+        pool.write_files(dir)?;
+        let path = dir.join(&name);
+        let bytes = serde_json::to_vec(&doc).map_err(|e| edgeslim::Error::Other(e.to_string()))?;
+        std::fs::write(&path, bytes).map_err(|e| edgeslim::Error::io(&path, e))
+    })?;
+    let count = |s: Split| pool.classes_of(s).len();
+    println!(
+        "wrote {} classes ({} meta-train, {} meta-val, {} meta-test) of {} images and {} {}-way {}-shot meta-test episodes ({} queries a class) to {}",
+        pool.classes.len(),
+        count(Split::MetaTrain),
+        count(Split::MetaVal),
+        count(Split::MetaTest),
+        a.per_class,
+        a.tasks,
+        a.ways,
+        a.shots,
+        a.queries,
+        a.output.join(&name).display()
+    );
+    Ok(())
 }
 
 fn ultramnist(a: UltraArgs) -> Result<()> {

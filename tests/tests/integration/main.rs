@@ -15,6 +15,7 @@ mod families;
 mod glora;
 mod inspect;
 mod lowrank;
+mod metadock;
 mod optimize;
 mod patchgd;
 mod pipeline;

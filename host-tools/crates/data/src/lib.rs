@@ -16,6 +16,7 @@ pub mod animal_mnist;
 pub mod assets;
 pub mod augment;
 pub mod calib;
+pub mod fewshot;
 pub mod folder;
 pub mod mnist;
 pub mod pickle;
@@ -275,6 +276,45 @@ impl TryFrom<String> for DataSpec {
 impl From<DataSpec> for String {
     fn from(d: DataSpec) -> String {
         d.to_string()
+    }
+}
+
+/// Write a data set folder all or nothing: `fill` writes into a temporary folder beside `dir`,
+/// which is renamed to `dir` when it succeeds and removed when it fails (an interrupted run
+/// leaves nothing). `dir` must not exist or be an empty folder: a data set is never written
+/// over.
+pub fn write_new_folder<T>(dir: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if dir.exists() {
+        let empty = dir.is_dir()
+            && std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(data_error(
+                dir,
+                "exists and is not an empty folder (a data set is never written over)",
+            ));
+        }
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let tmp = dir.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    match fill(&tmp) {
+        Ok(v) => {
+            if dir.exists() {
+                std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
     }
 }
 

@@ -256,38 +256,7 @@ pub fn write(
     mut each: impl FnMut(usize) -> bool,
 ) -> Result<Written> {
     cfg.check()?;
-    if dir.exists() {
-        let empty = dir.is_dir()
-            && std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .next()
-                .is_none();
-        if !empty {
-            return Err(data_error(
-                dir,
-                "exists and is not an empty folder (a data set is never written over)",
-            ));
-        }
-    }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "ultramnist".into());
-    let tmp = dir.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    match write_into(mnist, cfg, &tmp, &mut each) {
-        Ok(w) => {
-            if dir.exists() {
-                std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
-            }
-            std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-            Ok(w)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    crate::write_new_folder(dir, |tmp| write_into(mnist, cfg, tmp, &mut each))
 }
 
 fn write_into(
