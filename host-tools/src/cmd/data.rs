@@ -122,6 +122,7 @@ fn fewshot(a: FewshotArgs) -> Result<()> {
         .iter()
         .map(|s| s.parse::<Source>())
         .collect::<edgeslim::Result<Vec<_>>>()?;
+    edgeslim::data::ensure_new_folder(&a.output)?;
     let spec = EpisodeSpec {
         ways: a.ways,
         shots: a.shots,
@@ -213,6 +214,7 @@ fn ultramnist(a: UltraArgs) -> Result<()> {
         seed: a.seed,
     };
     cfg.check()?;
+    edgeslim::data::ensure_new_folder(&a.output)?;
     let assets = edgeslim::assets::Assets::open();
     assets.ensure()?;
     let mnist = edgeslim::data::mnist::parse(&assets.mnist_csv())?;

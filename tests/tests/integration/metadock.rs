@@ -110,4 +110,13 @@ fn fewshot_classes_are_real_disjoint_and_the_test_episodes_reproducible() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("never written over"), "{}", r.stderr);
     assert_eq!(bytes(&a), bytes(&b));
+    // A device as the output folder: refused before any work.
+    let r = fewshot(Path::new("/dev/null"), &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("/dev/null: exists and is not an empty folder"),
+        "{}",
+        r.stderr
+    );
 }

@@ -279,11 +279,9 @@ impl From<DataSpec> for String {
     }
 }
 
-/// Write a data set folder all or nothing: `fill` writes into a temporary folder beside `dir`,
-/// which is renamed to `dir` when it succeeds and removed when it fails (an interrupted run
-/// leaves nothing). `dir` must not exist or be an empty folder: a data set is never written
-/// over.
-pub fn write_new_folder<T>(dir: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+/// `dir` does not exist or is an empty folder (checked by commands before any work, so that an
+/// existing data set, a file or a device such as /dev/null is refused at once).
+pub fn ensure_new_folder(dir: &Path) -> Result<()> {
     if dir.exists() {
         let empty = dir.is_dir()
             && std::fs::read_dir(dir)
@@ -297,6 +295,15 @@ pub fn write_new_folder<T>(dir: &Path, fill: impl FnOnce(&Path) -> Result<T>) ->
             ));
         }
     }
+    Ok(())
+}
+
+/// Write a data set folder all or nothing: `fill` writes into a temporary folder beside `dir`,
+/// which is renamed to `dir` when it succeeds and removed when it fails (an interrupted run
+/// leaves nothing). `dir` must not exist or be an empty folder: a data set is never written
+/// over.
+pub fn write_new_folder<T>(dir: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    ensure_new_folder(dir)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
