@@ -4,7 +4,8 @@
 
 use edgeslim::import::gray::GrayInput;
 use edgeslim::onnx::node::{int, make, string};
-use edgeslim::onnx::{OnnxModel, Tensor};
+use edgeslim::onnx::{OnnxModel, SaveOptions, Tensor};
+use std::path::Path;
 
 /// `backbone` (image input `image`, square side `size`) reading the gray tensor `x
 /// [1, 1, side, side]`; `imagenet` is its per-channel (mean, std). The caller fixes the output.
@@ -67,4 +68,39 @@ pub fn reference(
     );
     g.value_info.clear();
     r
+}
+
+/// The gray classifier `clf` and its plain-ops reference `r` (both reading `x [1, 1, 28, 28]`),
+/// saved into `dir` and run on one random digit from `seed`: tract gives the same `width`
+/// outputs for both (≤ 1e-4), ONNX Runtime the same as tract for the classifier, and the
+/// classifier passes onnx.checker.
+pub fn assert_matches_reference(
+    dir: &Path,
+    r: &OnnxModel,
+    clf: &OnnxModel,
+    width: usize,
+    seed: u64,
+) {
+    use crate::engines::{random, rel_diff, run_both};
+    let (fr, fc) = (dir.join("reference.onnx"), dir.join("classifier.onnx"));
+    r.save(&fr, &SaveOptions::default()).unwrap();
+    clf.save(&fc, &SaveOptions::default()).unwrap();
+    let x = random(784, seed);
+    let (tr, _) = run_both(&fr, &[("x", vec![1, 1, 28, 28], x.clone())]);
+    let (tc, oc) = run_both(&fc, &[("x", vec![1, 1, 28, 28], x)]);
+    assert_eq!(tc[0].len(), width);
+    assert!(
+        rel_diff(&tr[0], &tc[0]) <= 1e-4,
+        "{}",
+        rel_diff(&tr[0], &tc[0])
+    );
+    assert!(
+        rel_diff(&tc[0], &oc[0]) <= 1e-4,
+        "{}",
+        rel_diff(&tc[0], &oc[0])
+    );
+    assert_eq!(
+        crate::python_check(&fc, None, &["--input-shape", "x=1,1,28,28"]).checker,
+        "ok"
+    );
 }

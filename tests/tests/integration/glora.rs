@@ -197,7 +197,7 @@ fn the_glora_search_chooses_supports_under_the_budget() {
 #[test]
 fn the_efficientnet_gray_classifier_is_the_original_on_the_normalised_rgb_image() {
     use edgeslim::import::{catalogue, gray};
-    use edgeslim::onnx::{SaveOptions, Tensor};
+    use edgeslim::onnx::Tensor;
     assets();
     let dir = tempfile::tempdir().unwrap();
     let eff = dir.path().join("eff");
@@ -254,30 +254,7 @@ fn the_efficientnet_gray_classifier_is_the_original_on_the_normalised_rgb_image(
         "a padded stem must not have the normalisation folded in"
     );
     let r = edgeslim_e2e::gray::reference(backbone, "image", 112, g, imagenet);
-    let (fr, fc_path) = (
-        dir.path().join("reference.onnx"),
-        dir.path().join("clf.onnx"),
-    );
-    r.save(&fr, &SaveOptions::default()).unwrap();
-    clf.save(&fc_path, &SaveOptions::default()).unwrap();
-    let x = random(784, 3);
-    let (tr, _) = run_both(&fr, &[("x", vec![1, 1, 28, 28], x.clone())]);
-    let (tc, oc) = run_both(&fc_path, &[("x", vec![1, 1, 28, 28], x)]);
-    assert_eq!(tc[0].len(), 1000);
-    assert!(
-        rel_diff(&tr[0], &tc[0]) <= 1e-4,
-        "{}",
-        rel_diff(&tr[0], &tc[0])
-    );
-    assert!(
-        rel_diff(&tc[0], &oc[0]) <= 1e-4,
-        "{}",
-        rel_diff(&tc[0], &oc[0])
-    );
-    assert_eq!(
-        python_check(&fc_path, None, &["--input-shape", "x=1,1,28,28"]).checker,
-        "ok"
-    );
+    edgeslim_e2e::gray::assert_matches_reference(dir.path(), &r, &clf, 1000, 3);
 }
 
 /// `study --recover glora` (issue 22, item 3): a pruned zoo CNN recovered by GLoRA adapters

@@ -246,28 +246,7 @@ fn the_dinov2_gray_classifier_equals_the_backbone_on_the_normalised_rgb_image() 
         onnx_protobuf::tensor_proto::DataType::FLOAT,
         None,
     );
-    let fr = dir.path().join("reference.onnx");
-    let fc = dir.path().join("classifier.onnx");
-    r.save(&fr, &SaveOptions::default()).unwrap();
-    clf.save(&fc, &SaveOptions::default()).unwrap();
-    let x = random(784, 8);
-    let (tr, _) = run_both(&fr, &[("x", vec![1, 1, 28, 28], x.clone())]);
-    let (tc, oc) = run_both(&fc, &[("x", vec![1, 1, 28, 28], x)]);
-    assert_eq!(tc[0].len(), 384);
-    assert!(
-        rel_diff(&tr[0], &tc[0]) <= 1e-4,
-        "{}",
-        rel_diff(&tr[0], &tc[0])
-    );
-    assert!(
-        rel_diff(&tc[0], &oc[0]) <= 1e-4,
-        "{}",
-        rel_diff(&tc[0], &oc[0])
-    );
-    assert_eq!(
-        python_check(&fc, None, &["--input-shape", "x=1,1,28,28"]).checker,
-        "ok"
-    );
+    edgeslim_e2e::gray::assert_matches_reference(dir.path(), &r, &clf, 384, 8);
 }
 
 /// Elements of every initializer (how the tracker commands count a pair's parameters).

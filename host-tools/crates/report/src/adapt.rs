@@ -8,7 +8,6 @@ use super::compression::{page, table};
 use super::format::{esc, fmt_f, fmt_int, fmt_ms, fmt_pct, ABSENT};
 use crate::Result;
 use edgeslim_glora::AdaptReport;
-use edgeslim_runtime::fsutil::write_atomic;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -158,14 +157,7 @@ pub fn adapt_page(r: &AdaptReport, model: &str) -> String {
 
 /// `report.json` and `index.html` into `dir`.
 pub fn write_adapt(r: &AdaptReport, model: &str, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    let json = serde_json::to_vec_pretty(r).map_err(|e| crate::Error::Other(e.to_string()))?;
-    write_atomic(&dir.join("report.json"), &json)?;
-    write_atomic(&dir.join("index.html"), adapt_page(r, model).as_bytes())?;
-    Ok(())
+    crate::write::write(dir, crate::write::DATA, r, &adapt_page(r, model))
 }
 
 /// Method names in order of first appearance: one colour each.

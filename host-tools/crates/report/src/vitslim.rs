@@ -5,7 +5,6 @@ use super::charts::{bar_chart, Bar, BarChart, BarGroup};
 use super::compression::{page, table};
 use super::format::{esc, fmt_bytes, fmt_f, fmt_int, fmt_macs, fmt_ms, fmt_pct, ABSENT};
 use crate::Result;
-use edgeslim_runtime::fsutil::write_atomic;
 use edgeslim_vitslim::VitSlimReport;
 use std::path::Path;
 
@@ -168,12 +167,5 @@ pub fn vitslim_page(r: &VitSlimReport, model: &str) -> String {
 
 /// `report.json` and `index.html` into `dir`.
 pub fn write_vitslim(r: &VitSlimReport, model: &str, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    let json = serde_json::to_vec_pretty(r).map_err(|e| crate::Error::Other(e.to_string()))?;
-    write_atomic(&dir.join("report.json"), &json)?;
-    write_atomic(&dir.join("index.html"), vitslim_page(r, model).as_bytes())?;
-    Ok(())
+    crate::write::write(dir, crate::write::DATA, r, &vitslim_page(r, model))
 }

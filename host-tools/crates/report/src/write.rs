@@ -77,7 +77,7 @@ pub fn analysis(a: &Analysis, dir: &Path) -> Result<()> {
 }
 
 /// The data first, then the page, each written atomically: a reader never sees half a file.
-fn write(dir: &Path, data_name: &str, data: &impl Serialize, page: &str) -> Result<()> {
+pub(crate) fn write(dir: &Path, data_name: &str, data: &impl Serialize, page: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let json = serde_json::to_vec_pretty(data)
         .map_err(|e| Error::Other(format!("encoding {}: {e}", dir.join(data_name).display())))?;
