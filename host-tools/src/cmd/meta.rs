@@ -53,6 +53,7 @@ edgeslim meta train --data data/fewshot --arch conv4-wide --algo maml --metadock
 enum ArchArg {
     Conv4,
     Conv4Wide,
+    Resnet12Small,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -195,6 +196,7 @@ fn train(a: TrainArgs) -> Result<()> {
         arch: match a.arch {
             ArchArg::Conv4 => Arch::Conv4,
             ArchArg::Conv4Wide => Arch::Conv4Wide,
+            ArchArg::Resnet12Small => Arch::Resnet12Small,
         },
         learner: LearnerConfig {
             algo: match a.algo {

@@ -30,9 +30,11 @@ impl Gates {
     pub fn new(cfg: &NetConfig, lo: f64, hi: f64, seed: u64, dtype: DType) -> Result<Gates> {
         use rand::RngExt;
         let mut r = edgeslim_data::rng(seed, 0x9a7e_5eed);
-        let zeta = (0..cfg.widths.len())
-            .map(|l| {
-                let (o, i) = (cfg.widths[l], cfg.in_channels_of(l));
+        let zeta = cfg
+            .convs()
+            .iter()
+            .map(|c| {
+                let (o, i) = (c.cout, c.cin);
                 let v: Vec<f64> = (0..o * i).map(|_| r.random_range(lo..=hi)).collect();
                 Tensor::from_vec(v, (o, i), &Device::Cpu)
                     .and_then(|t| t.to_dtype(dtype))
@@ -56,16 +58,12 @@ impl Gates {
         }
         let zeta = values
             .iter()
-            .enumerate()
-            .map(|(l, v)| {
-                Tensor::from_vec(
-                    v.clone(),
-                    (cfg.widths[l], cfg.in_channels_of(l)),
-                    &Device::Cpu,
-                )
-                .and_then(|t| t.to_dtype(dtype))
-                .and_then(|t| Var::from_tensor(&t))
-                .map_err(|e| cerr("gates", e))
+            .zip(cfg.convs())
+            .map(|(v, c)| {
+                Tensor::from_vec(v.clone(), (c.cout, c.cin), &Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .and_then(|t| Var::from_tensor(&t))
+                    .map_err(|e| cerr("gates", e))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Gates { zeta })
@@ -167,14 +165,11 @@ impl Gates {
 
     /// Masks of all ones (a network without gates, or MetaDOCK switched off).
     pub fn ones(cfg: &NetConfig, dtype: DType) -> Result<Vec<Tensor>> {
-        (0..cfg.widths.len())
-            .map(|l| {
-                Tensor::ones(
-                    (cfg.widths[l], cfg.in_channels_of(l), 1, 1),
-                    dtype,
-                    &Device::Cpu,
-                )
-                .map_err(|e| cerr("masks", e))
+        cfg.convs()
+            .iter()
+            .map(|c| {
+                Tensor::ones((c.cout, c.cin, 1, 1), dtype, &Device::Cpu)
+                    .map_err(|e| cerr("masks", e))
             })
             .collect()
     }

@@ -1,10 +1,10 @@
 //! The meta-gradients against finite differences, the exported task model against the gated
 //! network, and MAML against training from scratch on toy tasks.
 
-use edgeslim_metadock::export::task_model;
+use edgeslim_metadock::export::{task_model, TaskModelStats};
 use edgeslim_metadock::gates::Gates;
 use edgeslim_metadock::learner::{Algo, GateConfig, Learner, LearnerConfig, Task};
-use edgeslim_metadock::nets::{self, NetConfig, INPUT, LOGITS};
+use edgeslim_metadock::nets::{self, Arch, NetConfig, INPUT, LOGITS};
 use edgeslim_metadock::params;
 use edgeslim_train::engine::candle_core::{DType, Tensor};
 use edgeslim_train::engine::{EngineOptions, GraphModule, Mode};
@@ -49,13 +49,7 @@ fn random_task(
 }
 
 fn tiny() -> NetConfig {
-    NetConfig {
-        in_channels: 1,
-        side: 6,
-        widths: vec![2, 3],
-        ways: 2,
-        seed: 3,
-    }
+    NetConfig::conv4(1, 6, vec![2, 3], 2, 3)
 }
 
 /// MAML's meta-gradient (through Hessian-vector products) is the derivative of the query loss
@@ -115,25 +109,15 @@ fn maml_meta_gradient_matches_finite_differences_of_the_inner_loop() {
     );
 }
 
-/// The packed task model computes what the gated network computes on the task (≤ 1e-5),
-/// with dead channels removed or folded and fewer parameters.
-#[test]
-fn exported_task_model_equals_the_gated_network_and_is_smaller() {
-    let net = NetConfig {
-        in_channels: 1,
-        side: 8,
-        widths: vec![4, 5, 3],
-        ways: 3,
-        seed: 5,
-    };
-    let mut r = edgeslim_data::rng(9, 2);
-    let mut zeta: Vec<Vec<f32>> = net
-        .kernels()
+/// Gates of `net`: each kernel off with probability `off` (seeded).
+fn random_gates(net: &NetConfig, off: f64, seed: u64) -> Vec<Vec<f32>> {
+    let mut r = edgeslim_data::rng(seed, 2);
+    net.kernels()
         .iter()
         .map(|&k| {
             (0..k)
                 .map(|_| {
-                    if r.random_range(0.0..1.0) < 0.2 {
+                    if r.random_range(0.0..1.0) < off {
                         -1.0f32
                     } else {
                         1.0
@@ -141,17 +125,14 @@ fn exported_task_model_equals_the_gated_network_and_is_smaller() {
                 })
                 .collect()
         })
-        .collect();
-    // Block 1's channel 2 reads nothing (a constant), block 2 reads nothing from block 1's
-    // channel 1 (unused), block 2's channel 0 reads nothing (folded into the bias).
-    for i in 0..4 {
-        zeta[1][2 * 4 + i] = -1.0;
-    }
-    for o in 0..3 {
-        zeta[2][o * 5 + 1] = -1.0;
-    }
-    zeta[2][..5].fill(-1.0);
-    let gates = Gates::from_values(&net, &zeta, DType::F32).unwrap();
+        .collect()
+}
+
+/// Adapt `net` with fixed gates `zeta` to a random task, export the task model, and check that
+/// it computes what the gated network computes on the queries (≤ 1e-5) and is smaller than
+/// the dense network. Returns the task model's figures.
+fn task_model_matches_gated(net: &NetConfig, zeta: &[Vec<f32>]) -> TaskModelStats {
+    let gates = Gates::from_values(net, zeta, DType::F32).unwrap();
     let cfg = LearnerConfig {
         algo: Algo::Fomaml,
         inner_lr: 0.2,
@@ -162,44 +143,21 @@ fn exported_task_model_equals_the_gated_network_and_is_smaller() {
         }),
         ..LearnerConfig::default()
     };
-    let l = learner(&net, cfg, Some(gates), DType::F32);
-    let task = random_task(3, 4, 5, net.side, 4, DType::F32);
+    let l = learner(net, cfg, Some(gates), DType::F32);
+    let task = random_task(net.ways, 4, 5, net.side, 4, DType::F32);
     let a = l.adapt(&task, 2).unwrap();
     let tm = task_model(&l.module, &l.net, &a.masks).unwrap();
-    let s = &tm.stats;
-    assert!(
-        s.widths[1] <= 4,
-        "block 1's unused channel is removed: {:?}",
-        s.widths
-    );
-    assert!(
-        s.widths[2] <= 2,
-        "the last block's dead channel is folded: {:?}",
-        s.widths
-    );
-    let dense = task_model(
-        &l.module,
-        &l.net,
-        &net.kernels()
-            .iter()
-            .map(|&k| vec![1.0; k])
-            .collect::<Vec<_>>(),
-    )
-    .unwrap()
-    .stats;
+    let all: Vec<Vec<f32>> = net.kernels().iter().map(|&k| vec![1.0; k]).collect();
+    let dense = task_model(&l.module, &l.net, &all).unwrap().stats;
+    let s = tm.stats.clone();
     assert!(s.params < dense.params && s.nonzero_params < s.params && s.macs < dense.macs);
     // Gated network in evaluation mode (the support's statistics) against the task model.
     let hard: Vec<Tensor> = a
         .masks
         .iter()
-        .enumerate()
-        .map(|(b, m)| {
-            Tensor::from_vec(
-                m.clone(),
-                (net.widths[b], net.in_channels_of(b), 1, 1),
-                task.query_x.device(),
-            )
-            .unwrap()
+        .zip(net.convs())
+        .map(|(m, c)| {
+            Tensor::from_vec(m.clone(), (c.cout, c.cin, 1, 1), task.query_x.device()).unwrap()
         })
         .collect();
     let gated = l.logits(&task.query_x, &hard, Mode::Eval).unwrap();
@@ -219,6 +177,57 @@ fn exported_task_model_equals_the_gated_network_and_is_smaller() {
         diff <= 1e-5,
         "task model differs from the gated network by {diff}"
     );
+    s
+}
+
+/// Conv-4: the packed task model equals the gated network, with an unused channel removed
+/// and a dead channel before the classifier folded into its bias.
+#[test]
+fn exported_conv4_task_model_equals_the_gated_network_and_is_smaller() {
+    let net = NetConfig::conv4(1, 8, vec![4, 5, 3], 3, 5);
+    let mut zeta = random_gates(&net, 0.2, 9);
+    // Block 1's channel 2 reads nothing (a constant), block 2 reads nothing from block 1's
+    // channel 1 (unused), block 2's channel 0 reads nothing (folded into the bias).
+    zeta[1][2 * 4..3 * 4].fill(-1.0);
+    for o in 0..3 {
+        zeta[2][o * 5 + 1] = -1.0;
+    }
+    zeta[2][..5].fill(-1.0);
+    let s = task_model_matches_gated(&net, &zeta);
+    assert!(
+        s.widths[1] <= 4,
+        "block 1's unused channel is removed: {:?}",
+        s.widths
+    );
+    assert!(
+        s.widths[2] <= 2,
+        "the last block's dead channel is folded: {:?}",
+        s.widths
+    );
+}
+
+/// ResNet-12: a stage's inner channels are packed, its residual channels stay, and the task
+/// model equals the gated network.
+#[test]
+fn exported_resnet_task_model_packs_inner_channels_and_equals_the_gated_network() {
+    let mut net = NetConfig::of_arch(Arch::Resnet12Small, 3, 2);
+    net.side = 8;
+    net.widths = vec![4, 6];
+    let mut zeta = random_gates(&net, 0.3, 5);
+    // Stage 0: conv b reads nothing from conv a's channel 1 (unused).
+    for o in 0..4 {
+        zeta[1][o * 4 + 1] = -1.0;
+    }
+    let s = task_model_matches_gated(&net, &zeta);
+    assert!(
+        s.widths[0] <= 3,
+        "conv a's unused channel is removed: {:?}",
+        s.widths
+    );
+    assert_eq!(
+        (s.widths[2], s.widths[3], s.widths[6], s.widths[7]),
+        (4, 4, 6, 6)
+    );
 }
 
 /// Toy tasks: 2 ways, 3 shots, each a random pair of 6 fixed prototype patterns plus noise, with the
@@ -227,13 +236,7 @@ fn exported_task_model_equals_the_gated_network_and_is_smaller() {
 /// than it does from a fresh network.
 #[test]
 fn maml_beats_training_from_scratch_on_toy_tasks() {
-    let net = NetConfig {
-        in_channels: 1,
-        side: 8,
-        widths: vec![8, 8],
-        ways: 2,
-        seed: 1,
-    };
+    let net = NetConfig::conv4(1, 8, vec![8, 8], 2, 1);
     let mut r = edgeslim_data::rng(2, 3);
     let prototypes: Vec<Vec<f32>> = (0..6)
         .map(|_| {
