@@ -14,7 +14,26 @@ inner=${INNER:-3}          # inner steps in meta-training
 test_steps=${TEST_STEPS:-5}
 mkdir -p "$out"
 [ -d "$out/pool" ] || "$bin" data fewshot -o "$out/pool"
+# The support set of the first 5-way K-shot meta-test episode as class folders (what a user
+# hands to `meta adapt`), for the task models' latency.
+support() {
+  local k=$1 dir="$out/support-${1}s"
+  [ -d "$dir" ] && return
+  [ -f "$out/pool/episodes-meta-test-5w${k}s15q.json" ] || \
+    "$bin" data fewshot --shots "$k" -o "$out/pool-${k}s" >/dev/null
+  local pool="$out/pool"; [ -d "$out/pool-${k}s" ] && pool="$out/pool-${k}s"
+  python3 - "$pool" "$dir" "$k" <<'PY'
+import json, os, shutil, sys
+pool, out, k = sys.argv[1], sys.argv[2], sys.argv[3]
+e = json.load(open(f"{pool}/episodes-meta-test-5w{k}s15q.json"))["episodes"][0]
+for way, f in e["support"]:
+    d = os.path.join(out, f"way-{way}")
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(os.path.join(pool, f), d)
+PY
+}
 for k in $shots; do
+  support "$k"
   for cfg in "conv4" "conv4-wide" "conv4-wide --metadock --target-active 0.25"; do
     name="$(echo "$cfg" | cut -d' ' -f1)$(echo "$cfg" | grep -q metadock && echo -dock || true)-${k}s"
     [ -d "$out/$name" ] || "$bin" meta train --data "$out/pool" --arch $cfg --algo "$algo" \
@@ -22,5 +41,18 @@ for k in $shots; do
       --val-every 50 --val-tasks 20 -o "$out/$name" | tee "$out/$name.train.txt"
     [ -f "$out/$name.json" ] || "$bin" meta eval "$out/$name" --data "$out/pool" --tasks "$tasks" \
       --shots "$k" --json "$out/$name.json" | tee "$out/$name.eval.txt"
+    [ -f "$out/$name.onnx" ] || "$bin" meta adapt "$out/$name" --support "$out/support-${k}s" \
+      --bench-runs 500 -o "$out/$name.onnx" | tee "$out/$name.adapt.txt"
   done
 done
+# The three outer loops side by side on the small dense Conv-4, 5-way 1-shot (ALGOS=1).
+if [ "${ALGOS:-0}" = 1 ]; then
+  for a in maml imaml; do
+    name="conv4-$a-1s"
+    [ -d "$out/$name" ] || "$bin" meta train --data "$out/pool" --arch conv4 --algo "$a" \
+      --shots 1 --episodes "$steps" --inner-steps "$inner" --test-steps "$test_steps" \
+      --val-every 50 --val-tasks 20 -o "$out/$name" | tee "$out/$name.train.txt"
+    [ -f "$out/$name.json" ] || "$bin" meta eval "$out/$name" --data "$out/pool" --tasks "$tasks" \
+      --shots 1 --json "$out/$name.json" | tee "$out/$name.eval.txt"
+  done
+fi

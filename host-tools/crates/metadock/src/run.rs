@@ -8,7 +8,7 @@ use crate::export::{task_model, TaskModel, TaskModelStats};
 use crate::gates::Gates;
 use crate::learner::{Learner, LearnerConfig, Task};
 use crate::nets::{self, Arch, NetConfig};
-use crate::params::{cerr, snapshot};
+use crate::params::cerr;
 use crate::{Error, Result};
 use edgeslim_data::fewshot::{episode, EpisodeSpec, Pool, Split};
 use edgeslim_onnx::OnnxModel;
@@ -163,6 +163,7 @@ pub fn train(pool: &Pool, opts: &MetaTrainOptions) -> Result<Trained> {
     let mut history = Vec::new();
     let (mut best_step, mut best_val, mut best) = (0, f64::NEG_INFINITY, learner.save_state()?);
     let mut stopped = None;
+    let mut best_eligible = false;
     for step in 0..opts.episodes {
         if edgeslim_train::interrupt::requested() {
             stopped = Some("interrupted".to_string());
@@ -215,7 +216,9 @@ pub fn train(pool: &Pool, opts: &MetaTrainOptions) -> Result<Trained> {
         let val_accuracy = if (opts.val_every > 0 && (step + 1) % opts.val_every == 0) || last {
             let a = validate(&learner, pool, opts)?;
             // With MetaDOCK, a meta-model only counts once the budget has its full weight.
-            if a > best_val && ramp >= 1.0 || best_val == f64::NEG_INFINITY {
+            let eligible = opts.learner.gates.is_none() || ramp >= 1.0;
+            if (eligible && (!best_eligible || a > best_val)) || best_val == f64::NEG_INFINITY {
+                best_eligible = eligible;
                 best_val = a;
                 best_step = step + 1;
                 best = learner.save_state()?;
@@ -535,6 +538,5 @@ pub fn adapt_support(
     let task = Task::new(support.clone(), support, 1, 28, DType::F32)?;
     let a = learner.adapt(&task, steps)?;
     let m = task_model(&learner.module, &learner.net, &a.masks)?;
-    let _ = snapshot(&learner.vars)?;
     Ok((m, a.query_accuracy))
 }
