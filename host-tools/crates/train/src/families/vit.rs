@@ -56,6 +56,10 @@ pub struct VitConfig {
     pub mlp_ratio: f32,
     pub classes: usize,
     pub seed: u64,
+    /// Per-block shapes (a grown or sliced ViT: heterogeneous head sizes and MLP widths);
+    /// None: every block is `heads` heads of `dim / heads` and an MLP of `mlp_hidden()`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Vec<BlockShape>>,
 }
 
 impl Default for VitConfig {
@@ -70,6 +74,7 @@ impl Default for VitConfig {
             mlp_ratio: 2.0,
             classes: 10,
             seed: 0,
+            blocks: None,
         }
     }
 }
@@ -95,6 +100,18 @@ impl VitConfig {
                 "need ≥ 1 block, ≥ 1 channel, ≥ 2 classes".into(),
             );
         }
+        if let Some(b) = &self.blocks {
+            if b.len() != self.depth || b.iter().any(|s| s.width() == 0 || s.mlp == 0) {
+                return bad(
+                    "blocks",
+                    format!(
+                        "{} block shapes for depth {} (each needs heads, a head size and an MLP)",
+                        b.len(),
+                        self.depth
+                    ),
+                );
+            }
+        }
         if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 || self.mlp_hidden() == 0 {
             return bad(
                 "mlp_ratio",
@@ -106,6 +123,13 @@ impl VitConfig {
 
     pub fn mlp_hidden(&self) -> usize {
         (self.dim as f32 * self.mlp_ratio).round() as usize
+    }
+
+    /// The shape of every block.
+    pub fn block_shapes(&self) -> Vec<BlockShape> {
+        self.blocks.clone().unwrap_or_else(|| {
+            vec![BlockShape::uniform(self.dim, self.heads, self.mlp_hidden()); self.depth]
+        })
     }
 
     pub fn patches(&self) -> usize {
@@ -226,9 +250,8 @@ pub fn build(cfg: &VitConfig) -> Result<OnnxModel> {
     let pos = n.b.init("pos_embed", &pos);
     let mut t = n.add("pos_embed.add", &t, &pos);
 
-    let shape = BlockShape::uniform(d, cfg.heads, cfg.mlp_hidden());
-    for i in 0..cfg.depth {
-        t = transformer_block(&mut n, &format!("blocks.{i}"), &t, d, &shape);
+    for (i, shape) in cfg.block_shapes().iter().enumerate() {
+        t = transformer_block(&mut n, &format!("blocks.{i}"), &t, d, shape);
     }
     let t = n.layer_norm("norm", &t, d);
     let idx = n.constant("cls.index", &Tensor::i64(vec![], vec![0]).expect("scalar"));

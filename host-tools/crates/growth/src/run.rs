@@ -1,0 +1,341 @@
+//! `edgeslim grow`: a ViT recipe trained from `start_width` of its QKV and MLP widths in
+//! stages of `interval` epochs; between stages, the `grow_per_step` MLP neurons with the most
+//! negative splitting eigenvalue (only negative ones: a split that would not lower the loss is
+//! not made) are split, while the parameters stay within the budget. The baseline (`uniform`)
+//! is the widest uniformly scaled ViT within the same budget, trained on the same schedule.
+//!
+//! Schedule: every stage is a run of the recipe's optimiser (its moments restart with each
+//! stage, because the weights change shape); the first stage warms up, the last decays with
+//! the recipe's cosine, the ones between run at the recipe's learning rate. The total number
+//! of epochs is the recipe's (or `epochs`): growth adds no training iterations.
+
+use crate::grow::split_neurons;
+use crate::split::{scores, NeuronScore};
+use crate::{Error, Result};
+use edgeslim_data::{shuffled_indices, SplitData};
+use edgeslim_onnx::OnnxModel;
+use edgeslim_train::classify::{finetune, EpochStats, FinetuneOptions};
+use edgeslim_train::engine::candle_core::{Device, Tensor};
+use edgeslim_train::engine::EngineOptions;
+use edgeslim_train::families::vit::{self, BlockShape, VitConfig};
+use edgeslim_train::families::FamilySpec;
+use edgeslim_train::recipe::{Recipe, ScheduleKind};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrowOptions {
+    /// The parameter budget (every float weight of the model).
+    pub budget_params: u64,
+    /// Epochs between growth steps.
+    pub interval: usize,
+    /// Neurons split per growth step (at most).
+    pub grow_per_step: usize,
+    /// Starting share of the recipe's QKV and MLP widths.
+    pub start_width: f64,
+    /// The baseline: the widest uniformly scaled ViT within the budget, no growth.
+    pub uniform: bool,
+    /// Total epochs (default: the recipe's).
+    pub epochs: Option<usize>,
+    /// Split size ε relative to the neuron's input-weight norm.
+    pub eps: f64,
+    /// Training images the splitting matrices are measured on.
+    pub score_images: usize,
+    pub threads: usize,
+    #[serde(skip)]
+    pub progress: bool,
+    /// Cut every epoch to this many batches (quick runs).
+    pub max_batches_per_epoch: Option<usize>,
+}
+
+impl Default for GrowOptions {
+    fn default() -> Self {
+        GrowOptions {
+            budget_params: 0,
+            interval: 1,
+            grow_per_step: 8,
+            start_width: 0.5,
+            uniform: false,
+            epochs: None,
+            eps: 1e-3,
+            score_images: 256,
+            threads: 0,
+            progress: false,
+            max_batches_per_epoch: None,
+        }
+    }
+}
+
+/// One growth step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrowthStep {
+    /// Epochs trained before it.
+    pub epoch: usize,
+    /// The neurons split (block, neuron, eigenvalue).
+    pub split: Vec<NeuronScore>,
+    /// Neurons whose splitting matrix had a negative eigenvalue.
+    pub negative: usize,
+    pub params: u64,
+    /// MLP width of every block after the step.
+    pub mlp: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrowReport {
+    pub recipe: String,
+    pub method: String,
+    pub budget_params: u64,
+    /// Width share the run started at (the uniform baseline's chosen width).
+    pub width: f64,
+    pub start: Vec<BlockShape>,
+    pub blocks: Vec<BlockShape>,
+    pub params: u64,
+    pub held_out_accuracy: f64,
+    pub history: Vec<EpochStats>,
+    pub steps: Vec<GrowthStep>,
+    pub seconds: f64,
+    pub options: GrowOptions,
+}
+
+/// Parameters of a model: every element of its float initializers.
+pub fn param_count(model: &OnnxModel) -> u64 {
+    model
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| edgeslim_onnx::tensor::is_float_type(t.data_type))
+        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+        .sum()
+}
+
+/// The recipe's ViT with its QKV and MLP widths scaled by `width` (heads kept, each head
+/// `round(width · dim/heads)` wide, softmax scale 1/√head size).
+pub fn scaled(cfg: &VitConfig, width: f64) -> VitConfig {
+    let head = ((cfg.dim / cfg.heads.max(1)) as f64 * width)
+        .round()
+        .max(1.0) as usize;
+    let mlp = (cfg.mlp_hidden() as f64 * width).round().max(1.0) as usize;
+    let shape = BlockShape {
+        heads: cfg.heads,
+        head_dim: head,
+        mlp,
+        scale: 1.0 / (head as f32).sqrt(),
+    };
+    VitConfig {
+        blocks: Some(vec![shape; cfg.depth]),
+        ..cfg.clone()
+    }
+}
+
+fn vit_config(recipe: &Recipe) -> Result<VitConfig> {
+    match recipe.model_spec() {
+        FamilySpec::Vit(c) => Ok(c),
+        other => Err(Error::Invalid(format!(
+            "{}: growth trains a ViT; this recipe's model.family is '{}'",
+            recipe.name,
+            other.name()
+        ))),
+    }
+}
+
+/// The widest uniform scaling within the budget (bisection on the width share, to 1e-3).
+fn widest_uniform(cfg: &VitConfig, budget: u64) -> Result<f64> {
+    let fits =
+        |w: f64| -> Result<bool> { Ok(param_count(&vit::build(&scaled(cfg, w))?) <= budget) };
+    let (mut lo, mut hi) = (0.0, 4.0);
+    if !fits(1e-3)? {
+        return Err(Error::Invalid(format!(
+            "a budget of {budget} parameters holds no uniformly scaled ViT of this recipe"
+        )));
+    }
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+fn stage_options(
+    recipe: &Recipe,
+    opts: &GrowOptions,
+    epochs: usize,
+    first: bool,
+    last: bool,
+) -> FinetuneOptions {
+    let o = &recipe.optimizer;
+    let s = &recipe.schedule;
+    FinetuneOptions {
+        epochs,
+        batch_size: recipe.batch_size,
+        optimizer: o.kind,
+        lr: o.lr,
+        weight_decay: o.weight_decay,
+        momentum: o.momentum,
+        warmup_epochs: if first {
+            s.warmup_epochs.min(epochs as f64 * 0.5)
+        } else {
+            0.0
+        },
+        min_lr_fraction: match (last, s.kind) {
+            (true, ScheduleKind::Cosine) => s.min_lr_fraction,
+            _ => 1.0,
+        },
+        clip_grad_norm: o.clip_grad_norm,
+        label_smoothing: recipe.label_smoothing.unwrap_or(0.0) as f64,
+        augment_shift: recipe.data.augment_shift,
+        no_decay: o.no_decay.clone(),
+        seed: recipe.seed,
+        threads: opts.threads,
+        progress: opts.progress,
+        max_batches_per_epoch: opts.max_batches_per_epoch,
+        stop_on_ctrl_c: true,
+        keep_last: true,
+        ..FinetuneOptions::default()
+    }
+}
+
+/// Score batches: the first `n` images of a seeded shuffle of the training split.
+fn score_batches(data: &SplitData, n: usize, seed: u64) -> Result<Vec<(Tensor, Tensor)>> {
+    let idx = shuffled_indices(data.train.len(), seed, 0x5c0e);
+    idx[..n.min(idx.len())]
+        .chunks(64)
+        .map(|c| {
+            let b = data.train.batch(c);
+            let x = Tensor::from_vec(b.x, b.shape.to_vec(), &Device::Cpu)
+                .map_err(|e| Error::Other(format!("score batch: {e}")))?;
+            Ok((x, edgeslim_train::classify::labels_tensor(&b.labels)?))
+        })
+        .collect()
+}
+
+/// The neurons to split: the most negative eigenvalues first, at most `k`, within the budget.
+pub fn choose(
+    scores: &[NeuronScore],
+    k: usize,
+    params: u64,
+    per_split: u64,
+    budget: u64,
+) -> Vec<NeuronScore> {
+    let mut neg: Vec<&NeuronScore> = scores.iter().filter(|s| s.lambda < 0.0).collect();
+    neg.sort_by(|a, b| a.lambda.total_cmp(&b.lambda));
+    let room = budget.saturating_sub(params) / per_split.max(1);
+    neg.into_iter()
+        .take(k.min(room as usize))
+        .cloned()
+        .collect()
+}
+
+/// Train (and grow) the recipe's ViT; returns the final model and the report.
+pub fn grow(
+    recipe: &Recipe,
+    data: &SplitData,
+    opts: &GrowOptions,
+) -> Result<(OnnxModel, GrowReport)> {
+    let start_time = std::time::Instant::now();
+    let base = vit_config(recipe)?;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if opts.interval == 0 || !positive(opts.start_width) || !(opts.eps == 0.0 || positive(opts.eps))
+    {
+        return Err(Error::Invalid(format!(
+            "growth needs an interval ≥ 1, a start width > 0 and ε ≥ 0 (interval {}, width {}, ε {})",
+            opts.interval, opts.start_width, opts.eps
+        )));
+    }
+    let width = if opts.uniform {
+        widest_uniform(&base, opts.budget_params)?
+    } else {
+        opts.start_width
+    };
+    let mut cfg = scaled(&base, width);
+    let mut model = vit::build(&cfg)?;
+    let start_params = param_count(&model);
+    if start_params > opts.budget_params {
+        return Err(Error::Invalid(format!(
+            "the ViT at {width} of its width has {start_params} parameters, over the budget of {}",
+            opts.budget_params
+        )));
+    }
+    let start = cfg.block_shapes();
+    let per_split = 2 * base.dim as u64 + 1;
+    let epochs = opts.epochs.unwrap_or(recipe.schedule.epochs).max(1);
+    let stages = epochs.div_ceil(opts.interval);
+    let (mut history, mut steps) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    let mut held_out = 0.0;
+    for stage in 0..stages {
+        let n = opts.interval.min(epochs - done);
+        let last = stage + 1 == stages;
+        let r = finetune(
+            &model,
+            data,
+            &stage_options(recipe, opts, n, stage == 0, last),
+        )?;
+        model = r.model;
+        held_out = r.history.last().map(|h| h.held_out_accuracy).unwrap_or(0.0);
+        history.extend(r.history.into_iter().filter(|h| h.epoch > 0).map(|mut h| {
+            h.epoch += done;
+            h
+        }));
+        done += n;
+        if let Some(why) = r.stopped {
+            return Err(Error::Other(format!(
+                "training stopped after {done} epochs: {why}"
+            )));
+        }
+        if last || opts.uniform || opts.grow_per_step == 0 {
+            continue;
+        }
+        let batches = score_batches(data, opts.score_images, recipe.seed ^ done as u64)?;
+        let engine = EngineOptions {
+            threads: opts.threads,
+            ..EngineOptions::default()
+        };
+        let all = scores(&model, cfg.depth, &batches, &engine)?;
+        let params = param_count(&model);
+        let picks = choose(
+            &all,
+            opts.grow_per_step,
+            params,
+            per_split,
+            opts.budget_params,
+        );
+        if !picks.is_empty() {
+            let (m, c) = split_neurons(&model, &cfg, &picks, opts.eps)?;
+            model = m;
+            cfg = c;
+        }
+        steps.push(GrowthStep {
+            epoch: done,
+            negative: all.iter().filter(|s| s.lambda < 0.0).count(),
+            split: picks,
+            params: param_count(&model),
+            mlp: cfg.block_shapes().iter().map(|b| b.mlp).collect(),
+        });
+    }
+    let params = param_count(&model);
+    model.set_metadata("edgeslim.family", "vit");
+    model.set_metadata(
+        "edgeslim.config",
+        &serde_json::to_string(&cfg).map_err(|e| Error::Other(e.to_string()))?,
+    );
+    Ok((
+        model,
+        GrowReport {
+            recipe: recipe.name.clone(),
+            method: if opts.uniform { "uniform" } else { "grown" }.into(),
+            budget_params: opts.budget_params,
+            width,
+            start,
+            blocks: cfg.block_shapes(),
+            params,
+            held_out_accuracy: held_out,
+            history,
+            steps,
+            seconds: start_time.elapsed().as_secs_f64(),
+            options: opts.clone(),
+        },
+    ))
+}
