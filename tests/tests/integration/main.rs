@@ -13,6 +13,7 @@ mod engines;
 mod errors;
 mod families;
 mod glora;
+mod growth;
 mod inspect;
 mod lowrank;
 mod metadock;
