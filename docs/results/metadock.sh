@@ -12,6 +12,7 @@ tasks=${TASKS:-600}        # meta-test tasks
 algo=${ALGO:-fomaml}
 inner=${INNER:-3}          # inner steps in meta-training
 test_steps=${TEST_STEPS:-5}
+threads=${THREADS:-0}     # engine threads per run (0: all cores)
 mkdir -p "$out"
 [ -d "$out/pool" ] || "$bin" data fewshot -o "$out/pool"
 # The support set of the first 5-way K-shot meta-test episode as class folders (what a user
@@ -38,9 +39,9 @@ for k in $shots; do
     name="$(echo "$cfg" | cut -d' ' -f1)$(echo "$cfg" | grep -q metadock && echo -dock || true)-${k}s"
     [ -d "$out/$name" ] || "$bin" meta train --data "$out/pool" --arch $cfg --algo "$algo" \
       --shots "$k" --episodes "$steps" --inner-steps "$inner" --test-steps "$test_steps" \
-      --val-every 50 --val-tasks 20 -o "$out/$name" | tee "$out/$name.train.txt"
+      --val-every 50 --val-tasks 20 --threads "$threads" -o "$out/$name" | tee "$out/$name.train.txt"
     [ -f "$out/$name.json" ] || "$bin" meta eval "$out/$name" --data "$out/pool" --tasks "$tasks" \
-      --shots "$k" --json "$out/$name.json" | tee "$out/$name.eval.txt"
+      --shots "$k" --threads "$threads" --json "$out/$name.json" | tee "$out/$name.eval.txt"
     [ -f "$out/$name.onnx" ] || "$bin" meta adapt "$out/$name" --support "$out/support-${k}s" \
       --bench-runs 500 -o "$out/$name.onnx" | tee "$out/$name.adapt.txt"
   done
@@ -51,8 +52,8 @@ if [ "${ALGOS:-0}" = 1 ]; then
     name="conv4-$a-1s"
     [ -d "$out/$name" ] || "$bin" meta train --data "$out/pool" --arch conv4 --algo "$a" \
       --shots 1 --episodes "$steps" --inner-steps "$inner" --test-steps "$test_steps" \
-      --val-every 50 --val-tasks 20 -o "$out/$name" | tee "$out/$name.train.txt"
+      --val-every 50 --val-tasks 20 --threads "$threads" -o "$out/$name" | tee "$out/$name.train.txt"
     [ -f "$out/$name.json" ] || "$bin" meta eval "$out/$name" --data "$out/pool" --tasks "$tasks" \
-      --shots 1 --json "$out/$name.json" | tee "$out/$name.eval.txt"
+      --shots 1 --threads "$threads" --json "$out/$name.json" | tee "$out/$name.eval.txt"
   done
 fi

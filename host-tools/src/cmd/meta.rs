@@ -79,7 +79,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.25, value_name = "F")]
     target_active: f64,
     /// Step size of the inner gate steps.
-    #[arg(long, default_value_t = 5.0, value_name = "LR")]
+    #[arg(long, default_value_t = 50.0, value_name = "LR")]
     gate_lr: f64,
     /// Meta-steps.
     #[arg(long, default_value_t = 1000, value_name = "N")]

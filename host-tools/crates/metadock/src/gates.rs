@@ -15,12 +15,12 @@ pub struct Gates {
     pub zeta: Vec<Var>,
 }
 
-/// σ(x) = 1 / (1 + e^(−x)), differentiable.
+/// σ(x) = (1 + tanh(x/2)) / 2, differentiable. (The form 1/(1 + e^(−x)) overflows for
+/// x < −88 in f32, and its gradient is then inf/inf = NaN.)
 fn sigmoid(x: &Tensor) -> Result<Tensor> {
-    x.neg()
-        .and_then(|t| t.exp())
-        .and_then(|t| t + 1.0)
-        .and_then(|t| t.recip())
+    x.affine(0.5, 0.0)
+        .and_then(|t| t.tanh())
+        .and_then(|t| t.affine(0.5, 0.5))
         .map_err(|e| cerr("sigmoid", e))
 }
 

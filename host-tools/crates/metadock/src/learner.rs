@@ -67,7 +67,7 @@ impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
             target_active: 0.25,
-            lr: 5.0,
+            lr: 50.0,
             budget_weight: 50.0,
             l1: 1e-6,
         }

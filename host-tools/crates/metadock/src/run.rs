@@ -26,6 +26,9 @@ pub const CARD_JSON: &str = "meta.json";
 /// (their classes are disjoint anyway).
 const VAL_STREAM: u64 = 0x7a11_da7e;
 
+/// Outer learning rate of the gates relative to the weights'.
+pub const GATE_LR_SCALE: f64 = 10.0;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaTrainOptions {
     pub arch: Arch,
@@ -154,6 +157,10 @@ pub fn train(pool: &Pool, opts: &MetaTrainOptions) -> Result<Trained> {
         },
         &DecayPolicy::default(),
     )?;
+    // The gates learn faster than the weights (as ViT-Slim's masks do): with Adam, a gate
+    // moves about one step size per meta-step, and it has to travel from its start to the
+    // budget within the first half of meta-training.
+    opt.scale_learning_rate_of(&|n: &str| n.starts_with("gate."), GATE_LR_SCALE);
     let bar = if opts.progress {
         indicatif::ProgressBar::new(opts.episodes as u64)
     } else {
@@ -196,6 +203,10 @@ pub fn train(pool: &Pool, opts: &MetaTrainOptions) -> Result<Trained> {
             if let Some(g) = &mg.gates {
                 sum_g = Some(accumulate(sum_g, g, scale)?);
             }
+        }
+        if !loss.is_finite() {
+            stopped = Some(format!("non-finite query loss at meta-step {}", step + 1));
+            break;
         }
         // The optimiser takes a GradStore: one from a zero loss over the weights, refilled.
         let mut store = zero_store(&learner)?;
