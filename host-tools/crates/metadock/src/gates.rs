@@ -174,3 +174,24 @@ impl Gates {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gates far on either side give hard masks of 0 and 1 and finite gradients (σ written as
+    /// 1/(1 + e^(−x)) gave NaN below −88).
+    #[test]
+    fn extreme_gates_keep_finite_gradients() {
+        let cfg = NetConfig::conv4(1, 8, vec![3], 2, 0);
+        let g = Gates::from_values(&cfg, &[vec![-200.0, 200.0, 0.5]], DType::F32).unwrap();
+        let st = g.straight_through().unwrap();
+        assert_eq!(to_f32(&st[0]).unwrap(), vec![0.0, 1.0, 1.0]);
+        let loss = g.budget_loss(&st, 0.25, 50.0, 1e-6).unwrap();
+        let grads = loss.backward().unwrap();
+        let gz = to_f32(grads.get(g.zeta[0].as_tensor()).unwrap()).unwrap();
+        assert!(gz.iter().all(|v| v.is_finite()), "{gz:?}");
+        // Two of three active against a target of 1/4: the gate near 0 is pushed down.
+        assert!(gz[2] > 0.0, "{gz:?}");
+    }
+}
