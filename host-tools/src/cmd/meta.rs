@@ -357,13 +357,7 @@ fn adapt(a: AdaptArgs) -> Result<()> {
 /// tract latency of the task model against the dense meta-model (every kernel), interleaved.
 fn bench_against_dense(a: &AdaptArgs, learner: &edgeslim::metadock::Learner) -> Result<()> {
     use edgeslim::bench::{bench_side_by_side, HostBenchConfig};
-    let all: Vec<Vec<f32>> = learner
-        .net
-        .kernels()
-        .iter()
-        .map(|&k| vec![1.0; k])
-        .collect();
-    let dense = edgeslim::metadock::export::task_model(&learner.module, &learner.net, &all)?;
+    let dense = edgeslim::metadock::export::dense_model(&learner.module, &learner.net)?;
     let dir = tempfile::tempdir()?;
     let dense_path = dir.path().join("dense.onnx");
     dense.model.save(&dense_path, &SaveOptions::default())?;

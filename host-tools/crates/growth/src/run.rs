@@ -19,7 +19,8 @@ use edgeslim_train::engine::candle_core::{Device, Tensor};
 use edgeslim_train::engine::EngineOptions;
 use edgeslim_train::families::vit::{self, BlockShape, VitConfig};
 use edgeslim_train::families::FamilySpec;
-use edgeslim_train::recipe::{Recipe, ScheduleKind};
+use edgeslim_train::recipe::Recipe;
+use edgeslim_train::zoo::{recipe_options, ClassifierRun};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +159,8 @@ fn widest_uniform(cfg: &VitConfig, budget: u64) -> Result<f64> {
     Ok(lo)
 }
 
+/// A stage: the recipe's options for `epochs` epochs, warming up only in the first stage and
+/// decaying only in the last, keeping its last weights (the next stage grows them).
 fn stage_options(
     recipe: &Recipe,
     opts: &GrowOptions,
@@ -165,36 +168,21 @@ fn stage_options(
     first: bool,
     last: bool,
 ) -> FinetuneOptions {
-    let o = &recipe.optimizer;
-    let s = &recipe.schedule;
-    FinetuneOptions {
-        epochs,
-        batch_size: recipe.batch_size,
-        optimizer: o.kind,
-        lr: o.lr,
-        weight_decay: o.weight_decay,
-        momentum: o.momentum,
-        warmup_epochs: if first {
-            s.warmup_epochs.min(epochs as f64 * 0.5)
-        } else {
-            0.0
-        },
-        min_lr_fraction: match (last, s.kind) {
-            (true, ScheduleKind::Cosine) => s.min_lr_fraction,
-            _ => 1.0,
-        },
-        clip_grad_norm: o.clip_grad_norm,
-        label_smoothing: recipe.label_smoothing.unwrap_or(0.0) as f64,
-        augment_shift: recipe.data.augment_shift,
-        no_decay: o.no_decay.clone(),
-        seed: recipe.seed,
+    let run = ClassifierRun {
         threads: opts.threads,
         progress: opts.progress,
         max_batches_per_epoch: opts.max_batches_per_epoch,
-        stop_on_ctrl_c: true,
-        keep_last: true,
-        ..FinetuneOptions::default()
+        ..ClassifierRun::default()
+    };
+    let mut o = recipe_options(recipe, epochs, &run);
+    if !first {
+        o.warmup_epochs = 0.0;
     }
+    if !last {
+        o.min_lr_fraction = 1.0;
+    }
+    o.keep_last = true;
+    o
 }
 
 /// Score batches: the first `n` images of a seeded shuffle of the training split.

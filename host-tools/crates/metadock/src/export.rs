@@ -62,6 +62,12 @@ fn get<'a>(v: &'a HashMap<String, Vec<f32>>, name: &str) -> Result<&'a [f32]> {
         .ok_or_else(|| Error::tensor(name, "missing from the meta-model"))
 }
 
+/// The module's current weights as a task model with every kernel (the dense network).
+pub fn dense_model(module: &GraphModule, net: &NetConfig) -> Result<TaskModel> {
+    let all: Vec<Vec<f32>> = net.kernels().iter().map(|&k| vec![1.0; k]).collect();
+    task_model(module, net, &all)
+}
+
 /// The task model of the module's current (adapted) weights and statistics under `masks`
 /// (`[out·in]` per convolution, 0 or 1).
 pub fn task_model(module: &GraphModule, net: &NetConfig, masks: &[Vec<f32>]) -> Result<TaskModel> {

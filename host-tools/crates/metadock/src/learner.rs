@@ -444,17 +444,20 @@ impl Learner {
         })
     }
 
-    /// The current meta-weights, statistics and gates (to restore after [`Learner::adapt`]).
-    pub fn save_state(&self) -> Result<State> {
-        let stats: Vec<Var> = self
-            .module
+    /// The batch-norm running statistics.
+    fn stat_vars(&self) -> Vec<Var> {
+        self.module
             .running_stats()
             .into_iter()
             .map(|(_, v)| v)
-            .collect();
+            .collect()
+    }
+
+    /// The current meta-weights, statistics and gates (to restore after [`Learner::adapt`]).
+    pub fn save_state(&self) -> Result<State> {
         Ok(State {
             weights: snapshot(&self.vars)?,
-            stats: snapshot(&stats)?,
+            stats: snapshot(&self.stat_vars())?,
             gates: match &self.gates {
                 Some(g) => Some(snapshot(&g.zeta)?),
                 None => None,
@@ -464,13 +467,7 @@ impl Learner {
 
     pub fn restore_state(&self, s: &State) -> Result<()> {
         params::restore(&self.vars, &s.weights)?;
-        let stats: Vec<Var> = self
-            .module
-            .running_stats()
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        params::restore(&stats, &s.stats)?;
+        params::restore(&self.stat_vars(), &s.stats)?;
         if let (Some(g), Some(z)) = (&self.gates, &s.gates) {
             params::restore(&g.zeta, z)?;
         }
@@ -491,12 +488,7 @@ impl Learner {
         let result = (|| {
             self.inner_loop(task, self.cfg.inner_steps, 0.0, false)?;
             self.fix_statistics(task)?;
-            let stats: Vec<Var> = self
-                .module
-                .running_stats()
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
+            let stats = self.stat_vars();
             let adapted = snapshot(&stats)?;
             if let Some(f) = frozen_stats {
                 params::restore(&stats, f)?;

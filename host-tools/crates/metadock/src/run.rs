@@ -4,7 +4,7 @@
 //! `gates.json` (the meta-learned gates ζ, with MetaDOCK) and `meta.json` (the options, the
 //! network's shape and the training history). It is written all or nothing.
 
-use crate::export::{task_model, TaskModel, TaskModelStats};
+use crate::export::{dense_model, task_model, TaskModel, TaskModelStats};
 use crate::gates::Gates;
 use crate::learner::{Learner, LearnerConfig, Task};
 use crate::nets::{self, Arch, NetConfig};
@@ -438,13 +438,7 @@ pub fn evaluate(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let all: Vec<Vec<f32>> = learner
-        .net
-        .kernels()
-        .iter()
-        .map(|&k| vec![1.0; k])
-        .collect();
-    let dense = task_model(&learner.module, &learner.net, &all)?.stats;
+    let dense = dense_model(&learner.module, &learner.net)?.stats;
     let total_kernels: usize = learner.net.kernels().iter().sum();
     let (mut acc, mut active, mut params, mut nonzero, mut macs, mut amacs) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);

@@ -1,7 +1,7 @@
 //! The meta-gradients against finite differences, the exported task model against the gated
 //! network, and MAML against training from scratch on toy tasks.
 
-use edgeslim_metadock::export::{task_model, TaskModelStats};
+use edgeslim_metadock::export::{dense_model, task_model, TaskModelStats};
 use edgeslim_metadock::gates::Gates;
 use edgeslim_metadock::learner::{Algo, GateConfig, Learner, LearnerConfig, Task};
 use edgeslim_metadock::nets::{self, Arch, NetConfig, INPUT, LOGITS};
@@ -147,8 +147,7 @@ fn task_model_matches_gated(net: &NetConfig, zeta: &[Vec<f32>]) -> TaskModelStat
     let task = random_task(net.ways, 4, 5, net.side, 4, DType::F32);
     let a = l.adapt(&task, 2).unwrap();
     let tm = task_model(&l.module, &l.net, &a.masks).unwrap();
-    let all: Vec<Vec<f32>> = net.kernels().iter().map(|&k| vec![1.0; k]).collect();
-    let dense = task_model(&l.module, &l.net, &all).unwrap().stats;
+    let dense = dense_model(&l.module, &l.net).unwrap().stats;
     let s = tm.stats.clone();
     assert!(s.params < dense.params && s.nonzero_params < s.params && s.macs < dense.macs);
     // Gated network in evaluation mode (the support's statistics) against the task model.

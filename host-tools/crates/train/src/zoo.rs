@@ -120,31 +120,12 @@ pub struct ClassifierOutcome {
     pub stopped: Option<String>,
 }
 
-/// Train a `cnn` or `vit` recipe and write the model and its card.
-pub fn train_classifier(recipe: &Recipe, run: &ClassifierRun) -> Result<ClassifierOutcome> {
-    let spec = recipe.model_spec();
-    let image = spec.image_input().ok_or_else(|| {
-        Error::Invalid(format!(
-            "model.family '{}' is not a classifier",
-            recipe.model.name()
-        ))
-    })?;
-    if matches!(spec, FamilySpec::Siamese(_)) {
-        return Err(Error::Invalid(
-            "the siamese family is trained by the tracker trainer".into(),
-        ));
-    }
-    let data = load_data(
-        &recipe.data.spec,
-        Some((image.0, image.1, image.1)),
-        recipe.data.held_out_fraction,
-        recipe.seed,
-    )?;
-    let model = spec.build_train(recipe.batch_size)?;
+/// The fine-tuning options of a classifier recipe for `epochs` epochs: its optimiser, its
+/// warm-up and cosine (or constant) schedule, its augmentation, label smoothing and seed.
+pub fn recipe_options(recipe: &Recipe, epochs: usize, run: &ClassifierRun) -> FinetuneOptions {
     let s = &recipe.schedule;
     let o = &recipe.optimizer;
-    let epochs = run.epochs.unwrap_or(s.epochs);
-    let opts = FinetuneOptions {
+    FinetuneOptions {
         epochs,
         batch_size: recipe.batch_size,
         optimizer: o.kind,
@@ -166,7 +147,33 @@ pub fn train_classifier(recipe: &Recipe, run: &ClassifierRun) -> Result<Classifi
         max_batches_per_epoch: run.max_batches_per_epoch,
         stop_on_ctrl_c: true,
         ..FinetuneOptions::default()
-    };
+    }
+}
+
+/// Train a `cnn` or `vit` recipe and write the model and its card.
+pub fn train_classifier(recipe: &Recipe, run: &ClassifierRun) -> Result<ClassifierOutcome> {
+    let spec = recipe.model_spec();
+    let image = spec.image_input().ok_or_else(|| {
+        Error::Invalid(format!(
+            "model.family '{}' is not a classifier",
+            recipe.model.name()
+        ))
+    })?;
+    if matches!(spec, FamilySpec::Siamese(_)) {
+        return Err(Error::Invalid(
+            "the siamese family is trained by the tracker trainer".into(),
+        ));
+    }
+    let data = load_data(
+        &recipe.data.spec,
+        Some((image.0, image.1, image.1)),
+        recipe.data.held_out_fraction,
+        recipe.seed,
+    )?;
+    let model = spec.build_train(recipe.batch_size)?;
+    let (s, o) = (&recipe.schedule, &recipe.optimizer);
+    let epochs = run.epochs.unwrap_or(s.epochs);
+    let opts = recipe_options(recipe, epochs, run);
     let r = finetune(&model, &data, &opts)?;
     let output = run.output.clone().unwrap_or_else(|| recipe.output.clone());
     let (model_path, md, json) = output_paths(&output);
