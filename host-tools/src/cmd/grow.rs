@@ -15,7 +15,8 @@ use std::path::PathBuf;
 /// negative ones; the function is kept to O(ε²)), while the parameters stay within the
 /// budget. QKV widths stay at the start width. The total epochs are the recipe's (or
 /// --epochs): growth adds no training iterations. Writes OUT.onnx (a plain ViT with its
-/// per-block widths) and OUT.json (widths, growth steps, per-epoch history).
+/// per-block widths), OUT.json (widths, growth steps, per-epoch history) and OUT.svg (every
+/// block's MLP width at the start and at the end).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
 edgeslim grow models/recipes/vit-tiny-mnist.toml --budget params=60000 --epochs 12 --interval 2 -o grown.onnx\n  \
@@ -115,6 +116,14 @@ pub fn run(a: Args) -> Result<()> {
     let json = serde_json::to_vec_pretty(&report)?;
     edgeslim_runtime::fsutil::write_atomic(&report_path, &json)
         .with_context(|| format!("writing {}", report_path.display()))?;
+    let widths = |b: &[edgeslim::train::families::vit::BlockShape]| -> Vec<usize> {
+        b.iter().map(|s| s.mlp).collect()
+    };
+    let (start, end) = (widths(&report.start), widths(&report.blocks));
+    let svg = edgeslim::report::growth::widths_svg(&[("start", &start), (&report.method, &end)])?;
+    let svg_path = a.output.with_extension("svg");
+    edgeslim_runtime::fsutil::write_atomic(&svg_path, svg.as_bytes())
+        .with_context(|| format!("writing {}", svg_path.display()))?;
     println!(
         "{} ViT ({} of the recipe's width to start): {} params (budget {budget}), held-out accuracy {:.2} %, {:.0} s",
         report.method,
@@ -129,6 +138,11 @@ pub fn run(a: Args) -> Result<()> {
         report.start.iter().map(|b| b.mlp).collect::<Vec<_>>(),
         report.blocks.iter().map(|b| b.width()).collect::<Vec<_>>()
     );
-    println!("wrote {} and {}", a.output.display(), report_path.display());
+    println!(
+        "wrote {}, {} and {}",
+        a.output.display(),
+        report_path.display(),
+        svg_path.display()
+    );
     Ok(())
 }

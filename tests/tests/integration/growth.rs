@@ -42,6 +42,8 @@ fn grown_vit_within_budget_runs_everywhere_and_composes_with_vit_slim() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rep: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("grown.json")).unwrap()).unwrap();
+    let svg = std::fs::read_to_string(tmp.path().join("grown.svg")).unwrap();
+    assert!(svg.contains("block 3") && svg.contains("(grown)"));
     let model = OnnxModel::load(&grown).unwrap();
     let params = param_count(&model);
     assert_eq!(rep["params"], params);

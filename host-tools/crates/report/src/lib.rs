@@ -13,6 +13,7 @@ pub mod adapt;
 mod charts;
 pub mod compression;
 mod format;
+pub mod growth;
 pub mod outcome;
 mod peak;
 pub mod prune;
