@@ -46,6 +46,25 @@ for k in $shots; do
       --bench-runs 500 -o "$out/$name.onnx" | tee "$out/$name.adapt.txt"
   done
 done
+# Task by task (the same meta-test tasks for every model): the pruned wide network against
+# the small dense one and against the wide dense one, mean difference ± 95 % CI.
+for k in $shots; do
+  python3 - "$out" "$k" <<'PY' | tee "$out/paired-${k}s.txt"
+import json, math, sys
+out, k = sys.argv[1], sys.argv[2]
+load = lambda n: json.load(open(f"{out}/{n}-{k}s.json")).get("per_task", [])
+dock = load("conv4-wide-dock")
+for other in ["conv4", "conv4-wide"]:
+    base = load(other)
+    if not dock or len(base) != len(dock):
+        print(f"{k}-shot: no per-task accuracies for {other}")
+        continue
+    d = [a - b for a, b in zip(dock, base)]
+    m = sum(d) / len(d)
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1))
+    print(f"{k}-shot, {len(d)} tasks: wide + MetaDOCK minus {other}: {100*m:+.2f} ± {100*1.96*sd/math.sqrt(len(d)):.2f} points")
+PY
+done
 # The three outer loops side by side on the small dense Conv-4, 5-way 1-shot (ALGOS=1).
 if [ "${ALGOS:-0}" = 1 ]; then
   for a in maml imaml; do

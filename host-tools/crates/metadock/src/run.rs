@@ -387,6 +387,10 @@ pub struct EvalReport {
     /// The dense network's parameters and MACs (every kernel).
     pub dense: TaskModelStats,
     pub seconds: f64,
+    /// Query accuracy of every task, in task order (the tasks are the same for every model
+    /// of a seed, so two models compare task by task).
+    #[serde(default)]
+    pub per_task: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -479,6 +483,7 @@ pub fn evaluate(
         widths,
         dense,
         seconds: start.elapsed().as_secs_f64(),
+        per_task: acc,
     })
 }
 
