@@ -76,3 +76,8 @@ if [ "${ALGOS:-0}" = 1 ]; then
       --shots 1 --threads "$threads" --json "$out/$name.json" | tee "$out/$name.eval.txt"
   done
 fi
+# The task models of one meta-test task (the first episode's support set) timed side by side.
+for k in $shots; do
+  "$bin" bench "$out/conv4-${k}s.onnx" "$out/conv4-wide-${k}s.onnx" "$out/conv4-wide-dock-${k}s.onnx" \
+    --input-shape x=1,1,28,28 --runs 500 --json "$out/bench-${k}s.json" | tail -5 | tee "$out/bench-${k}s.txt"
+done
