@@ -86,6 +86,10 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let report_path = a.output.with_extension("json");
+    // A device, FIFO or folder at any output path is refused before the training, not after.
+    for p in [&a.output, &report_path, &a.output.with_extension("svg")] {
+        edgeslim_runtime::fsutil::ensure_replaceable(p)?;
+    }
     let recipe = Recipe::load(&a.recipe)?;
     let spec = recipe.model_spec();
     let (c, side) = spec

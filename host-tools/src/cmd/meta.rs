@@ -254,6 +254,10 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    if let Some(path) = &a.json {
+        // Refused before the evaluation, not after it.
+        edgeslim_runtime::fsutil::ensure_replaceable(path)?;
+    }
     let (learner, card) = run::load(&a.model, a.threads)
         .with_context(|| format!("reading the meta-model {}", a.model.display()))?;
     let pool = read_pool(&a.data)?;
@@ -317,6 +321,7 @@ fn adapt(a: AdaptArgs) -> Result<()> {
         .collect();
     let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
     edgeslim_runtime::fsutil::ensure_not_input(&a.output, &inputs)?;
+    edgeslim_runtime::fsutil::ensure_replaceable(&a.output)?;
     let (learner, card) = run::load(&a.model, 0)
         .with_context(|| format!("reading the meta-model {}", a.model.display()))?;
     let (names, px, labels) = run::read_support(&a.support)?;

@@ -109,6 +109,15 @@ fn grown_vit_within_budget_runs_everywhere_and_composes_with_vit_slim() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("over the budget"), "{}", r.stderr);
     assert!(!tmp.path().join("small.onnx").exists());
+    // A device as the output is refused before any training.
+    let r = grow(Path::new("/dev/null"), &["--budget", "params=80k"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is a device"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("epoch"),
+        "it trained first: {}",
+        r.stderr
+    );
     let cnn = workspace().join("models/recipes/mnist-cnn.toml");
     let out = tmp.path().join("cnn.onnx");
     let r = run(
