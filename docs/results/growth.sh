@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Growth study (docs/results/growth.md): the zoo's ViT recipe grown from half width under a
-# parameter budget against the widest uniformly scaled ViT within the same budget, same
-# schedule and epochs, on MNIST and Animal-MNIST, for each seed; then the two MNIST models of
-# the first seed timed side by side on tract.
+# parameter budget (MLP neurons and QKV units; and MLP neurons only, --mlp-only) against the
+# widest uniformly scaled ViT within the same budget, same schedule and epochs, on MNIST and
+# Animal-MNIST, for each seed; then the three MNIST models of the first seed timed side by
+# side on tract. Set JOBS=2 to run two trainings at a time.
 #   bash docs/results/growth.sh OUT   (BUDGET, EPOCHS, INTERVAL, K, BATCHES, SEEDS, THREADS)
 set -euo pipefail
 out=${1:?usage: growth.sh OUT}
@@ -15,7 +16,15 @@ k=${K:-24}
 batches=${BATCHES:-400}    # batches of 64 per epoch at most
 seeds=${SEEDS:-0 1 2}
 threads=${THREADS:-0}
+jobs=${JOBS:-1}
 mkdir -p "$out"
+# One training, unless its model is there already; at most $jobs at a time.
+train() {
+  local name=$1; shift
+  [ -f "$out/$name.onnx" ] && return 0
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  "$bin" grow "$@" -o "$out/$name.onnx" > "$out/$name.txt" 2>&1 &
+}
 for seed in $seeds; do
   for data in mnist animal-mnist; do
     recipe="$out/vit-tiny-$data-s$seed.toml"
@@ -23,12 +32,14 @@ for seed in $seeds; do
       -e "s/^seed = .*/seed = $seed/" "$here/models/recipes/vit-tiny-mnist.toml" > "$recipe"
     common=(--budget "params=$budget" --epochs "$epochs" --interval "$interval"
             --max-batches "$batches" --threads "$threads")
-    [ -f "$out/grown-$data-s$seed.onnx" ] || "$bin" grow "$recipe" "${common[@]}" \
-      --grow-per-step "$k" -o "$out/grown-$data-s$seed.onnx" | tee "$out/grown-$data-s$seed.txt"
-    [ -f "$out/uniform-$data-s$seed.onnx" ] || "$bin" grow "$recipe" "${common[@]}" --uniform \
-      -o "$out/uniform-$data-s$seed.onnx" | tee "$out/uniform-$data-s$seed.txt"
+    train "grown-$data-s$seed" "$recipe" "${common[@]}" --grow-per-step "$k"
+    train "mlp-only-$data-s$seed" "$recipe" "${common[@]}" --grow-per-step "$k" --mlp-only
+    train "uniform-$data-s$seed" "$recipe" "${common[@]}" --uniform
   done
 done
+wait
+tail -n 2 "$out"/*.txt
 first=$(echo $seeds | cut -d' ' -f1)
-"$bin" bench "$out/grown-mnist-s$first.onnx" "$out/uniform-mnist-s$first.onnx" --runs 500 \
+"$bin" bench "$out/grown-mnist-s$first.onnx" "$out/mlp-only-mnist-s$first.onnx" \
+  "$out/uniform-mnist-s$first.onnx" --runs 500 \
   --input-shape x=1,1,28,28 --json "$out/bench.json" | tee "$out/bench.txt"

@@ -1,22 +1,25 @@
 //! `edgeslim grow RECIPE.toml --budget params=N -o OUT.onnx`: a ViT recipe trained from half
-//! width, growing the MLP neurons whose splitting matrices say growth lowers the loss, under a
-//! parameter budget (or, with --uniform, the widest uniformly scaled ViT within it).
+//! width, growing the MLP neurons and heads whose splitting matrices say growth lowers the loss,
+//! under a parameter budget (or, with --uniform, the widest uniformly scaled ViT within it).
 
 use anyhow::{bail, Context, Result};
 use edgeslim::growth::run::{grow, GrowOptions};
 use edgeslim::onnx::SaveOptions;
+use edgeslim::report::growth::{widths_svg, Widths};
+use edgeslim::train::families::vit::BlockShape;
 use edgeslim::train::recipe::Recipe;
 use std::path::PathBuf;
 
 /// Train a ViT recipe while growing it neuron by neuron. It starts at --start-width of the
 /// recipe's QKV and MLP widths; every --interval epochs it measures the splitting matrix of
-/// every MLP neuron on --score-images training images and splits the --grow-per-step neurons
-/// with the most negative smallest eigenvalue into ± pairs along its eigenvector (only
-/// negative ones; the function is kept to O(ε²)), while the parameters stay within the
-/// budget. QKV widths stay at the start width. The total epochs are the recipe's (or
-/// --epochs): growth adds no training iterations. Writes OUT.onnx (a plain ViT with its
-/// per-block widths), OUT.json (widths, growth steps, per-epoch history) and OUT.svg (every
-/// block's MLP width at the start and at the end).
+/// every MLP neuron and of every head's q·k on --score-images training images and splits the
+/// --grow-per-step units with the most negative eigenvalue per added parameter into ± pairs
+/// along their eigenvectors (only negative ones; the function is kept to O(ε²)), while the
+/// parameters stay within the budget. A QKV unit widens every head of its block by one. The
+/// total epochs are the recipe's (or --epochs): growth adds no training iterations. Writes
+/// OUT.onnx (a plain ViT with its per-block widths), OUT.json (widths, growth steps,
+/// per-epoch history) and OUT.svg (every block's MLP and QKV widths at the start and at the
+/// end).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
 edgeslim grow models/recipes/vit-tiny-mnist.toml --budget params=60000 --epochs 12 --interval 2 -o grown.onnx\n  \
@@ -30,9 +33,13 @@ pub struct Args {
     /// Epochs between growth steps.
     #[arg(long, default_value_t = 1, value_name = "E")]
     interval: usize,
-    /// Neurons split per growth step (at most).
+    /// Units split per growth step (at most): MLP neurons, and QKV units (one more dimension
+    /// in every head of a block).
     #[arg(long, default_value_t = 8, value_name = "K")]
     grow_per_step: usize,
+    /// Grow the MLPs only; the heads keep their starting width.
+    #[arg(long)]
+    mlp_only: bool,
     /// Starting share of the recipe's QKV and MLP widths.
     #[arg(long, default_value_t = 0.5, value_name = "F")]
     start_width: f64,
@@ -105,6 +112,7 @@ pub fn run(a: Args) -> Result<()> {
         budget_params: budget,
         interval: a.interval,
         grow_per_step: a.grow_per_step,
+        mlp_only: a.mlp_only,
         start_width: a.start_width,
         uniform: a.uniform,
         epochs: a.epochs,
@@ -120,11 +128,26 @@ pub fn run(a: Args) -> Result<()> {
     let json = serde_json::to_vec_pretty(&report)?;
     edgeslim_runtime::fsutil::write_atomic(&report_path, &json)
         .with_context(|| format!("writing {}", report_path.display()))?;
-    let widths = |b: &[edgeslim::train::families::vit::BlockShape]| -> Vec<usize> {
-        b.iter().map(|s| s.mlp).collect()
-    };
-    let (start, end) = (widths(&report.start), widths(&report.blocks));
-    let svg = edgeslim::report::growth::widths_svg(&[("start", &start), (&report.method, &end)])?;
+    let mlp = |b: &[BlockShape]| -> Vec<usize> { b.iter().map(|s| s.mlp).collect() };
+    let qkv = |b: &[BlockShape]| -> Vec<usize> { b.iter().map(|s| s.width()).collect() };
+    let (m0, q0, m1, q1) = (
+        mlp(&report.start),
+        qkv(&report.start),
+        mlp(&report.blocks),
+        qkv(&report.blocks),
+    );
+    let svg = widths_svg(&[
+        Widths {
+            name: "start",
+            mlp: &m0,
+            qkv: &q0,
+        },
+        Widths {
+            name: &report.method,
+            mlp: &m1,
+            qkv: &q1,
+        },
+    ])?;
     let svg_path = a.output.with_extension("svg");
     edgeslim_runtime::fsutil::write_atomic(&svg_path, svg.as_bytes())
         .with_context(|| format!("writing {}", svg_path.display()))?;
@@ -136,12 +159,7 @@ pub fn run(a: Args) -> Result<()> {
         report.held_out_accuracy * 100.0,
         report.seconds
     );
-    println!(
-        "MLP widths per block: {:?} (from {:?}); QKV widths {:?}",
-        report.blocks.iter().map(|b| b.mlp).collect::<Vec<_>>(),
-        report.start.iter().map(|b| b.mlp).collect::<Vec<_>>(),
-        report.blocks.iter().map(|b| b.width()).collect::<Vec<_>>()
-    );
+    println!("MLP widths per block: {m1:?} (from {m0:?}); QKV widths {q1:?} (from {q0:?})");
     println!(
         "wrote {}, {} and {}",
         a.output.display(),

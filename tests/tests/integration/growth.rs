@@ -1,7 +1,11 @@
 //! Growth (issue 25): `edgeslim grow` on the zoo's ViT recipe and real MNIST.
 
-use edgeslim::growth::run::param_count;
+use edgeslim::growth::grow::grow_step;
+use edgeslim::growth::run::{param_count, scaled};
+use edgeslim::growth::split::{HeadDirection, NeuronScore, QkvScore};
 use edgeslim::onnx::OnnxModel;
+use edgeslim::onnx::SaveOptions;
+use edgeslim::train::families::vit::{self, VitConfig};
 use edgeslim_e2e::engines::{random, rel_diff, run_both};
 use edgeslim_e2e::{assets, python_check, run, run_ok, workspace};
 use std::path::Path;
@@ -54,17 +58,25 @@ fn grown_vit_within_budget_runs_everywhere_and_composes_with_vit_slim() {
         1,
         "one growth step between two one-epoch stages"
     );
-    let split = steps[0]["split"].as_array().unwrap().len();
-    assert_eq!(split, 6);
-    let mlp: Vec<u64> = rep["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["mlp"].as_u64().unwrap())
-        .collect();
-    assert_eq!(mlp.iter().sum::<u64>(), 4 * 64 + 6, "{mlp:?}");
-    // The half-width start has 72 842; each split adds a neuron: 2·dim + 1 parameters.
-    assert_eq!(params, 72_842 + 6 * (2 * 64 + 1));
+    let neurons = steps[0]["split"].as_array().unwrap().len() as u64;
+    let units = steps[0]["split_qkv"].as_array().unwrap().len() as u64;
+    assert_eq!(neurons + units, 6);
+    let widths = |key: &str| -> u64 {
+        rep["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(widths("mlp"), 4 * 64 + neurons);
+    assert_eq!(widths("head_dim"), 4 * 16 + units);
+    // The half-width start has 72 842; a neuron adds 2·dim + 1 parameters, a QKV unit
+    // 2 heads · (4·dim + 3).
+    assert_eq!(
+        params,
+        72_842 + neurons * (2 * 64 + 1) + units * 2 * (4 * 64 + 3)
+    );
     let (t, o) = run_both(&grown, &[("x", vec![2, 1, 28, 28], random(2 * 784, 3))]);
     assert!(rel_diff(&t[0], &o[0]) <= 1e-4, "{}", rel_diff(&t[0], &o[0]));
     assert_eq!(
@@ -127,4 +139,67 @@ fn grown_vit_within_budget_runs_everywhere_and_composes_with_vit_slim() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("trains a ViT"), "{}", r.stderr);
     assert!(!out.exists());
+}
+
+/// A ViT whose blocks have grown apart (heads of 16, 19 and 17, MLPs of 64, 66 and 64, the
+/// softmax scale of the 16-wide heads kept) is a plain ONNX model: onnx.checker passes it
+/// and tract and ORT agree on it.
+#[test]
+fn heterogeneous_heads_and_mlps_run_in_both_engines() {
+    let base = VitConfig {
+        depth: 3,
+        heads: 2,
+        ..VitConfig::default()
+    };
+    let cfg = scaled(&base, 0.5);
+    let model = vit::build(&cfg).unwrap();
+    let d = cfg.dim;
+    let dir = |k: usize| -> Vec<f32> {
+        let v: Vec<f32> = (0..d)
+            .map(|i| ((i * 7 + k * 3) % 11) as f32 - 5.0)
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    };
+    let unit = |block: usize, rank: usize| QkvScore {
+        block,
+        rank,
+        lambda: -1.0,
+        heads: (0..cfg.heads)
+            .map(|h| HeadDirection {
+                sigma: 1.0,
+                u: dir(h + rank),
+                w: dir(h + rank + 5),
+            })
+            .collect(),
+    };
+    let units = [unit(1, 0), unit(1, 1), unit(1, 2), unit(2, 0)];
+    let neurons: Vec<NeuronScore> = (0..2)
+        .map(|n| NeuronScore {
+            block: 1,
+            neuron: n,
+            lambda: -1.0,
+            direction: dir(n),
+        })
+        .collect();
+    let (grown, gcfg) = grow_step(&model, &cfg, &neurons, &units, 0.05).unwrap();
+    let shapes = gcfg.block_shapes();
+    let heads: Vec<usize> = shapes.iter().map(|b| b.head_dim).collect();
+    assert_eq!(heads, vec![16, 19, 17]);
+    assert_eq!(shapes[1].mlp, shapes[0].mlp + 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("grown.onnx");
+    grown.save(&path, &SaveOptions::default()).unwrap();
+    let n = cfg.in_channels * cfg.image_size * cfg.image_size;
+    let shape = vec![2, cfg.in_channels, cfg.image_size, cfg.image_size];
+    let (t, o) = run_both(&path, &[("x", shape, random(2 * n, 5))]);
+    assert!(rel_diff(&t[0], &o[0]) <= 1e-4, "{}", rel_diff(&t[0], &o[0]));
+    let dims = format!(
+        "x=2,{},{},{}",
+        cfg.in_channels, cfg.image_size, cfg.image_size
+    );
+    assert_eq!(
+        python_check(&path, None, &["--input-shape", &dims]).checker,
+        "ok"
+    );
 }

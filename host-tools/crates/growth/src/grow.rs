@@ -6,11 +6,19 @@
 //! point); the ± perturbation, which breaks the pair's symmetry so it can learn two features,
 //! changes the outputs by O(ε²) (≤ 1e-5 at the default ε, a test). The model is rebuilt from the
 //! family with the block's MLP one wider per split and every other weight copied.
+//!
+//! A QKV unit ([`QkvScore`]) splits dimension j = r of every head of its block the same way:
+//! q_j and k_j become two copies each, halved by √2 and perturbed by ±ε_h·u and ±ε_h·w (the
+//! r-th singular pair of the head's attention matrix; ε_h = `eps` times the RMS of ‖q_j‖ and
+//! ‖k_j‖), so the scores change by 2ε_h²(xᵀu)(xᵀw); v_j becomes v_j ± ε_v·u
+//! (ε_v = `eps`·‖v_j‖), which changes nothing since both copies read half of v_j's
+//! output-projection row; and the softmax scale stays what it was, so the heads are one
+//! dimension wider per unit and the function is kept to O(ε²).
 
-use crate::split::NeuronScore;
+use crate::split::{NeuronScore, QkvScore};
 use crate::{Error, Result};
 use edgeslim_onnx::{OnnxModel, Tensor};
-use edgeslim_train::families::vit::{self, VitConfig};
+use edgeslim_train::families::vit::{self, BlockShape, VitConfig};
 
 fn weight(model: &OnnxModel, name: &str) -> Result<Vec<f32>> {
     let p = model
@@ -26,9 +34,41 @@ pub fn split_neurons(
     picks: &[NeuronScore],
     eps: f64,
 ) -> Result<(OnnxModel, VitConfig)> {
+    grow_step(model, cfg, picks, &[], eps)
+}
+
+/// The ViT with the chosen MLP neurons and QKV units split (each at most once); returns it
+/// and its config.
+pub fn grow_step(
+    model: &OnnxModel,
+    cfg: &VitConfig,
+    neurons: &[NeuronScore],
+    qkv: &[QkvScore],
+    eps: f64,
+) -> Result<(OnnxModel, VitConfig)> {
     let mut shapes = cfg.block_shapes();
-    let d = cfg.dim;
     let mut changed: Vec<(String, Tensor)> = Vec::new();
+    split_mlp(model, cfg, &mut shapes, neurons, eps, &mut changed)?;
+    split_qkv(model, cfg, &mut shapes, qkv, eps, &mut changed)?;
+    let grown = VitConfig {
+        blocks: Some(shapes),
+        ..cfg.clone()
+    };
+    let mut out = vit::build(&grown)?;
+    copy_weights(model, &mut out, &changed)?;
+    Ok((out, grown))
+}
+
+/// MLP splits: the new fc1/fc2 tensors into `changed`, the widths into `shapes`.
+fn split_mlp(
+    model: &OnnxModel,
+    cfg: &VitConfig,
+    shapes: &mut [BlockShape],
+    picks: &[NeuronScore],
+    eps: f64,
+    changed: &mut Vec<(String, Tensor)>,
+) -> Result<()> {
+    let d = cfg.dim;
     for (b, shape) in shapes.iter_mut().enumerate() {
         let mut mine: Vec<&NeuronScore> = picks.iter().filter(|p| p.block == b).collect();
         if mine.is_empty() {
@@ -89,13 +129,126 @@ pub fn split_neurons(
         changed.push((format!("{p}.fc2.weight"), Tensor::f32(vec![m2, d], nw2)?));
         shape.mlp = m2;
     }
-    let grown = VitConfig {
-        blocks: Some(shapes),
-        ..cfg.clone()
-    };
-    let mut out = vit::build(&grown)?;
-    copy_weights(model, &mut out, &changed)?;
-    Ok((out, grown))
+    Ok(())
+}
+
+/// QKV splits: the new q/k/v/proj tensors into `changed`, the head widths into `shapes`.
+fn split_qkv(
+    model: &OnnxModel,
+    cfg: &VitConfig,
+    shapes: &mut [BlockShape],
+    picks: &[QkvScore],
+    eps: f64,
+    changed: &mut Vec<(String, Tensor)>,
+) -> Result<()> {
+    let d = cfg.dim;
+    for (b, shape) in shapes.iter_mut().enumerate() {
+        let mut mine: Vec<&QkvScore> = picks.iter().filter(|p| p.block == b).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        mine.sort_by_key(|p| p.rank);
+        let (h, hd) = (shape.heads, shape.head_dim);
+        if mine.windows(2).any(|w| w[0].rank == w[1].rank) {
+            return Err(Error::Invalid(format!(
+                "block {b}: a QKV unit picked twice in one step"
+            )));
+        }
+        if let Some(p) = mine.iter().find(|p| {
+            p.rank >= hd
+                || p.heads.len() != h
+                || p.heads.iter().any(|x| x.u.len() != d || x.w.len() != d)
+        }) {
+            return Err(Error::Invalid(format!(
+                "block {b}: QKV unit {} does not fit heads of {hd} ({} heads of width {d} \
+                 expected, {} given)",
+                p.rank,
+                h,
+                p.heads.len()
+            )));
+        }
+        let hd2 = hd + mine.len();
+        let p = format!("blocks.{b}.attn");
+        let load = |which: &str| -> Result<(Vec<f32>, Vec<f32>)> {
+            Ok((
+                weight(model, &format!("{p}.{which}.weight"))?,
+                weight(model, &format!("{p}.{which}.bias"))?,
+            ))
+        };
+        let (q, k, v) = (load("q")?, load("k")?, load("v")?);
+        let proj = weight(model, &format!("{p}.proj.weight"))?;
+        // Old column (head, j) → new column: the heads are re-laid at the wider width.
+        let widen = |(w, bias): &(Vec<f32>, Vec<f32>)| {
+            let mut nw = vec![0.0f32; d * h * hd2];
+            let mut nb = vec![0.0f32; h * hd2];
+            for head in 0..h {
+                for j in 0..hd {
+                    let (o, n) = (head * hd + j, head * hd2 + j);
+                    for r in 0..d {
+                        nw[r * h * hd2 + n] = w[r * h * hd + o];
+                    }
+                    nb[n] = bias[o];
+                }
+            }
+            (nw, nb)
+        };
+        let (mut nq, mut nk, mut nv) = (widen(&q), widen(&k), widen(&v));
+        let mut nproj = vec![0.0f32; h * hd2 * d];
+        for head in 0..h {
+            for j in 0..hd {
+                let (o, n) = (head * hd + j, head * hd2 + j);
+                nproj[n * d..(n + 1) * d].copy_from_slice(&proj[o * d..(o + 1) * d]);
+            }
+        }
+        let col_norm = |w: &[f32], c: usize| {
+            (0..d)
+                .map(|r| (w[r * h * hd2 + c] as f64).powi(2))
+                .sum::<f64>()
+        };
+        for (i, unit) in mine.iter().enumerate() {
+            for (head, dir) in unit.heads.iter().enumerate() {
+                let (j, new) = (head * hd2 + unit.rank, head * hd2 + hd + i);
+                let e = (eps * ((col_norm(&nq.0, j) + col_norm(&nk.0, j)) / 2.0).sqrt()) as f32;
+                let ev = (eps * col_norm(&nv.0, j).sqrt()) as f32;
+                // q and k: two copies at 1/√2, perturbed by ±ε along u (q) and w (k);
+                // v: two copies perturbed by ±ε_v along u, each read by half the row.
+                let half = std::f32::consts::FRAC_1_SQRT_2;
+                for ((w, bias), dir, eps, scale) in [
+                    (&mut nq, &dir.u, e, half),
+                    (&mut nk, &dir.w, e, half),
+                    (&mut nv, &dir.u, ev, 1.0),
+                ] {
+                    for r in 0..d {
+                        let x = w[r * h * hd2 + j] * scale;
+                        w[r * h * hd2 + j] = x + eps * dir[r];
+                        w[r * h * hd2 + new] = x - eps * dir[r];
+                    }
+                    bias[j] *= scale;
+                    bias[new] = bias[j];
+                }
+                for c in 0..d {
+                    nproj[j * d + c] *= 0.5;
+                    nproj[new * d + c] = nproj[j * d + c];
+                }
+            }
+        }
+        for (which, (w, bias)) in [("q", nq), ("k", nk), ("v", nv)] {
+            changed.push((
+                format!("{p}.{which}.weight"),
+                Tensor::f32(vec![d, h * hd2], w)?,
+            ));
+            changed.push((
+                format!("{p}.{which}.bias"),
+                Tensor::f32(vec![h * hd2], bias)?,
+            ));
+        }
+        changed.push((
+            format!("{p}.proj.weight"),
+            Tensor::f32(vec![h * hd2, d], nproj)?,
+        ));
+        shape.head_dim = hd2;
+    }
+    Ok(())
 }
 
 /// Every float initializer of `to` from `from` by name (same shape), except `changed`.

@@ -1,7 +1,8 @@
 //! `edgeslim grow`: a ViT recipe trained from `start_width` of its QKV and MLP widths in
-//! stages of `interval` epochs; between stages, the `grow_per_step` MLP neurons with the most
-//! negative splitting eigenvalue (only negative ones: a split that would not lower the loss is
-//! not made) are split, while the parameters stay within the budget. The baseline (`uniform`)
+//! stages of `interval` epochs; between stages, the `grow_per_step` units (MLP neurons and
+//! QKV units, see [`crate::split`]) with the most negative splitting eigenvalue per added
+//! parameter (only negative ones: a split that would not lower the loss is not made) are
+//! split, while the parameters stay within the budget. The baseline (`uniform`)
 //! is the widest uniformly scaled ViT within the same budget, trained on the same schedule.
 //!
 //! Schedule: every stage is a run of the recipe's optimiser (its moments restart with each
@@ -9,8 +10,8 @@
 //! the recipe's cosine, the ones between run at the recipe's learning rate. The total number
 //! of epochs is the recipe's (or `epochs`): growth adds no training iterations.
 
-use crate::grow::split_neurons;
-use crate::split::{scores, NeuronScore};
+use crate::grow::grow_step;
+use crate::split::{scores, NeuronScore, QkvScore, Scores};
 use crate::{Error, Result};
 use edgeslim_data::{shuffled_indices, SplitData};
 use edgeslim_onnx::OnnxModel;
@@ -29,8 +30,11 @@ pub struct GrowOptions {
     pub budget_params: u64,
     /// Epochs between growth steps.
     pub interval: usize,
-    /// Neurons split per growth step (at most).
+    /// Units (MLP neurons or QKV units) split per growth step (at most).
     pub grow_per_step: usize,
+    /// Grow the MLPs only, never the heads (QKV widths stay at the start).
+    #[serde(default)]
+    pub mlp_only: bool,
     /// Starting share of the recipe's QKV and MLP widths.
     pub start_width: f64,
     /// The baseline: the widest uniformly scaled ViT within the budget, no growth.
@@ -54,6 +58,7 @@ impl Default for GrowOptions {
             budget_params: 0,
             interval: 1,
             grow_per_step: 8,
+            mlp_only: false,
             start_width: 0.5,
             uniform: false,
             epochs: None,
@@ -73,11 +78,23 @@ pub struct GrowthStep {
     pub epoch: usize,
     /// The neurons split (block, neuron, eigenvalue).
     pub split: Vec<NeuronScore>,
+    /// The QKV units split (block, rank, eigenvalue).
+    #[serde(default)]
+    pub split_qkv: Vec<QkvScore>,
     /// Neurons whose splitting matrix had a negative eigenvalue.
     pub negative: usize,
     pub params: u64,
     /// MLP width of every block after the step.
     pub mlp: Vec<usize>,
+    /// Head width of every block after the step.
+    #[serde(default)]
+    pub head_dim: Vec<usize>,
+    /// Every block's most negative MLP neuron score before the step.
+    #[serde(default)]
+    pub best_mlp: Vec<f64>,
+    /// Every block's most negative QKV unit score before the step (none with `mlp_only`).
+    #[serde(default)]
+    pub best_qkv: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,21 +216,85 @@ fn score_batches(data: &SplitData, n: usize, seed: u64) -> Result<Vec<(Tensor, T
         .collect()
 }
 
-/// The neurons to split: the most negative eigenvalues first, at most `k`, within the budget.
+/// Parameters one split adds: an MLP neuron (its fc1 column and bias, its fc2 row) and a
+/// QKV unit of a block of `heads` heads (per head a q, k and v column with biases and an
+/// output-projection row).
+#[derive(Debug, Clone, Copy)]
+pub struct SplitCost {
+    pub mlp: u64,
+    pub qkv_per_head: u64,
+}
+
+impl SplitCost {
+    pub fn of(cfg: &VitConfig) -> SplitCost {
+        let d = cfg.dim as u64;
+        SplitCost {
+            mlp: 2 * d + 1,
+            qkv_per_head: 4 * d + 3,
+        }
+    }
+}
+
+/// What one growth step splits.
+#[derive(Debug, Clone, Default)]
+pub struct Picks {
+    pub mlp: Vec<NeuronScore>,
+    pub qkv: Vec<QkvScore>,
+}
+
+/// The units to split: the most negative eigenvalue per added parameter first, at most `k`,
+/// within the budget (a unit that no longer fits is skipped for a cheaper one that does).
+/// `heads[b]` is block b's head count.
 pub fn choose(
-    scores: &[NeuronScore],
+    scores: &Scores,
     k: usize,
     params: u64,
-    per_split: u64,
+    cost: SplitCost,
+    heads: &[usize],
     budget: u64,
-) -> Vec<NeuronScore> {
-    let mut neg: Vec<&NeuronScore> = scores.iter().filter(|s| s.lambda < 0.0).collect();
-    neg.sort_by(|a, b| a.lambda.total_cmp(&b.lambda));
-    let room = budget.saturating_sub(params) / per_split.max(1);
-    neg.into_iter()
-        .take(k.min(room as usize))
-        .cloned()
-        .collect()
+) -> Picks {
+    enum Unit<'a> {
+        Mlp(&'a NeuronScore),
+        Qkv(&'a QkvScore),
+    }
+    let mut units: Vec<(f64, u64, Unit)> = scores
+        .mlp
+        .iter()
+        .filter(|s| s.lambda < 0.0)
+        .map(|s| (s.lambda, cost.mlp, Unit::Mlp(s)))
+        .chain(scores.qkv.iter().filter(|s| s.lambda < 0.0).map(|s| {
+            let c = cost.qkv_per_head * heads.get(s.block).copied().unwrap_or(1) as u64;
+            (s.lambda, c, Unit::Qkv(s))
+        }))
+        .collect();
+    units.sort_by(|a, b| (a.0 / a.1 as f64).total_cmp(&(b.0 / b.1 as f64)));
+    let mut room = budget.saturating_sub(params);
+    let mut picks = Picks::default();
+    for (_, c, unit) in units {
+        if picks.mlp.len() + picks.qkv.len() >= k {
+            break;
+        }
+        if c > room {
+            continue;
+        }
+        room -= c;
+        match unit {
+            Unit::Mlp(s) => picks.mlp.push(s.clone()),
+            Unit::Qkv(s) => picks.qkv.push(s.clone()),
+        }
+    }
+    picks
+}
+
+/// The smallest score of each of `depth` blocks.
+fn best_per_block(scores: impl Iterator<Item = (usize, f64)>, depth: usize) -> Vec<f64> {
+    let mut best = vec![f64::INFINITY; depth];
+    for (b, l) in scores {
+        if let Some(x) = best.get_mut(b) {
+            *x = x.min(l);
+        }
+    }
+    best
 }
 
 /// Train (and grow) the recipe's ViT; returns the final model and the report.
@@ -247,7 +328,7 @@ pub fn grow(
         )));
     }
     let start = cfg.block_shapes();
-    let per_split = 2 * base.dim as u64 + 1;
+    let cost = SplitCost::of(&base);
     let epochs = opts.epochs.unwrap_or(recipe.schedule.epochs).max(1);
     let stages = epochs.div_ceil(opts.interval);
     let (mut history, mut steps) = (Vec::new(), Vec::new());
@@ -281,26 +362,37 @@ pub fn grow(
             threads: opts.threads,
             ..EngineOptions::default()
         };
-        let all = scores(&model, cfg.depth, &batches, &engine)?;
+        let mut all = scores(&model, &cfg, &batches, &engine)?;
+        if opts.mlp_only {
+            all.qkv.clear();
+        }
+        let heads: Vec<usize> = cfg.block_shapes().iter().map(|b| b.heads).collect();
         let params = param_count(&model);
         let picks = choose(
             &all,
             opts.grow_per_step,
             params,
-            per_split,
+            cost,
+            &heads,
             opts.budget_params,
         );
-        if !picks.is_empty() {
-            let (m, c) = split_neurons(&model, &cfg, &picks, opts.eps)?;
+        if !picks.mlp.is_empty() || !picks.qkv.is_empty() {
+            let (m, c) = grow_step(&model, &cfg, &picks.mlp, &picks.qkv, opts.eps)?;
             model = m;
             cfg = c;
         }
+        let shapes = cfg.block_shapes();
+        let qkv_blocks = if all.qkv.is_empty() { 0 } else { cfg.depth };
         steps.push(GrowthStep {
             epoch: done,
-            negative: all.iter().filter(|s| s.lambda < 0.0).count(),
-            split: picks,
+            negative: all.mlp.iter().filter(|s| s.lambda < 0.0).count(),
+            split: picks.mlp,
+            split_qkv: picks.qkv,
             params: param_count(&model),
-            mlp: cfg.block_shapes().iter().map(|b| b.mlp).collect(),
+            mlp: shapes.iter().map(|b| b.mlp).collect(),
+            head_dim: shapes.iter().map(|b| b.head_dim).collect(),
+            best_mlp: best_per_block(all.mlp.iter().map(|s| (s.block, s.lambda)), cfg.depth),
+            best_qkv: best_per_block(all.qkv.iter().map(|s| (s.block, s.lambda)), qkv_blocks),
         });
     }
     let params = param_count(&model);
