@@ -142,10 +142,11 @@ fn grown_vit_within_budget_runs_everywhere_and_composes_with_vit_slim() {
 }
 
 /// A ViT whose blocks have grown apart (heads of 16, 19 and 17, MLPs of 64, 66 and 64, the
-/// softmax scale of the 16-wide heads kept) is a plain ONNX model: onnx.checker passes it
-/// and tract and ORT agree on it.
+/// softmax scale of the 16-wide heads kept) is a plain ONNX model: onnx.checker passes it,
+/// tract and ORT agree on it, and ViT-Slim slims it.
 #[test]
 fn heterogeneous_heads_and_mlps_run_in_both_engines() {
+    assets();
     let base = VitConfig {
         depth: 3,
         heads: 2,
@@ -202,4 +203,29 @@ fn heterogeneous_heads_and_mlps_run_in_both_engines() {
         python_check(&path, None, &["--input-shape", &dims]).checker,
         "ok"
     );
+    let slim = tmp.path().join("slim.onnx");
+    run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "vit-slim",
+            s(&path),
+            "--data",
+            "mnist",
+            "--budget",
+            "params=0.7",
+            "--search-epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--max-batches",
+            "2",
+            "--runs",
+            "2",
+            "-o",
+            s(&slim),
+        ],
+    );
+    let slimmed = param_count(&OnnxModel::load(&slim).unwrap());
+    assert!(slimmed < param_count(&grown), "{slimmed}");
 }
