@@ -135,6 +135,60 @@ impl ImageSet {
         [n, self.channels, self.height, self.width]
     }
 
+    /// Every image resampled to `height × width` (bilinear, as the `image` crate's Triangle
+    /// filter) and, from one channel, repeated to `channels`: a model with a larger or RGB
+    /// input trained on a grayscale set. The same set when the size already matches.
+    pub fn resized(self, channels: usize, height: usize, width: usize) -> Result<ImageSet> {
+        if (channels, height, width) == (self.channels, self.height, self.width) {
+            return Ok(self);
+        }
+        if channels != self.channels && self.channels != 1 || channels == 0 {
+            return Err(Error::Invalid(format!(
+                "images of {} channels cannot become {channels}",
+                self.channels
+            )));
+        }
+        if height == 0 || width == 0 {
+            return Err(Error::Invalid(format!(
+                "cannot resize images to {height}×{width}"
+            )));
+        }
+        let plane = height * width;
+        let mut pixels = Vec::with_capacity(self.len() * channels * plane);
+        for i in 0..self.len() {
+            let img = self.image(i);
+            let planes: Vec<Vec<f32>> = (0..self.channels)
+                .map(|c| {
+                    let src =
+                        &img[c * self.height * self.width..(c + 1) * self.height * self.width];
+                    let buf = image::ImageBuffer::<image::Luma<f32>, _>::from_raw(
+                        self.width as u32,
+                        self.height as u32,
+                        src.to_vec(),
+                    )
+                    .ok_or_else(|| Error::Invalid(format!("{}: a short image", self.sources[i])))?;
+                    let r = image::imageops::resize(
+                        &buf,
+                        width as u32,
+                        height as u32,
+                        image::imageops::FilterType::Triangle,
+                    );
+                    Ok(r.into_raw())
+                })
+                .collect::<Result<_>>()?;
+            for c in 0..channels {
+                pixels.extend_from_slice(&planes[c % planes.len()]);
+            }
+        }
+        Ok(ImageSet {
+            channels,
+            height,
+            width,
+            pixels,
+            ..self
+        })
+    }
+
     /// Image `i` (`c · h · w` values).
     pub fn image(&self, i: usize) -> &[f32] {
         let s = self.sample_len();
@@ -363,6 +417,34 @@ mod tests {
             assert!(e.contains(bad), "{e}");
         }
         assert_eq!(DataSpec::Tracking(3).to_string(), "tracking:3");
+    }
+
+    /// Upsampling keeps a constant image constant and a ramp's range, repeats one channel to
+    /// three, keeps labels, and refuses three channels to one.
+    #[test]
+    fn image_sets_resize_to_a_models_input() {
+        let set = ImageSet {
+            classes: vec!["a".into(), "b".into()],
+            channels: 1,
+            height: 2,
+            width: 2,
+            pixels: vec![0.5, 0.5, 0.5, 0.5, 0.0, 1.0, 0.0, 1.0],
+            labels: vec![0, 1],
+            sources: vec!["x0".into(), "x1".into()],
+        };
+        let big = set.clone().resized(3, 8, 8).unwrap();
+        assert_eq!(big.input_shape(2), [2, 3, 8, 8]);
+        assert_eq!(big.labels, vec![0, 1]);
+        assert!(big.image(0).iter().all(|&v| (v - 0.5).abs() < 1e-6));
+        let ramp = big.image(1);
+        assert_eq!(&ramp[..64], &ramp[64..128], "channels repeat");
+        let (lo, hi) = ramp
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(lo >= 0.0 && hi <= 1.0 && hi - lo > 0.5, "{lo} {hi}");
+        assert!(ramp[0] < ramp[7], "left to right rises");
+        let e = big.resized(1, 4, 4).unwrap_err().to_string();
+        assert!(e.contains("3 channels cannot become 1"), "{e}");
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub struct Recipe {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     pub spec: DataSpec,
-    /// Folder data: the side images are resized to (square).
+    /// The side images are resized to (square): needed for folder data; for MNIST and
+    /// Animal-MNIST (28 × 28 grayscale) it upsamples them (and repeats their channel when the
+    /// model takes RGB), e.g. 224 for DINOv2-sized inputs.
     #[serde(default)]
     pub image_size: Option<usize>,
     /// Folder data: one luma channel instead of RGB.
@@ -344,10 +346,19 @@ impl Recipe {
         if let (DataSpec::Mnist | DataSpec::AnimalMnist, Some((c, s))) =
             (&d.spec, self.model.image_input())
         {
-            if (c, s) != (1, 28) {
+            let side = d.image_size.unwrap_or(28);
+            if s != side || !(c == 1 || c == 3) {
                 return f(
                     "model",
-                    format!("{} images are 1×28×28, the model takes {c}×{s}×{s}", d.spec),
+                    format!(
+                        "{} images are 1×{side}×{side}{}, the model takes {c}×{s}×{s}",
+                        d.spec,
+                        if side == 28 {
+                            " (data.image_size resizes them)"
+                        } else {
+                            " (data.image_size)"
+                        }
+                    ),
                 );
             }
         }

@@ -18,7 +18,8 @@ use edgeslim_onnx::{OnnxModel, SaveOptions};
 use std::path::{Path, PathBuf};
 
 /// Load a classifier data spec. `image` is the model's (channels, height, width), needed for
-/// folder data (images are resized to it).
+/// folder data; every set's images are resized to it (MNIST's 28 × 28 grayscale digits for a
+/// 224 × 224 model, say).
 pub fn load_data(
     spec: &DataSpec,
     image: Option<(usize, usize, usize)>,
@@ -31,12 +32,12 @@ pub fn load_data(
             if !a.mnist_csv().exists() {
                 a.ensure()?;
             }
-            edgeslim_data::mnist::load_assets(&a)
+            fit(edgeslim_data::mnist::load_assets(&a)?, image)
         }
         DataSpec::AnimalMnist => {
             let a = edgeslim_data::assets::Assets::open();
             a.ensure()?;
-            edgeslim_data::animal_mnist::load_assets(&a)
+            fit(edgeslim_data::animal_mnist::load_assets(&a)?, image)
         }
         DataSpec::Folder(dir) => {
             let (c, height, width) = image
@@ -62,6 +63,15 @@ pub fn load_data(
             "'{spec}' is tracking data; classifiers train on `mnist` or `folder:PATH`"
         ))),
     }
+}
+
+/// A built-in set resized to the model's input, when one is given.
+fn fit(mut data: SplitData, image: Option<(usize, usize, usize)>) -> Result<SplitData> {
+    if let Some((c, h, w)) = image {
+        data.train = data.train.resized(c, h, w)?;
+        data.held_out = data.held_out.resized(c, h, w)?;
+    }
+    Ok(data)
 }
 
 /// Where a recipe's files go: (model, card markdown, card json).
