@@ -528,6 +528,25 @@ kind = "constant"
         let folder = folder.replace("augment_shift = 2", "augment_shift = 2\nimage_size = 32");
         let e = Recipe::parse(&folder, "f.toml").unwrap_err().to_string();
         assert!(e.contains("data.image_size") && e.contains("28"), "{e}");
+        // MNIST for a 56 × 56 model: upsampled with data.image_size, refused without it.
+        let big = CNN.replace(
+            "widths = [16, 32, 64]",
+            "widths = [16, 32, 64]\nimage_size = 56",
+        );
+        let e = Recipe::parse(&big, "b.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("1×28×28") && e.contains("data.image_size"),
+            "{e}"
+        );
+        let big = big.replace("augment_shift = 2", "augment_shift = 2\nimage_size = 56");
+        Recipe::parse(&big, "b.toml").unwrap();
+        let e = Recipe::parse(
+            &big.replace("shift = 2\nimage_size = 56", "shift = 2\nimage_size = 48"),
+            "b.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("1×48×48") && e.contains("56×56"), "{e}");
     }
 
     #[test]
