@@ -50,7 +50,8 @@ pub struct Args {
     /// Total epochs (default: the recipe's).
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
-    /// Split size ε relative to a neuron's input-weight norm.
+    /// Split size ε relative to a neuron's input-weight norm (for a QKV unit, to the RMS of
+    /// the split q and k columns' norms, and to the v column's norm).
     #[arg(long, default_value_t = 1e-3)]
     eps: f64,
     /// Training images the splitting matrices are measured on.

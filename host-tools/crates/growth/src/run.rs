@@ -41,7 +41,8 @@ pub struct GrowOptions {
     pub uniform: bool,
     /// Total epochs (default: the recipe's).
     pub epochs: Option<usize>,
-    /// Split size ε relative to the neuron's input-weight norm.
+    /// Split size ε relative to the neuron's input-weight norm (QKV units: see
+    /// [`crate::grow`]).
     pub eps: f64,
     /// Training images the splitting matrices are measured on.
     pub score_images: usize,
