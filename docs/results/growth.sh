@@ -5,7 +5,8 @@
 # Animal-MNIST, for each seed; then the three MNIST models of the first seed timed side by
 # side on tract. Set JOBS=2 to run two trainings at a time.
 #   bash docs/results/growth.sh OUT   (BUDGET, EPOCHS, INTERVAL, K, BATCHES, SEEDS, THREADS,
-#                                      DATA, SIZE, PATCH, SCORE_IMAGES)
+#                                      DATA, SIZE, PATCH, SCORE_IMAGES, MACS)
+# MACS=1 adds growth ranked per added MAC (--rank-by macs) as a fourth model.
 # DINOv2-sized inputs (224 × 224 in 14 × 14 patches: 256 tokens, the digits upsampled):
 #   SIZE=224 PATCH=14 BUDGET=115k DATA=mnist SEEDS=0 EPOCHS=6 INTERVAL=1 K=16 BATCHES=32 \
 #     SCORE_IMAGES=64 bash docs/results/growth.sh OUT
@@ -45,12 +46,16 @@ for seed in $seeds; do
     train "grown-$data-s$seed" "$recipe" "${common[@]}" --grow-per-step "$k"
     train "mlp-only-$data-s$seed" "$recipe" "${common[@]}" --grow-per-step "$k" --mlp-only
     train "uniform-$data-s$seed" "$recipe" "${common[@]}" --uniform
+    if [ "${MACS:-0}" = 1 ]; then
+      train "grown-macs-$data-s$seed" "$recipe" "${common[@]}" --grow-per-step "$k" --rank-by macs
+    fi
   done
 done
 wait
 tail -n 2 "$out"/*.txt
 first=$(echo $seeds | cut -d' ' -f1)
 d=$(echo $datasets | cut -d' ' -f1)
-"$bin" bench "$out/grown-$d-s$first.onnx" "$out/mlp-only-$d-s$first.onnx" \
-  "$out/uniform-$d-s$first.onnx" --runs "${RUNS:-500}" \
+models=("$out/grown-$d-s$first.onnx" "$out/mlp-only-$d-s$first.onnx" "$out/uniform-$d-s$first.onnx")
+[ "${MACS:-0}" = 1 ] && models+=("$out/grown-macs-$d-s$first.onnx")
+"$bin" bench "${models[@]}" --runs "${RUNS:-500}" \
   --input-shape "x=1,1,$size,$size" --json "$out/bench.json" | tee "$out/bench.txt"

@@ -3,7 +3,7 @@
 //! under a parameter budget (or, with --uniform, the widest uniformly scaled ViT within it).
 
 use anyhow::{bail, Context, Result};
-use edgeslim::growth::run::{grow, GrowOptions};
+use edgeslim::growth::run::{grow, GrowOptions, RankBy};
 use edgeslim::onnx::SaveOptions;
 use edgeslim::report::growth::{widths_svg, Widths};
 use edgeslim::train::families::vit::BlockShape;
@@ -40,6 +40,11 @@ pub struct Args {
     /// Grow the MLPs only; the heads keep their starting width.
     #[arg(long)]
     mlp_only: bool,
+    /// Rank units by score per added parameter (what the budget counts) or per added MAC
+    /// (what latency follows: at many tokens a QKV unit's attention products cost far more
+    /// than its parameters say).
+    #[arg(long, value_enum, default_value = "params")]
+    rank_by: RankByArg,
     /// Starting share of the recipe's QKV and MLP widths.
     #[arg(long, default_value_t = 0.5, value_name = "F")]
     start_width: f64,
@@ -114,6 +119,10 @@ pub fn run(a: Args) -> Result<()> {
         interval: a.interval,
         grow_per_step: a.grow_per_step,
         mlp_only: a.mlp_only,
+        rank_by: match a.rank_by {
+            RankByArg::Params => RankBy::Params,
+            RankByArg::Macs => RankBy::Macs,
+        },
         start_width: a.start_width,
         uniform: a.uniform,
         epochs: a.epochs,
@@ -168,4 +177,10 @@ pub fn run(a: Args) -> Result<()> {
         svg_path.display()
     );
     Ok(())
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RankByArg {
+    Params,
+    Macs,
 }

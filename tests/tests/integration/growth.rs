@@ -1,7 +1,7 @@
 //! Growth (issue 25): `edgeslim grow` on the zoo's ViT recipe and real MNIST.
 
 use edgeslim::growth::grow::grow_step;
-use edgeslim::growth::run::{param_count, scaled};
+use edgeslim::growth::run::{param_count, scaled, SplitCost};
 use edgeslim::growth::split::{HeadDirection, NeuronScore, QkvScore};
 use edgeslim::onnx::OnnxModel;
 use edgeslim::onnx::SaveOptions;
@@ -184,6 +184,23 @@ fn heterogeneous_heads_and_mlps_run_in_both_engines() {
         })
         .collect();
     let (grown, gcfg) = grow_step(&model, &cfg, &neurons, &units, 0.05).unwrap();
+    // What a split adds, counted by `inspect` on the two graphs, is what growth ranks by.
+    let shape: edgeslim_runtime::InputShape = "x=1,1,28,28".parse().unwrap();
+    let macs = |m: &OnnxModel| {
+        edgeslim::onnx::inspect::inspect(m, std::slice::from_ref(&shape))
+            .unwrap()
+            .total_macs
+    };
+    let (p, c) = (SplitCost::params(&cfg), SplitCost::macs(&cfg));
+    let heads = cfg.heads as u64;
+    assert_eq!(
+        param_count(&grown) - param_count(&model),
+        2 * p.mlp + 4 * heads * p.qkv_per_head
+    );
+    assert_eq!(
+        macs(&grown) - macs(&model),
+        2 * c.mlp + 4 * heads * c.qkv_per_head
+    );
     let shapes = gcfg.block_shapes();
     let heads: Vec<usize> = shapes.iter().map(|b| b.head_dim).collect();
     assert_eq!(heads, vec![16, 19, 17]);

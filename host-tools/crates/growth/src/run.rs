@@ -35,6 +35,9 @@ pub struct GrowOptions {
     /// Grow the MLPs only, never the heads (QKV widths stay at the start).
     #[serde(default)]
     pub mlp_only: bool,
+    /// What a unit's score is divided by to rank it.
+    #[serde(default)]
+    pub rank_by: RankBy,
     /// Starting share of the recipe's QKV and MLP widths.
     pub start_width: f64,
     /// The baseline: the widest uniformly scaled ViT within the budget, no growth.
@@ -60,6 +63,7 @@ impl Default for GrowOptions {
             interval: 1,
             grow_per_step: 8,
             mlp_only: false,
+            rank_by: RankBy::Params,
             start_width: 0.5,
             uniform: false,
             epochs: None,
@@ -217,9 +221,8 @@ fn score_batches(data: &SplitData, n: usize, seed: u64) -> Result<Vec<(Tensor, T
         .collect()
 }
 
-/// Parameters one split adds: an MLP neuron (its fc1 column and bias, its fc2 row) and a
-/// QKV unit of a block of `heads` heads (per head a q, k and v column with biases and an
-/// output-projection row).
+/// What one split adds, in parameters or in MACs per image: an MLP neuron and, per head, a
+/// QKV unit of a block.
 #[derive(Debug, Clone, Copy)]
 pub struct SplitCost {
     pub mlp: u64,
@@ -227,13 +230,42 @@ pub struct SplitCost {
 }
 
 impl SplitCost {
-    pub fn of(cfg: &VitConfig) -> SplitCost {
+    /// Parameters: a neuron's fc1 column and bias and fc2 row; per head, a q, k and v column
+    /// with biases and an output-projection row.
+    pub fn params(cfg: &VitConfig) -> SplitCost {
         let d = cfg.dim as u64;
         SplitCost {
             mlp: 2 * d + 1,
             qkv_per_head: 4 * d + 3,
         }
     }
+
+    /// MACs per image over T tokens: a neuron's fc1 and fc2 (2·T·dim); per head, the q, k, v
+    /// and output projections (4·T·dim) and the head's share of Q·Kᵀ and of the
+    /// attention-weighted sum (2·T²), which the parameter count does not see.
+    pub fn macs(cfg: &VitConfig) -> SplitCost {
+        let (d, t) = (cfg.dim as u64, cfg.tokens() as u64);
+        SplitCost {
+            mlp: 2 * t * d,
+            qkv_per_head: 4 * t * d + 2 * t * t,
+        }
+    }
+
+    fn qkv(&self, heads: usize) -> u64 {
+        self.qkv_per_head * heads as u64
+    }
+}
+
+/// What the scores are divided by to rank the units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RankBy {
+    /// Score per added parameter (what the budget counts).
+    #[default]
+    Params,
+    /// Score per added MAC (what the board's latency follows; QKV units cost more at many
+    /// tokens).
+    Macs,
 }
 
 /// What one growth step splits.
@@ -243,14 +275,15 @@ pub struct Picks {
     pub qkv: Vec<QkvScore>,
 }
 
-/// The units to split: the most negative eigenvalue per added parameter first, at most `k`,
-/// within the budget (a unit that no longer fits is skipped for a cheaper one that does).
-/// `heads[b]` is block b's head count.
+/// The units to split: the most negative score per `rank` cost first, at most `k`, while
+/// their `params` costs fit the budget (a unit that no longer fits is skipped for a cheaper
+/// one that does). `heads[b]` is block b's head count.
 pub fn choose(
     scores: &Scores,
     k: usize,
     params: u64,
     cost: SplitCost,
+    rank: SplitCost,
     heads: &[usize],
     budget: u64,
 ) -> Picks {
@@ -258,17 +291,19 @@ pub fn choose(
         Mlp(&'a NeuronScore),
         Qkv(&'a QkvScore),
     }
+    let heads_of = |b: usize| heads.get(b).copied().unwrap_or(1);
+    // (score per rank cost, parameters, unit)
     let mut units: Vec<(f64, u64, Unit)> = scores
         .mlp
         .iter()
         .filter(|s| s.lambda < 0.0)
-        .map(|s| (s.lambda, cost.mlp, Unit::Mlp(s)))
+        .map(|s| (s.lambda / rank.mlp as f64, cost.mlp, Unit::Mlp(s)))
         .chain(scores.qkv.iter().filter(|s| s.lambda < 0.0).map(|s| {
-            let c = cost.qkv_per_head * heads.get(s.block).copied().unwrap_or(1) as u64;
-            (s.lambda, c, Unit::Qkv(s))
+            let h = heads_of(s.block);
+            (s.lambda / rank.qkv(h) as f64, cost.qkv(h), Unit::Qkv(s))
         }))
         .collect();
-    units.sort_by(|a, b| (a.0 / a.1 as f64).total_cmp(&(b.0 / b.1 as f64)));
+    units.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut room = budget.saturating_sub(params);
     let mut picks = Picks::default();
     for (_, c, unit) in units {
@@ -329,7 +364,11 @@ pub fn grow(
         )));
     }
     let start = cfg.block_shapes();
-    let cost = SplitCost::of(&base);
+    let cost = SplitCost::params(&base);
+    let rank = match opts.rank_by {
+        RankBy::Params => cost,
+        RankBy::Macs => SplitCost::macs(&base),
+    };
     let epochs = opts.epochs.unwrap_or(recipe.schedule.epochs).max(1);
     let stages = epochs.div_ceil(opts.interval);
     let (mut history, mut steps) = (Vec::new(), Vec::new());
@@ -374,6 +413,7 @@ pub fn grow(
             opts.grow_per_step,
             params,
             cost,
+            rank,
             &heads,
             opts.budget_params,
         );

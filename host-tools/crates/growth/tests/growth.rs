@@ -328,16 +328,16 @@ fn choosing_splits_respects_the_budget() {
         qkv_per_head: 35,
     };
     let ids = |p: &edgeslim_growth::run::Picks| p.mlp.iter().map(|p| p.neuron).collect::<Vec<_>>();
-    let picked = choose(&all, 10, 100, cost, &[2], 100 + 17 * 3 + 16);
+    let picked = choose(&all, 10, 100, cost, cost, &[2], 100 + 17 * 3 + 16);
     assert_eq!(
         ids(&picked),
         vec![2, 3, 0],
         "three fit the budget, most negative first"
     );
-    assert!(choose(&all, 10, 100, cost, &[2], 116).mlp.is_empty());
-    assert_eq!(choose(&all, 2, 0, cost, &[2], 10_000).mlp.len(), 2);
+    assert!(choose(&all, 10, 100, cost, cost, &[2], 116).mlp.is_empty());
+    assert_eq!(choose(&all, 2, 0, cost, cost, &[2], 10_000).mlp.len(), 2);
     assert_eq!(
-        choose(&all, 10, 0, cost, &[2], 10_000).mlp.len(),
+        choose(&all, 10, 0, cost, cost, &[2], 10_000).mlp.len(),
         4,
         "never a positive score"
     );
@@ -354,10 +354,10 @@ fn choosing_splits_respects_the_budget() {
         qkv: vec![q(0, -10.0), q(1, 0.0)],
         ..all
     };
-    let p = choose(&mixed, 3, 0, cost, &[2], 10_000);
+    let p = choose(&mixed, 3, 0, cost, cost, &[2], 10_000);
     assert_eq!(ids(&p), vec![2, 3]);
     assert_eq!(p.qkv.iter().map(|u| u.rank).collect::<Vec<_>>(), vec![0]);
-    let tight = choose(&mixed, 10, 0, cost, &[2], 17 + 17 + 17);
+    let tight = choose(&mixed, 10, 0, cost, cost, &[2], 17 + 17 + 17);
     assert_eq!(
         ids(&tight),
         vec![2, 3, 0],
