@@ -20,11 +20,20 @@ use crate::{Error, Result};
 use edgeslim_onnx::{OnnxModel, Tensor};
 use edgeslim_train::families::vit::{self, BlockShape, VitConfig};
 
-fn weight(model: &OnnxModel, name: &str) -> Result<Vec<f32>> {
+/// A weight's values, which must number `len` (what the config says; the indexing of a
+/// split relies on it).
+fn weight(model: &OnnxModel, name: &str, len: usize) -> Result<Vec<f32>> {
     let p = model
         .initializer(name)
         .ok_or_else(|| Error::tensor(name, "missing from the ViT"))?;
-    Ok(Tensor::from_proto(p)?.to_f32_vec())
+    let w = Tensor::from_proto(p)?.to_f32_vec();
+    if w.len() != len {
+        return Err(Error::tensor(
+            name,
+            format!("{} values where the ViT's config needs {len}", w.len()),
+        ));
+    }
+    Ok(w)
 }
 
 /// The ViT with the chosen neurons split (at most once each); returns it and its config.
@@ -93,9 +102,9 @@ fn split_mlp(
         }
         let p = format!("blocks.{b}.mlp");
         let (w1, b1, w2) = (
-            weight(model, &format!("{p}.fc1.weight"))?,
-            weight(model, &format!("{p}.fc1.bias"))?,
-            weight(model, &format!("{p}.fc2.weight"))?,
+            weight(model, &format!("{p}.fc1.weight"), d * m)?,
+            weight(model, &format!("{p}.fc1.bias"), m)?,
+            weight(model, &format!("{p}.fc2.weight"), m * d)?,
         );
         let m2 = m + mine.len();
         // fc1.weight is [dim, mlp] (MatMul layout): column i is neuron i's input weights.
@@ -169,14 +178,15 @@ fn split_qkv(
         }
         let hd2 = hd + mine.len();
         let p = format!("blocks.{b}.attn");
+        let sized = |name: String, len: usize| weight(model, &name, len);
         let load = |which: &str| -> Result<(Vec<f32>, Vec<f32>)> {
             Ok((
-                weight(model, &format!("{p}.{which}.weight"))?,
-                weight(model, &format!("{p}.{which}.bias"))?,
+                sized(format!("{p}.{which}.weight"), d * h * hd)?,
+                sized(format!("{p}.{which}.bias"), h * hd)?,
             ))
         };
         let (q, k, v) = (load("q")?, load("k")?, load("v")?);
-        let proj = weight(model, &format!("{p}.proj.weight"))?;
+        let proj = sized(format!("{p}.proj.weight"), h * hd * d)?;
         // Old column (head, j) → new column: the heads are re-laid at the wider width.
         let widen = |(w, bias): &(Vec<f32>, Vec<f32>)| {
             let mut nw = vec![0.0f32; d * h * hd2];

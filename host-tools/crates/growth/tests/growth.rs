@@ -241,6 +241,17 @@ fn a_qkv_growth_step_keeps_the_function() {
     assert!(d0 <= 1e-5, "an ε = 0 split moved the outputs by {d0}");
     let (far, _) = grow_step(&model, &cfg, &[], &units, 0.5).unwrap();
     assert!(max_diff(&before, &logits(&far, &x, DType::F32)) > 1e-4);
+    // A config that does not describe the model is an error naming the tensor, not a panic.
+    let mut wrong = cfg.block_shapes();
+    wrong[0].head_dim += 1;
+    let wrong = VitConfig {
+        blocks: Some(wrong),
+        ..cfg.clone()
+    };
+    let e = grow_step(&model, &wrong, &[], &units, 1e-3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blocks.0.attn.q.weight"), "{e}");
 }
 
 /// A QKV unit's score is the second-order loss change of its split: the loss moves by
