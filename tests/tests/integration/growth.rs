@@ -33,6 +33,33 @@ fn grow(out: &Path, extra: &[&str]) -> edgeslim_e2e::Run {
     run("edgeslim", &args)
 }
 
+/// `edgeslim compress vit-slim` on MNIST with one search and one retraining epoch of
+/// `batches` batches, timed over `runs` runs.
+fn vit_slim(model: &Path, out: &Path, budget: &str, batches: &str, runs: &str) {
+    run_ok(
+        "edgeslim",
+        &[
+            "compress",
+            "vit-slim",
+            s(model),
+            "--data",
+            "mnist",
+            "--budget",
+            budget,
+            "--search-epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--max-batches",
+            batches,
+            "--runs",
+            runs,
+            "-o",
+            s(out),
+        ],
+    );
+}
+
 /// A grown ViT stays within its budget, has per-block MLP widths of its own, is a plain ONNX
 /// model that onnx.checker passes and tract and ORT agree on, and goes through ViT-Slim like
 /// any other ViT; the uniform baseline is the widest one within the same budget; a CNN
@@ -84,28 +111,7 @@ fn grown_vit_within_budget_runs_everywhere_and_composes_with_vit_slim() {
         "ok"
     );
     let slim = tmp.path().join("slim.onnx");
-    run_ok(
-        "edgeslim",
-        &[
-            "compress",
-            "vit-slim",
-            s(&grown),
-            "--data",
-            "mnist",
-            "--budget",
-            "params=0.8",
-            "--search-epochs",
-            "1",
-            "--retrain-epochs",
-            "1",
-            "--max-batches",
-            "4",
-            "--runs",
-            "3",
-            "-o",
-            s(&slim),
-        ],
-    );
+    vit_slim(&grown, &slim, "params=0.8", "4", "3");
     assert!(param_count(&OnnxModel::load(&slim).unwrap()) < params);
 
     let uniform = tmp.path().join("uniform.onnx");
@@ -221,28 +227,7 @@ fn heterogeneous_heads_and_mlps_run_in_both_engines() {
         "ok"
     );
     let slim = tmp.path().join("slim.onnx");
-    run_ok(
-        "edgeslim",
-        &[
-            "compress",
-            "vit-slim",
-            s(&path),
-            "--data",
-            "mnist",
-            "--budget",
-            "params=0.7",
-            "--search-epochs",
-            "1",
-            "--retrain-epochs",
-            "1",
-            "--max-batches",
-            "2",
-            "--runs",
-            "2",
-            "-o",
-            s(&slim),
-        ],
-    );
+    vit_slim(&path, &slim, "params=0.7", "2", "2");
     let slimmed = param_count(&OnnxModel::load(&slim).unwrap());
     assert!(slimmed < param_count(&grown), "{slimmed}");
 }

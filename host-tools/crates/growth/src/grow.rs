@@ -5,7 +5,7 @@
 //! weights a/2. At ε = 0 the function is exactly unchanged (halving is exact in binary floating
 //! point); the ± perturbation, which breaks the pair's symmetry so it can learn two features,
 //! changes the outputs by O(ε²) (≤ 1e-5 at the default ε, a test). The model is rebuilt from the
-//! family with the block's MLP one wider per split and every other weight copied.
+//! family with the block's MLP one wider per split and every other weight copied by name.
 //!
 //! A QKV unit ([`QkvScore`]) splits dimension j = r of every head of its block the same way:
 //! q_j and k_j become two copies each, halved by √2 and perturbed by ±ε_h·u and ±ε_h·w (the
@@ -18,6 +18,7 @@
 use crate::split::{NeuronScore, QkvScore};
 use crate::{Error, Result};
 use edgeslim_onnx::{OnnxModel, Tensor};
+use edgeslim_train::families::siamese;
 use edgeslim_train::families::vit::{self, BlockShape, VitConfig};
 
 /// A weight's values, which must number `len` (what the config says; the indexing of a
@@ -64,7 +65,12 @@ pub fn grow_step(
         ..cfg.clone()
     };
     let mut out = vit::build(&grown)?;
-    copy_weights(model, &mut out, &changed)?;
+    // Every weight a split did not touch comes from the model by name, its shape checked.
+    let unchanged = |name: &str| !changed.iter().any(|(n, _)| n == name);
+    siamese::copy_weights_by_name(&mut out, &[model], unchanged, "the model being grown")?;
+    for (name, t) in &changed {
+        out.set_initializer(name, t);
+    }
     Ok((out, grown))
 }
 
@@ -257,32 +263,6 @@ fn split_qkv(
             Tensor::f32(vec![h * hd2, d], nproj)?,
         ));
         shape.head_dim = hd2;
-    }
-    Ok(())
-}
-
-/// Every float initializer of `to` from `from` by name (same shape), except `changed`.
-pub fn copy_weights(
-    from: &OnnxModel,
-    to: &mut OnnxModel,
-    changed: &[(String, Tensor)],
-) -> Result<()> {
-    let names: Vec<String> = to
-        .graph()
-        .initializer
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    for name in names {
-        if let Some((_, t)) = changed.iter().find(|(n, _)| *n == name) {
-            to.set_initializer(&name, t);
-            continue;
-        }
-        let p = from
-            .initializer(&name)
-            .ok_or_else(|| Error::tensor(&name, "missing from the model being grown"))?;
-        let t = Tensor::from_proto(p)?;
-        to.set_initializer(&name, &t);
     }
     Ok(())
 }

@@ -127,6 +127,23 @@ fn a_growth_step_keeps_the_function() {
     assert!(max_diff(&before, &logits(&far, &x, DType::F32)) > 1e-4);
 }
 
+/// Every unit's score for the batch (x, y), measured in f64.
+fn f64_scores(model: &OnnxModel, cfg: &VitConfig, x: &Tensor, y: &Tensor) -> Scores {
+    let f64_engine = EngineOptions {
+        dtype: DType::F64,
+        ..EngineOptions::default()
+    };
+    scores(model, cfg, &[(x.clone(), y.clone())], &f64_engine).unwrap()
+}
+
+/// The mean cross-entropy of `model` on (x, y), in f64.
+fn f64_loss(model: &OnnxModel, x: &Tensor, y: &Tensor) -> f64 {
+    cross_entropy(&logits(model, x, DType::F64), y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 /// The splitting score is the second-order loss change of a split along its eigenvector:
 /// 2·(L_split − L)/ε² ≈ λ, by finite differences in f64, for the most negative and the median
 /// score of a tiny ViT.
@@ -135,19 +152,8 @@ fn the_splitting_score_matches_finite_differences() {
     let cfg = tiny();
     let model = model_of(&cfg);
     let (x, y) = batch(12, 5, DType::F64);
-    let f64_engine = EngineOptions {
-        dtype: DType::F64,
-        ..EngineOptions::default()
-    };
-    let all = scores(&model, &cfg, &[(x.clone(), y.clone())], &f64_engine)
-        .unwrap()
-        .mlp;
-    let loss = |mm: &OnnxModel| {
-        cross_entropy(&logits(mm, &x, DType::F64), &y)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
+    let all = f64_scores(&model, &cfg, &x, &y).mlp;
+    let loss = |mm: &OnnxModel| f64_loss(mm, &x, &y);
     let base = loss(&model);
     let mut sorted: Vec<&NeuronScore> = all.iter().collect();
     sorted.sort_by(|a, b| a.lambda.total_cmp(&b.lambda));
@@ -263,19 +269,8 @@ fn the_qkv_score_matches_finite_differences() {
     let cfg = tiny();
     let model = model_of(&cfg);
     let (x, y) = batch(12, 7, DType::F64);
-    let f64_engine = EngineOptions {
-        dtype: DType::F64,
-        ..EngineOptions::default()
-    };
-    let all = scores(&model, &cfg, &[(x.clone(), y.clone())], &f64_engine)
-        .unwrap()
-        .qkv;
-    let loss = |mm: &OnnxModel| {
-        cross_entropy(&logits(mm, &x, DType::F64), &y)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
+    let all = f64_scores(&model, &cfg, &x, &y).qkv;
+    let loss = |mm: &OnnxModel| f64_loss(mm, &x, &y);
     let base = loss(&model);
     let shapes = cfg.block_shapes();
     for (b, shape) in shapes.iter().enumerate() {
